@@ -1,0 +1,60 @@
+"""llmrelay: stream LLM responses from any provider behind one interface.
+
+    import llmrelay
+    for text in llmrelay.stream("openai:gpt-4o-mini", [{"role": "user", "content": "Hi"}]).text_stream:
+        print(text, end="", flush=True)
+"""
+
+from .client import Client, acomplete, astream, complete, default_client, stream
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    IncompleteToolCallError,
+    InternalServerError,
+    InvalidRequestError,
+    LengthFinishReasonError,
+    LLMRelayError,
+    MalformedChunkError,
+    MissingAPIKeyError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    ProviderStreamError,
+    RateLimitError,
+    RequestTooLargeError,
+    ServiceUnavailableError,
+    StreamInterruptedError,
+    Timeout,
+    UnknownProviderError,
+    UnprocessableEntityError,
+    UnsupportedParameterError,
+)
+from .events import (
+    Finish,
+    ProviderEvent,
+    ReasoningDelta,
+    RefusalDelta,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    UsageEvent,
+)
+from .messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
+from .providers import PROVIDERS, Provider
+from .response import Choice, Response, Timings
+from .stream import AsyncStream, Stream
+from .timeouts import Timeouts
+from .usage import Usage
+
+__version__ = "0.1.0"
+
+__all__ = [name for name in dir() if not name.startswith("_")]

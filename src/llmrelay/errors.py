@@ -1,0 +1,304 @@
+"""The exception tree. Names follow the openai SDK so `except RateLimitError` reads as users expect.
+
+Every error raised once a stream has started carries `partial`: the `Response`
+assembled so far (text, reasoning, tool calls, usage). Nothing received is lost.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .response import Response
+
+
+class LLMRelayError(Exception):
+    """Base of every error llmrelay raises."""
+
+
+class InvalidRequestError(LLMRelayError, ValueError):
+    """The call itself is malformed (bad message, bad parameter value). Names what was wrong."""
+
+
+class MissingAPIKeyError(LLMRelayError):
+    def __init__(self, provider: str, env_vars: tuple[str, ...]):
+        self.provider = provider
+        self.env_vars = env_vars
+        if env_vars:
+            where = " or ".join(env_vars)
+            hint = f"set the {where} environment variable"
+            if len(env_vars) > 1:
+                hint = f"set one of the environment variables {', '.join(env_vars)}"
+        else:
+            hint = "configure it on the provider profile"
+        super().__init__(
+            f"No API key found for provider {provider!r}: pass api_key=... (or "
+            f"Client(api_keys={{{provider!r}: ...}})) or {hint}."
+        )
+
+
+class UnknownProviderError(LLMRelayError, ValueError):
+    def __init__(self, model: str, known: list[str], reason: str | None = None):
+        self.model = model
+        self.known = known
+        msg = reason or f"Unknown provider in model {model!r}"
+        super().__init__(
+            f"{msg}. Use 'provider:model'. Known providers: {', '.join(sorted(known))}."
+        )
+
+
+class UnsupportedParameterError(LLMRelayError, ValueError):
+    def __init__(self, provider: str, parameter: str, hint: str = ""):
+        self.provider = provider
+        self.parameter = parameter
+        super().__init__(
+            f"Parameter {parameter!r} is not supported by provider {provider!r}."
+            + (f" {hint}" if hint else "")
+        )
+
+
+class APIError(LLMRelayError):
+    """An error talking to a provider. Carries the partial response if the stream had started."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+        partial: Response | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.model = model
+        self.request_id = request_id
+        self.body = body
+        self.partial = partial
+
+    @property
+    def partial_text(self) -> str:
+        return self.partial.text if self.partial is not None else ""
+
+    @property
+    def usage(self):
+        return self.partial.usage if self.partial is not None else None
+
+
+class APIConnectionError(APIError):
+    """The connection failed or broke."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A timeout: `kind` is connect, first_byte, idle or total."""
+
+    def __init__(self, message: str, *, kind: str = "total", **kw: Any):
+        super().__init__(message, **kw)
+        self.kind = kind
+
+
+Timeout = APITimeoutError
+
+
+class StreamInterruptedError(APIConnectionError):
+    """The stream was cut (or ended) before its final event. `partial` holds what arrived."""
+
+
+class ProviderStreamError(APIError):
+    """An error event inside an HTTP 200 stream. `code`/`status` come from the payload."""
+
+    def __init__(self, message: str, *, code: str | int | None = None, status: int | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.code = code
+        self.status_code = status
+
+
+class MalformedChunkError(ProviderStreamError):
+    """A chunk in the stream could not be decoded (not JSON, not the expected shape)."""
+
+
+class APIStatusError(APIError):
+    status_code: int = 0
+
+    def __init__(self, message: str, *, status_code: int, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    pass
+
+
+class ContextWindowExceededError(BadRequestError):
+    pass
+
+
+class ContentPolicyViolationError(BadRequestError):
+    pass
+
+
+class AuthenticationError(APIStatusError):
+    pass
+
+
+class PermissionDeniedError(APIStatusError):
+    pass
+
+
+class NotFoundError(APIStatusError):
+    pass
+
+
+class ConflictError(APIStatusError):
+    pass
+
+
+class RequestTooLargeError(APIStatusError):
+    pass
+
+
+class UnprocessableEntityError(APIStatusError):
+    pass
+
+
+class RateLimitError(APIStatusError):
+    pass
+
+
+class InternalServerError(APIStatusError):
+    pass
+
+
+class ServiceUnavailableError(InternalServerError):
+    pass
+
+
+class OverloadedError(InternalServerError):
+    pass
+
+
+class LengthFinishReasonError(LLMRelayError):
+    """Raised only for callers who opt into raising on truncation."""
+
+
+class IncompleteToolCallError(LLMRelayError):
+    pass
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: RequestTooLargeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+    503: ServiceUnavailableError,
+    529: OverloadedError,
+}
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "maximum context",
+    "prompt is too long",
+    "too many tokens",
+)
+_POLICY_MARKERS = ("content_policy", "content policy", "safety system", "content_filter")
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, `retry-after` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_message_from_body(body: bytes | str | None) -> tuple[str | None, Any]:
+    """Pull a human message out of a provider error body (JSON or text)."""
+    if not body:
+        return None, None
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:2000] or None, body
+    return _find_message(data), data
+
+
+def _find_message(data: Any) -> str | None:
+    if isinstance(data, list) and data:
+        return _find_message(data[0])
+    if not isinstance(data, dict):
+        return str(data) if data is not None else None
+    err = data.get("error")
+    if isinstance(err, dict):
+        return _find_message(err) or json.dumps(err)
+    if isinstance(err, str):
+        return err
+    for key in ("message", "detail", "msg"):
+        if isinstance(data.get(key), str):
+            return data[key]
+    return json.dumps(data)[:2000]
+
+
+def status_error(
+    status: int,
+    body: bytes | None,
+    headers: Any = None,
+    *,
+    provider: str | None = None,
+    model: str | None = None,
+    request_id: str | None = None,
+) -> APIStatusError:
+    """Map an HTTP status (and body) to the typed error."""
+    message, data = error_message_from_body(body)
+    cls = _STATUS_CLASSES.get(status)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else APIStatusError
+    if cls is BadRequestError and message:
+        lowered = message.lower()
+        if any(m in lowered for m in _CONTEXT_MARKERS):
+            cls = ContextWindowExceededError
+        elif any(m in lowered for m in _POLICY_MARKERS):
+            cls = ContentPolicyViolationError
+    text = f"{provider or 'provider'} returned HTTP {status}"
+    if message:
+        text += f": {message}"
+    return cls(
+        text,
+        status_code=status,
+        retry_after=parse_retry_after(headers),
+        provider=provider,
+        model=model,
+        request_id=request_id,
+        body=data,
+    )

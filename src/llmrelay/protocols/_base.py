@@ -1,0 +1,222 @@
+"""What every wire protocol module shares: the request it encodes and the decoder base.
+
+A protocol module is sans-IO. It exposes:
+
+- `encode(call: Call) -> HTTPRequest`: a pure function from a validated call to
+  the exact HTTP request (method, URL, headers, JSON body).
+- `Decoder`: `feed(bytes) -> list[Event]` and `end() -> list[Event]` (at EOF);
+  after `end()`, `complete` says whether the stream reached its final semantic
+  event (`finish_reason`, `message_stop`, `response.completed`, `done:true`…).
+- `PARAMS`: the generation parameters the protocol can carry.
+
+Decoders never raise for provider problems: an in-band error becomes a
+`StreamError` event and an undecodable chunk a `StreamError(kind="malformed")`,
+so the stream layer can fold everything before it and raise with the partial
+response attached.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from .. import events as ev
+
+if TYPE_CHECKING:
+    from ..messages import Message
+    from ..providers import Provider
+
+loads = json.loads
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(slots=True)
+class Params:
+    """Generation parameters, provider-neutral. None means "not set"."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    #: "minimal" | "low" | "medium" | "high" (OpenAI-style effort).
+    reasoning_effort: str | None = None
+    #: Token budget for thinking (Anthropic `budget_tokens`, Gemini `thinkingBudget`).
+    thinking_budget: int | None = None
+    n: int | None = None
+
+    def set_fields(self) -> list[str]:
+        return [name for name in self.__slots__ if getattr(self, name) is not None]  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Call:
+    """A validated request, resolved against a provider profile: the encoder's only input."""
+
+    provider: Provider
+    model: str
+    base_url: str
+    api_key: str | None
+    messages: list[Message]
+    params: Params = field(default_factory=Params)
+    extra_body: dict[str, Any] | None = None
+    extra_headers: dict[str, str] | None = None
+
+
+@dataclass(slots=True)
+class HTTPRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    #: The JSON body as an object, for tests and logs (never re-encoded).
+    json: Any = None
+
+
+def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str, str], method: str = "POST") -> HTTPRequest:
+    """Join URL, merge `extra_body` (caller wins) and `extra_headers`, encode JSON once."""
+    if call.extra_body:
+        body = {**body, **call.extra_body}
+    all_headers = {"content-type": "application/json", "accept": "text/event-stream"}
+    all_headers.update(call.provider.headers)
+    all_headers.update(headers)
+    if call.extra_headers:
+        all_headers.update(call.extra_headers)
+    url = call.base_url.rstrip("/") + path
+    return HTTPRequest(method, url, all_headers, dumps(body), body)
+
+
+def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Tool-call arguments: `""` means `{}`; anything but a JSON object is an error, never a crash."""
+    if not raw or raw.isspace():
+        return {}, None
+    try:
+        value = loads(raw)
+    except ValueError as exc:
+        return None, f"arguments are not valid JSON: {exc}"
+    if not isinstance(value, dict):
+        return None, f"arguments must be a JSON object, got {type(value).__name__}"
+    return value, None
+
+
+class ToolCalls:
+    """Tracks tool calls as they form and emits start / delta / end events.
+
+    Keys are whatever the protocol identifies a call by (Chat: `(choice, index)`;
+    Anthropic: block index; Responses: `item_id`). Indexes in events are dense
+    per choice, in order of first appearance.
+    """
+
+    __slots__ = ("_open", "_count")
+
+    def __init__(self) -> None:
+        self._open: dict[Any, list[Any]] = {}
+        self._count: dict[int, int] = {}
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._open
+
+    def start(self, key: Any, id: str | None, name: str, out: list, choice: int = 0, signature: str | None = None) -> None:
+        index = self._count.get(choice, 0)
+        self._count[choice] = index + 1
+        self._open[key] = [index, id, name, [], choice, signature]
+        out.append(ev.ToolCallStart(index, id, name, choice, signature))
+
+    def delta(self, key: Any, arguments: str, out: list) -> None:
+        if not arguments:
+            return
+        call = self._open.get(key)
+        if call is None:
+            return
+        call[3].append(arguments)
+        out.append(ev.ToolCallDelta(call[0], arguments, call[4]))
+
+    def end(self, key: Any, out: list, error: str | None = None) -> None:
+        call = self._open.pop(key, None)
+        if call is None:
+            return
+        index, id, name, pieces, choice, signature = call
+        raw = "".join(pieces)
+        if error is None:
+            arguments, error = parse_arguments(raw)
+        else:
+            arguments = None
+        out.append(ev.ToolCallEnd(index, id, name, arguments, raw, error, choice, signature))
+
+    def end_all(self, out: list, error: str | None = None, choice: int | None = None) -> None:
+        for key in [k for k, c in self._open.items() if choice is None or c[4] == choice]:
+            self.end(key, out, error)
+
+    def whole(self, key: Any, id: str | None, name: str, arguments: Any, out: list, choice: int = 0, signature: str | None = None) -> None:
+        """A call delivered complete in one piece (Gemini, Ollama, Groq)."""
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+        self.start(key, id, name, out, choice, signature)
+        self.delta(key, raw, out)
+        self.end(key, out)
+
+
+def malformed(payload: bytes, exc: Exception) -> ev.StreamError:
+    snippet = payload[:200].decode("utf-8", "replace")
+    return ev.StreamError(f"malformed chunk ({exc}): {snippet!r}", code="malformed_chunk", data=snippet, kind="malformed")
+
+
+class Decoder:
+    """Base for protocol decoders: framing + JSON, then `_on(event_name, obj, out)` per frame.
+
+    Subclasses set `framing` and implement `_on`; they set `self.complete = True`
+    when the final semantic event arrives, and may override `_at_end(out)` to
+    flush open state (tool calls) at EOF.
+    """
+
+    framing: Callable[[], Any]
+
+    def __init__(self) -> None:
+        self._parser = self.framing()
+        self.complete = False
+        #: Set when a frame could not be decoded at EOF (the connection was cut mid-event).
+        self.cut = False
+
+    def feed(self, data: bytes) -> list:
+        out: list = []
+        on = self._on
+        for frame in self._parser.feed(data):
+            name, payload = frame if type(frame) is tuple else (None, frame)
+            if payload == b"[DONE]":
+                self._done(out)
+                continue
+            try:
+                obj = loads(payload)
+            except ValueError as exc:
+                out.append(malformed(payload, exc))
+                continue
+            on(name, obj, out)
+        return out
+
+    def end(self) -> list:
+        out: list = []
+        for frame in self._parser.close():
+            name, payload = frame if type(frame) is tuple else (None, frame)
+            if payload == b"[DONE]":
+                self._done(out)
+                continue
+            try:
+                obj = loads(payload)
+            except ValueError:
+                self.cut = True  # half an event at EOF: a cut, not a malformed chunk
+                continue
+            self._on(name, obj, out)
+        self._at_end(out)
+        return out
+
+    def _done(self, out: list) -> None:
+        """`data: [DONE]`: not the completion signal by itself (see `complete`)."""
+
+    def _at_end(self, out: list) -> None:
+        pass
+
+    def _on(self, name: str | None, obj: Any, out: list) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,238 @@
+"""OpenAI Chat Completions (and every OpenAI-compatible service): `POST {base}/chat/completions`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import events as ev
+from ..errors import UnsupportedParameterError
+from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
+from ..usage import Usage
+from ..wire import SSEParser
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request
+from ._think import ThinkTags
+
+PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "n"})
+
+FINISH = {
+    "stop": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "model_length": "length",
+    "max_tokens": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+    "error": "error",
+    "insufficient_system_resource": "error",
+}
+
+
+def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.text})
+            continue
+        if m.role == "assistant":
+            msg: dict[str, Any] = {"role": "assistant", "content": m.text or None}
+            calls = [p for p in m.parts if isinstance(p, ToolCall)]
+            if calls:
+                msg["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+                    for c in calls
+                ]
+            elif msg["content"] is None:
+                msg["content"] = ""
+            out.append(msg)
+            continue
+        content = [p for p in m.parts if not isinstance(p, ReasoningPart)]
+        if all(isinstance(p, TextPart) for p in content):
+            msg = {"role": m.role, "content": "".join(p.text for p in content)}  # type: ignore[union-attr]
+        else:
+            msg = {"role": m.role, "content": [_part(p) for p in content]}
+        if m.name:
+            msg["name"] = m.name
+        out.append(msg)
+    return out
+
+
+def _part(p: Any) -> dict[str, Any]:
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text}
+    if isinstance(p, ImagePart):
+        image: dict[str, Any] = {"url": p.data_url}
+        if p.detail:
+            image["detail"] = p.detail
+        return {"type": "image_url", "image_url": image}
+    raise UnsupportedParameterError("openai_chat", type(p).__name__, "This part type cannot be sent in a chat message.")
+
+
+def encode(call: Call) -> HTTPRequest:
+    p = call.params
+    body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages), "stream": True}
+    if call.provider.stream_usage:
+        body["stream_options"] = {"include_usage": True}
+    if p.temperature is not None:
+        body["temperature"] = p.temperature
+    if p.top_p is not None:
+        body["top_p"] = p.top_p
+    if p.max_tokens is not None:
+        body[call.provider.max_tokens_field] = p.max_tokens
+    if p.stop is not None:
+        body["stop"] = p.stop
+    if p.seed is not None:
+        body["seed"] = p.seed
+    if p.n is not None:
+        body["n"] = p.n
+    if p.reasoning_effort is not None:
+        body["reasoning_effort"] = p.reasoning_effort
+    headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
+    return build_request(call, "/chat/completions", body, headers)
+
+
+def chat_usage(u: dict[str, Any]) -> Usage:
+    prompt_details = u.get("prompt_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens")
+    if cached is None:
+        cached = u.get("prompt_cache_hit_tokens")  # DeepSeek
+    completion_details = u.get("completion_tokens_details") or {}
+    cost = u.get("cost")
+    return Usage(
+        input_tokens=u.get("prompt_tokens"),
+        output_tokens=u.get("completion_tokens"),
+        cached_input_tokens=cached,
+        reasoning_tokens=completion_details.get("reasoning_tokens"),
+        provider_cost=float(cost) if isinstance(cost, (int, float)) else None,
+        raw=u,
+    )
+
+
+def _stream_error(err: Any, out: list) -> None:
+    if isinstance(err, dict):
+        code = err.get("code")
+        status = err.get("status_code")
+        if status is None and isinstance(code, int):
+            status = code
+        message = err.get("message") or str(err)
+        out.append(ev.StreamError(str(message), code=code if code is not None else err.get("type"), status=status, data=err))
+    else:
+        out.append(ev.StreamError(str(err), data=err))
+
+
+class Decoder(_Decoder):
+    framing = SSEParser
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started = False
+        self._tools = ToolCalls()
+        self._finished: dict[int, str] = {}
+        self._think: dict[int, ThinkTags] = {}
+
+    def _done(self, out: list) -> None:
+        self.complete = True
+
+    def _on(self, name: str | None, obj: Any, out: list) -> None:
+        if not self._started:
+            self._started = True
+            out.append(ev.StreamStart(obj.get("id"), obj.get("model")))
+        if name == "error":
+            usage = obj.get("usage")
+            if usage:
+                out.append(ev.UsageEvent(chat_usage(usage)))
+            _stream_error(obj.get("error", obj), out)
+            return
+        choices = obj.get("choices")
+        if choices:
+            for position, choice in enumerate(choices):
+                self._choice(choice, position, out)
+        usage = obj.get("usage")
+        if usage is None:
+            x_groq = obj.get("x_groq")
+            usage = x_groq.get("usage") if x_groq else None
+        if usage:
+            out.append(ev.UsageEvent(chat_usage(usage)))
+        err = obj.get("error")
+        if err:
+            _stream_error(err, out)
+
+    def _choice(self, choice: dict[str, Any], position: int, out: list) -> None:
+        idx = choice.get("index", position)
+        delta = choice.get("delta")
+        if delta:
+            content = delta.get("content")
+            if content:
+                if type(content) is str:
+                    think = self._think.get(idx)
+                    if think is None:
+                        think = self._think[idx] = ThinkTags()
+                    if think.state == 2:
+                        out.append(ev.TextDelta(content, idx))
+                    else:
+                        think.feed(content, idx, out)
+                else:
+                    self._content_parts(content, idx, out)
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                out.append(ev.ReasoningDelta(reasoning, idx))
+            refusal = delta.get("refusal")
+            if refusal:
+                out.append(ev.RefusalDelta(refusal, idx))
+            calls = delta.get("tool_calls")
+            if calls:
+                self._tool_calls(calls, idx, out)
+        reason = choice.get("finish_reason")
+        if reason and self._finished.get(idx) != reason:
+            self._finished[idx] = reason
+            think = self._think.get(idx)
+            if think is not None:
+                think.flush(idx, out)
+            self._tools.end_all(out, choice=idx)
+            out.append(ev.Finish(FINISH.get(reason, "stop"), reason, idx))
+            self.complete = True
+
+    def _tool_calls(self, calls: list[dict[str, Any]], idx: int, out: list) -> None:
+        tools = self._tools
+        for position, tc in enumerate(calls):
+            key = (idx, tc.get("index", position))
+            fn = tc.get("function") or {}
+            if key not in tools:
+                tools.start(key, tc.get("id"), fn.get("name") or "", out, idx)
+            args = fn.get("arguments")
+            if args:
+                tools.delta(key, args if type(args) is str else _json(args), out)
+
+    @staticmethod
+    def _content_parts(parts: list[Any], idx: int, out: list) -> None:
+        """Mistral: content as a list of typed parts (`text`, `thinking`)."""
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind == "text" and part.get("text"):
+                out.append(ev.TextDelta(part["text"], idx))
+            elif kind == "thinking":
+                inner = part.get("thinking")
+                if isinstance(inner, str):
+                    out.append(ev.ReasoningDelta(inner, idx))
+                elif isinstance(inner, list):
+                    for piece in inner:
+                        if isinstance(piece, dict) and piece.get("text"):
+                            out.append(ev.ReasoningDelta(piece["text"], idx))
+
+    def _at_end(self, out: list) -> None:
+        for idx, think in self._think.items():
+            think.flush(idx, out)
+        if self.complete:
+            # some services (OpenRouter upstreams) never send finish_reason "tool_calls"
+            self._tools.end_all(out)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)

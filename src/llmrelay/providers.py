@@ -1,0 +1,174 @@
+"""Provider profiles: data, not code.
+
+A provider is a wire protocol plus a base URL, the env vars it reads and a few
+quirk flags. An OpenAI-compatible service is one `Provider(...)` entry here (or
+one `Client(providers={...})` entry in user code).
+
+Settings resolve in this order: explicit argument, then the env vars listed
+(first set wins), then `<NAME>_BASE_URL` / `<NAME>_API_BASE`, then the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from .errors import MissingAPIKeyError, UnknownProviderError
+
+PROTOCOLS = ("openai_chat", "openai_responses", "anthropic", "gemini", "ollama", "cohere", "cohere_v1")
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    protocol: str
+    base_url: str
+    key_env: tuple[str, ...] = ()
+    base_url_env: tuple[str, ...] = ()
+    #: False for local servers (Ollama, LM Studio, vLLM): a key is sent only if given.
+    requires_key: bool = True
+    #: Send `stream_options: {include_usage: true}` (OpenAI Chat-compatible only).
+    stream_usage: bool = True
+    #: The provider continues a trailing assistant message (used by fallback `prefill`).
+    supports_prefill: bool = False
+    #: Chat field for the output limit: "max_tokens" or "max_completion_tokens".
+    max_tokens_field: str = "max_tokens"
+    #: Parameters this service rejects although its protocol has them.
+    unsupported: frozenset[str] = frozenset()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def with_base_url(self, base_url: str) -> Provider:
+        return replace(self, base_url=base_url)
+
+
+def _compat(name: str, base_url: str, key_env: tuple[str, ...], **kw) -> Provider:
+    return Provider(name, "openai_chat", base_url, key_env, **kw)
+
+
+_BUILTIN: tuple[Provider, ...] = (
+    Provider(
+        "openai", "openai_chat", "https://api.openai.com/v1", ("OPENAI_API_KEY",),
+        ("OPENAI_BASE_URL", "OPENAI_API_BASE"), max_tokens_field="max_completion_tokens",
+        description="OpenAI Chat Completions",
+    ),
+    Provider(
+        "openai-responses", "openai_responses", "https://api.openai.com/v1", ("OPENAI_API_KEY",),
+        ("OPENAI_BASE_URL", "OPENAI_API_BASE"), description="OpenAI Responses API",
+    ),
+    Provider(
+        "anthropic", "anthropic", "https://api.anthropic.com", ("ANTHROPIC_API_KEY",),
+        ("ANTHROPIC_BASE_URL",), supports_prefill=True, description="Anthropic Messages",
+    ),
+    Provider(
+        "gemini", "gemini", "https://generativelanguage.googleapis.com/v1beta",
+        ("GEMINI_API_KEY", "GOOGLE_API_KEY"), ("GOOGLE_GEMINI_BASE_URL",),
+        description="Google Gemini (streamGenerateContent, SSE)",
+    ),
+    Provider(
+        "ollama", "ollama", "http://localhost:11434", ("OLLAMA_API_KEY",),
+        ("OLLAMA_HOST", "OLLAMA_API_BASE", "OLLAMA_BASE_URL", "OLLAMA_API_URL"),
+        requires_key=False, supports_prefill=True, description="Ollama /api/chat (NDJSON)",
+    ),
+    Provider(
+        "cohere", "cohere", "https://api.cohere.com", ("CO_API_KEY", "COHERE_API_KEY"),
+        ("CO_BASE_URL", "COHERE_BASE_URL"), description="Cohere v2 /v2/chat",
+    ),
+    Provider(
+        "cohere-v1", "cohere_v1", "https://api.cohere.com", ("CO_API_KEY", "COHERE_API_KEY"),
+        ("CO_BASE_URL", "COHERE_BASE_URL"), description="Cohere v1 /v1/chat (legacy NDJSON)",
+    ),
+    _compat("groq", "https://api.groq.com/openai/v1", ("GROQ_API_KEY",), base_url_env=("GROQ_BASE_URL",),
+            description="Groq (OpenAI-compatible)"),
+    _compat("deepseek", "https://api.deepseek.com", ("DEEPSEEK_API_KEY",), base_url_env=("DEEPSEEK_API_BASE",),
+            supports_prefill=False, description="DeepSeek (OpenAI-compatible)"),
+    _compat("mistral", "https://api.mistral.ai/v1", ("MISTRAL_API_KEY",), base_url_env=("MISTRAL_API_BASE",),
+            supports_prefill=True, unsupported=frozenset({"seed"}), description="Mistral (OpenAI-compatible)"),
+    _compat("openrouter", "https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",), supports_prefill=True,
+            description="OpenRouter (OpenAI-compatible)"),
+    _compat("together", "https://api.together.xyz/v1", ("TOGETHER_API_KEY",),
+            description="Together AI (OpenAI-compatible)"),
+    _compat("fireworks", "https://api.fireworks.ai/inference/v1", ("FIREWORKS_API_KEY",),
+            description="Fireworks AI (OpenAI-compatible)"),
+    _compat("xai", "https://api.x.ai/v1", ("XAI_API_KEY",), description="xAI Grok (OpenAI-compatible)"),
+    _compat("perplexity", "https://api.perplexity.ai", ("PERPLEXITY_API_KEY", "PPLX_API_KEY"),
+            stream_usage=False, unsupported=frozenset({"seed", "stop"}), description="Perplexity (OpenAI-compatible)"),
+    _compat("cerebras", "https://api.cerebras.ai/v1", ("CEREBRAS_API_KEY",), description="Cerebras (OpenAI-compatible)"),
+    _compat("huggingface", "https://router.huggingface.co/v1", ("HF_TOKEN", "HUGGINGFACE_API_KEY"),
+            description="Hugging Face router (OpenAI-compatible)"),
+    _compat("lmstudio", "http://localhost:1234/v1", ("LMSTUDIO_API_KEY",), base_url_env=("LMSTUDIO_BASE_URL", "LM_STUDIO_BASE_URL"),
+            requires_key=False, description="LM Studio local server (OpenAI-compatible)"),
+    _compat("vllm", "http://localhost:8000/v1", ("VLLM_API_KEY",), requires_key=False,
+            description="vLLM server (OpenAI-compatible)"),
+    _compat("openai-compatible", "", ("OPENAI_COMPATIBLE_API_KEY",), requires_key=False,
+            description="Any OpenAI-compatible server: give base_url"),
+)
+
+PROVIDERS: dict[str, Provider] = {p.name: p for p in _BUILTIN}
+
+
+def env_names(provider: Provider, suffixes: tuple[str, ...]) -> tuple[str, ...]:
+    prefix = provider.name.upper().replace("-", "_")
+    return tuple(prefix + s for s in suffixes)
+
+
+def parse_model(model: str, known: Mapping[str, Provider], aliases: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """`provider:model` (split at the first colon) or `provider/model` with a known prefix."""
+    if not isinstance(model, str) or not model.strip():
+        raise UnknownProviderError(repr(model), list(known), reason="The model must be a non-empty 'provider:model' string")
+    if aliases and model in aliases:
+        model = aliases[model]
+    head, sep, rest = model.partition(":")
+    if sep and head in known:
+        if not rest:
+            raise UnknownProviderError(model, list(known), reason=f"No model name after {head!r}")
+        return head, rest
+    head, sep, rest = model.partition("/")
+    if sep and head in known and rest:
+        return head, rest
+    if ":" in model and "/" not in model.split(":", 1)[0]:
+        reason = f"Unknown provider {model.split(':', 1)[0]!r} in model {model!r}"
+    else:
+        reason = f"No known provider prefix in model {model!r}"
+    raise UnknownProviderError(model, list(known), reason=reason)
+
+
+def normalize_base_url(provider: Provider, url: str) -> str:
+    url = url.strip().rstrip("/")
+    if provider.protocol == "ollama" and "://" not in url:
+        # OLLAMA_HOST may be "0.0.0.0", "localhost:11434", "myhost"
+        host = url or "localhost"
+        if host.startswith("0.0.0.0"):
+            host = "127.0.0.1" + host[len("0.0.0.0"):]
+        if ":" not in host:
+            host += ":11434"
+        url = "http://" + host
+    return url
+
+
+def resolve_base_url(provider: Provider, explicit: str | None, env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    if explicit:
+        return normalize_base_url(provider, explicit)
+    for name in provider.base_url_env + env_names(provider, ("_BASE_URL", "_API_BASE")):
+        if env.get(name):
+            return normalize_base_url(provider, env[name])
+    if not provider.base_url:
+        raise UnknownProviderError(
+            provider.name, [], reason=f"Provider {provider.name!r} has no default base URL: pass base_url=..."
+        )
+    return provider.base_url
+
+
+def resolve_api_key(provider: Provider, explicit: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    env = os.environ if env is None else env
+    if explicit:
+        return explicit
+    names = provider.key_env or env_names(provider, ("_API_KEY",))
+    for name in names:
+        if env.get(name):
+            return env[name]
+    if provider.requires_key:
+        raise MissingAPIKeyError(provider.name, names)
+    return None

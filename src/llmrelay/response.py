@@ -1,0 +1,110 @@
+"""`Response`: what a finished (or broken) stream assembled to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .messages import Message, Part, ReasoningPart, TextPart, ToolCall
+from .usage import Usage
+
+
+@dataclass(slots=True)
+class Timings:
+    """Monotonic-clock timings, from request dispatch.
+
+    `total` excludes the time the caller spent between chunks (their own work),
+    so it measures the provider and llmrelay, not the consumer.
+    """
+
+    time_to_first_token: float | None = None
+    total: float | None = None
+    output_tokens_per_second: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time_to_first_token": self.time_to_first_token,
+            "total": self.total,
+            "output_tokens_per_second": self.output_tokens_per_second,
+        }
+
+
+@dataclass(slots=True)
+class Choice:
+    """One candidate answer. `Response` exposes choice 0 directly."""
+
+    index: int = 0
+    parts: list[Part] = field(default_factory=list)
+    refusal: str | None = None
+    finish_reason: str | None = None
+    raw_finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, ReasoningPart))
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [p for p in self.parts if isinstance(p, ToolCall)]
+
+
+@dataclass(slots=True)
+class Response:
+    provider: str | None = None
+    #: The model that actually served the call (as the provider reported it).
+    model: str | None = None
+    #: The model id that was requested.
+    requested_model: str | None = None
+    id: str | None = None
+    request_id: str | None = None
+    choices: list[Choice] = field(default_factory=lambda: [Choice()])
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+    #: "ok", "truncated", "error" or "aborted".
+    status: str = "ok"
+    error: BaseException | None = None
+    #: Provider-side events that are not content (server tools, citations).
+    provider_events: list[Any] = field(default_factory=list)
+
+    @property
+    def choice(self) -> Choice:
+        return self.choices[0]
+
+    @property
+    def parts(self) -> list[Part]:
+        return self.choices[0].parts
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    @property
+    def reasoning(self) -> str:
+        return self.choices[0].reasoning
+
+    @property
+    def refusal(self) -> str | None:
+        return self.choices[0].refusal
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return self.choices[0].tool_calls
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason
+
+    @property
+    def raw_finish_reason(self) -> str | None:
+        return self.choices[0].raw_finish_reason
+
+    def to_message(self) -> Message:
+        """The assistant turn, ready to append to the conversation (signatures kept)."""
+        return Message("assistant", list(self.choices[0].parts))
+
+    def __str__(self) -> str:
+        return self.text

@@ -1,0 +1,51 @@
+"""Test your application offline with real recorded provider streams.
+
+- `ReplayServer`, `Reply`: a real HTTP server on 127.0.0.1 serving recorded
+  bytes split at random (or realistic) boundaries, recording every request.
+- `recordings`: the bundled real streams and their provenance.
+- `client_for(server)`: a `Client` whose every provider points at the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .recordings import index, provider_for, read_recording, recording_path, request_for, wire_recordings
+from .server import RecordedRequest, ReplayServer, Reply
+
+#: Path prefix each protocol expects under a provider's base URL.
+BASE_PATHS = {
+    "openai_chat": "/v1",
+    "openai_responses": "/v1",
+    "anthropic": "",
+    "gemini": "/v1beta",
+    "ollama": "",
+    "cohere": "",
+    "cohere_v1": "",
+}
+
+
+def client_for(server: ReplayServer, **kwargs: Any):
+    """A `Client` with every known provider's base URL on the replay server and dummy keys."""
+    from ..client import Client
+    from ..providers import PROVIDERS
+
+    base_urls = {name: server.url + BASE_PATHS.get(p.protocol, "") for name, p in PROVIDERS.items()}
+    keys = {name: "test-key" for name in PROVIDERS}
+    base_urls.update(kwargs.pop("base_urls", {}))
+    keys.update(kwargs.pop("api_keys", {}))
+    return Client(base_urls=base_urls, api_keys=keys, **kwargs)
+
+
+__all__ = [
+    "ReplayServer",
+    "Reply",
+    "RecordedRequest",
+    "client_for",
+    "index",
+    "provider_for",
+    "read_recording",
+    "recording_path",
+    "request_for",
+    "wire_recordings",
+]
