@@ -163,7 +163,9 @@ class SyncTransport:
             client.close()
 
 
-class SyncBody:
+class _Body:
+    """An open response: status checked; the body is read by the subclass's iterator."""
+
     __slots__ = ("_resp", "_timeouts", "_ctx", "_started", "status_code", "headers")
 
     def __init__(self, resp: Any, timeouts: Timeouts, ctx: dict[str, Any], started: float):
@@ -174,11 +176,18 @@ class SyncBody:
         self.status_code = resp.status_code
         self.headers = resp.headers
 
+    def _translate(self, exc: BaseException) -> Exception:
+        return translate_error(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started)
+
+
+class SyncBody(_Body):
+    __slots__ = ()
+
     def iter_bytes(self) -> Iterator[bytes]:
         try:
             yield from self._resp.iter_bytes()
         except _httpx().HTTPError as exc:
-            raise translate_error(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started) from exc
+            raise self._translate(exc) from exc
 
     def close(self) -> None:
         self._resp.close()
@@ -212,23 +221,15 @@ class AsyncTransport:
             await client.aclose()
 
 
-class AsyncBody:
-    __slots__ = ("_resp", "_timeouts", "_ctx", "_started", "status_code", "headers")
-
-    def __init__(self, resp: Any, timeouts: Timeouts, ctx: dict[str, Any], started: float):
-        self._resp = resp
-        self._timeouts = timeouts
-        self._ctx = ctx
-        self._started = started
-        self.status_code = resp.status_code
-        self.headers = resp.headers
+class AsyncBody(_Body):
+    __slots__ = ()
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._resp.aiter_bytes():
                 yield chunk
         except _httpx().HTTPError as exc:
-            raise translate_error(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started) from exc
+            raise self._translate(exc) from exc
 
     async def aclose(self) -> None:
         await self._resp.aclose()

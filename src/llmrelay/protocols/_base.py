@@ -182,8 +182,18 @@ class Decoder:
 
     def feed(self, data: bytes) -> list:
         out: list = []
+        self._frames(self._parser.feed(data), out, final=False)
+        return out
+
+    def end(self) -> list:
+        out: list = []
+        self._frames(self._parser.close(), out, final=True)
+        self._at_end(out)
+        return out
+
+    def _frames(self, frames: list, out: list, final: bool) -> None:
         on = self._on
-        for frame in self._parser.feed(data):
+        for frame in frames:
             name, payload = frame if type(frame) is tuple else (None, frame)
             if payload == b"[DONE]":
                 self._done(out)
@@ -191,26 +201,12 @@ class Decoder:
             try:
                 obj = loads(payload)
             except ValueError as exc:
-                out.append(malformed(payload, exc))
+                if final:
+                    self.cut = True  # half an event at EOF: a cut, not a malformed chunk
+                else:
+                    out.append(malformed(payload, exc))
                 continue
             on(name, obj, out)
-        return out
-
-    def end(self) -> list:
-        out: list = []
-        for frame in self._parser.close():
-            name, payload = frame if type(frame) is tuple else (None, frame)
-            if payload == b"[DONE]":
-                self._done(out)
-                continue
-            try:
-                obj = loads(payload)
-            except ValueError:
-                self.cut = True  # half an event at EOF: a cut, not a malformed chunk
-                continue
-            self._on(name, obj, out)
-        self._at_end(out)
-        return out
 
     def _done(self, out: list) -> None:
         """`data: [DONE]`: not the completion signal by itself (see `complete`)."""

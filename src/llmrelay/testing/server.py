@@ -232,8 +232,8 @@ class ReplayServer:
                 keep = await self._respond(reader, writer, request, reply)
                 if not keep:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return  # client gone, or the server is stopping
         finally:
             try:
                 writer.close()

@@ -13,14 +13,13 @@ _SPECIAL = re.compile(rb'[\[\]{}"\\]')
 
 
 class JSONArrayParser:
-    __slots__ = ("_buf", "_pos", "_depth", "_in_str", "_esc", "_start", "_opened", "_closed")
+    __slots__ = ("_buf", "_pos", "_depth", "_in_str", "_start", "_opened", "_closed")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0  # next byte to scan
         self._depth = 0  # depth inside the outer array (0 = between elements)
         self._in_str = False
-        self._esc = False
         self._start = -1  # where the current element began
         self._opened = False
         self._closed = False
@@ -32,58 +31,37 @@ class JSONArrayParser:
         pos = self._pos
         n = len(buf)
         while pos < n:
-            if self._in_str:
-                if self._esc:
-                    self._esc = False
-                    pos += 1
-                    continue
-                m = _SPECIAL.search(buf, pos)
-                if m is None:
-                    pos = n
-                    break
-                pos = m.start()
+            if self._depth == 0:  # between elements (or before the opening bracket)
                 c = buf[pos]
-                if c == 0x5C:  # backslash
-                    self._esc = True
-                elif c == 0x22:
-                    self._in_str = False
                 pos += 1
-                continue
-            if not self._opened:
-                c = buf[pos]
-                if c == 0x5B:  # [
+                if c in b" \t\r\n":
+                    continue
+                if not self._opened:
+                    if c != 0x5B:
+                        raise ValueError(f"expected a JSON array, found {bytes([c])!r}")
                     self._opened = True
-                elif c not in b" \t\r\n":
-                    raise ValueError(f"expected a JSON array, found {bytes([c])!r}")
-                pos += 1
-                continue
-            if self._depth == 0:
-                c = buf[pos]
-                if c in b" \t\r\n,":
-                    pos += 1
+                elif c == 0x2C:  # ,
                     continue
-                if c == 0x5D:  # ] end of the array
+                elif c == 0x5D:  # ] end of the array
                     self._closed = True
-                    pos += 1
-                    continue
-                self._start = pos
-                if c in b"{[":
+                elif c in b"{[":
+                    self._start = pos - 1
                     self._depth = 1
-                elif c == 0x22:
-                    self._depth = 1
-                    self._in_str = True
                 else:
                     raise ValueError(f"unexpected byte {bytes([c])!r} between array elements")
-                pos += 1
                 continue
             m = _SPECIAL.search(buf, pos)
             if m is None:
                 pos = n
                 break
-            pos = m.start()
-            c = buf[pos]
-            pos += 1
-            if c == 0x22:
+            pos = m.end()
+            c = buf[pos - 1]
+            if self._in_str:
+                if c == 0x5C:  # backslash: skip the escaped byte
+                    pos += 1
+                elif c == 0x22:
+                    self._in_str = False
+            elif c == 0x22:
                 self._in_str = True
             elif c in b"{[":
                 self._depth += 1
@@ -92,8 +70,8 @@ class JSONArrayParser:
                 if self._depth == 0:
                     out.append(bytes(buf[self._start : pos]))
                     self._start = -1
-        # drop consumed bytes
-        keep_from = self._start if self._start >= 0 else pos
+        # drop consumed bytes (pos may point one past the end after an escape)
+        keep_from = self._start if self._start >= 0 else min(pos, n)
         if keep_from:
             del buf[:keep_from]
             pos -= keep_from
