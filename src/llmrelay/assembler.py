@@ -1,7 +1,8 @@
 """One assembler for every protocol: folds typed events into a `Response`.
 
-Text is collected as a list of pieces and joined only when a `Response` is
-built, so a long stream costs O(n), not O(n²). Parts keep their order and
+Text pieces are compacted into blocks every 256 pieces: O(n) time, and
+memory that tracks the text itself (a plain list of small `str` pieces costs
+~60 bytes per chunk whatever the text; `io.StringIO` keeps the pieces alive too). Parts keep their order and
 their opaque signatures: a signature (or redacted data) closes the current
 part, so the next delta starts a new one, exactly as providers expect it back.
 """
@@ -18,12 +19,36 @@ from .usage import Usage
 _TEXT, _REASONING, _TOOL = 0, 1, 2
 
 
+class _Text:
+    """An append-only string builder whose memory is the characters, not the pieces."""
+
+    __slots__ = ("pieces", "blocks")
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.blocks: list[str] = []
+
+    def write(self, s: str) -> None:
+        pieces = self.pieces
+        pieces.append(s)
+        if len(pieces) >= 256:
+            self.blocks.append("".join(pieces))
+            pieces.clear()
+
+    def getvalue(self) -> str:
+        if self.blocks:
+            return "".join(self.blocks) + "".join(self.pieces)
+        return "".join(self.pieces)
+
+
 class _PartBuilder:
-    __slots__ = ("kind", "pieces", "signature", "redacted", "tool")
+    __slots__ = ("kind", "buf", "write", "pieces", "signature", "redacted", "tool")
 
     def __init__(self, kind: int):
         self.kind = kind
-        self.pieces: list[str] = []
+        self.buf = _Text()
+        self.write = self.buf.write
+        self.pieces: list[str] = []  # tool-call argument fragments
         self.signature: str | None = None
         self.redacted: str | None = None
         self.tool: dict[str, Any] | None = None
@@ -82,7 +107,7 @@ class Assembler:
         cur = cb.current
         if cur is None or cur.kind != _TEXT or cur.signature is not None:
             cur = cb.open(_TEXT)
-        cur.pieces.append(e.text)
+        cur.write(e.text)
         if e.signature is not None:
             cur.signature = e.signature
 
@@ -98,7 +123,7 @@ class Assembler:
         ):
             cur = cb.open(_REASONING)
         if e.text:
-            cur.pieces.append(e.text)
+            cur.write(e.text)
         if e.signature is not None:
             cur.signature = e.signature
         if e.redacted is not None:
@@ -154,7 +179,7 @@ class Assembler:
     @property
     def text(self) -> str:
         cb = self._choices[0]
-        return "".join("".join(p.pieces) for p in cb.parts if p.kind == _TEXT)
+        return "".join(p.buf.getvalue() for p in cb.parts if p.kind == _TEXT)
 
     def open_tool_calls(self) -> bool:
         return any(p.tool is not None and p.tool["end"] is None for p in self._choices[0].tools.values())
@@ -175,9 +200,9 @@ class Assembler:
         parts: list[Any] = []
         for p in cb.parts:
             if p.kind == _TEXT:
-                parts.append(TextPart("".join(p.pieces), p.signature))
+                parts.append(TextPart(p.buf.getvalue(), p.signature))
             elif p.kind == _REASONING:
-                parts.append(ReasoningPart("".join(p.pieces), p.signature, p.redacted))
+                parts.append(ReasoningPart(p.buf.getvalue(), p.signature, p.redacted))
             else:
                 assert p.tool is not None
                 end: ev.ToolCallEnd | None = p.tool["end"]
