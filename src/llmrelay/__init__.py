@@ -32,6 +32,8 @@ from .errors import (
     ServiceUnavailableError,
     StreamInterruptedError,
     Timeout,
+    ToolExecutionError,
+    ToolLoopLimitError,
     UnknownProviderError,
     UnprocessableEntityError,
     UnsupportedParameterError,
@@ -46,6 +48,7 @@ from .events import (
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
+    ToolResult,
     UsageEvent,
 )
 from .messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
@@ -57,4 +60,13 @@ from .usage import Usage
 
 __version__ = "0.1.0"
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+
+def __getattr__(name: str):  # lazy exports: tools pull in inspect/pydantic only when used
+    if name in ("Tool", "tool"):
+        from . import tools
+
+        return getattr(tools, name)
+    raise AttributeError(f"module 'llmrelay' has no attribute {name!r}")
+
+
+__all__ = [name for name in dir() if not name.startswith("_")] + ["Tool", "tool"]

@@ -15,11 +15,13 @@ from .messages import normalize_messages
 from .protocols._base import Call, Params
 from .providers import PROVIDERS, Provider, parse_model, resolve_api_key, resolve_base_url
 from .response import Response
+from .plan import single, tool_loop
 from .stream import AsyncStream, Stream, StreamCore
 from .timeouts import Timeouts
 
 _PARAM_NAMES = tuple(Params.__slots__)  # type: ignore[attr-defined]
-_CALL_OPTIONS = ("extra_body", "extra_headers", "timeout", "api_key", "base_url", "provider")
+_CALL_OPTIONS = ("extra_body", "extra_headers", "timeout", "api_key", "base_url", "provider", "tools", "tool_choice")
+_LOOP_OPTIONS = ("max_tool_rounds", "run_tools", "tool_errors")
 
 
 def protocol_module(name: str) -> Any:
@@ -95,6 +97,10 @@ class Client:
     # -- preparing a call (pure) ---------------------------------------------
     def prepare(self, model: str, messages: Any, **kwargs: Any) -> tuple[Call, Any, Any, Timeouts]:
         """Resolve, validate and encode a call without sending it: (call, request, decoder, timeouts)."""
+        call, request, timeouts = self._prepare(model, messages, kwargs)
+        return call, request, protocol_module(call.provider.protocol).Decoder(), timeouts
+
+    def _prepare(self, model: str, messages: Any, kwargs: dict[str, Any]) -> tuple[Call, Any, Timeouts]:
         options = {k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs}
         params = _check_params(kwargs)
         env = os.environ if self._env is None else self._env
@@ -117,6 +123,16 @@ class Client:
         for opt in ("extra_body", "extra_headers"):
             if options.get(opt) is not None and not isinstance(options[opt], dict):
                 raise InvalidRequestError(f"{opt} must be a dict, got {type(options[opt]).__name__}")
+        tools: dict[str, Any] = {}
+        if options.get("tools"):
+            from .tools import as_tools  # lazy: pydantic and inspect load only for tool users
+
+            tools = as_tools(options["tools"])
+        tool_choice = options.get("tool_choice")
+        if tool_choice is not None and tool_choice not in ("auto", "none", "required") and tool_choice not in tools:
+            raise InvalidRequestError(
+                f"tool_choice must be 'auto', 'none', 'required' or the name of a given tool; got {tool_choice!r}"
+            )
         call = Call(
             provider=provider,
             model=model_id,
@@ -126,23 +142,40 @@ class Client:
             params=params,
             extra_body=options.get("extra_body"),
             extra_headers=options.get("extra_headers"),
+            tools=list(tools.values()) or None,
+            tool_choice=tool_choice,
         )
-        request = module.encode(call)
+        request = module.encode(call)  # encode now: a bad request fails here, not mid-iteration
         timeouts = Timeouts.of(options["timeout"]) if "timeout" in options else self.timeouts
-        return call, request, module.Decoder(), timeouts
+        return call, request, timeouts
+
+    def _plan(self, model: str, messages: Any, kwargs: dict[str, Any]) -> tuple[Any, Call, Any, Timeouts]:
+        loop = {k: kwargs.pop(k) for k in _LOOP_OPTIONS if k in kwargs}
+        call, request, timeouts = self._prepare(model, messages, kwargs)
+        if call.tools:
+            errors = loop.get("tool_errors", "return")
+            if errors not in ("return", "raise"):
+                raise InvalidRequestError(f"tool_errors must be 'return' or 'raise', got {errors!r}")
+            rounds = loop.get("max_tool_rounds", 10)
+            if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+                raise InvalidRequestError(f"max_tool_rounds must be a non-negative integer, got {rounds!r}")
+            plan = tool_loop(call, {t.name: t for t in call.tools}, max_rounds=rounds,
+                             run_tools=loop.get("run_tools", True), raise_tool_errors=errors == "raise")
+        else:
+            plan = single(call)
+        return plan, call, request, timeouts
 
     # -- the four calls -----------------------------------------------------
     def stream(self, model: str, messages: Any, **params: Any) -> Stream:
-        call, request, decoder, timeouts = self.prepare(model, messages, **params)
-        core = StreamCore(call, request, decoder)
-        transport = self._sync()
-        return Stream(core, lambda: transport.open(request, timeouts, core.ctx))
+        """Stream a response. Options besides the generation params: `tools`, `tool_choice`,
+        `max_tool_rounds` (10), `run_tools` (True), `tool_errors` ("return" | "raise"),
+        `extra_body`, `extra_headers`, `timeout`, `api_key`, `base_url`, `provider`."""
+        plan, call, request, timeouts = self._plan(model, messages, params)
+        return Stream(plan, _Engine(self._sync(), timeouts, call, request))
 
     def astream(self, model: str, messages: Any, **params: Any) -> AsyncStream:
-        call, request, decoder, timeouts = self.prepare(model, messages, **params)
-        core = StreamCore(call, request, decoder)
-        transport = self._async()
-        return AsyncStream(core, lambda: transport.open(request, timeouts, core.ctx))
+        plan, call, request, timeouts = self._plan(model, messages, params)
+        return AsyncStream(plan, _Engine(self._async(), timeouts, call, request))
 
     def complete(self, model: str, messages: Any, **params: Any) -> Response:
         with self.stream(model, messages, **params) as s:
@@ -191,6 +224,33 @@ class Client:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+class _Engine:
+    """Builds one model turn for a driver: the encoded request, a fresh decoder, and its opener.
+
+    The first turn reuses the request encoded (and so validated) when the stream was created."""
+
+    __slots__ = ("transport", "timeouts", "first_call", "first_request")
+
+    def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any):
+        self.transport = transport
+        self.timeouts = timeouts
+        self.first_call = first_call
+        self.first_request = first_request
+
+    def turn(self, call: Call) -> tuple[StreamCore, Any]:
+        module = protocol_module(call.provider.protocol)
+        if call is self.first_call:
+            request, self.first_request = self.first_request, None
+        else:
+            request = None
+        if request is None:
+            request = module.encode(call)
+        core = StreamCore(call, request, module.Decoder())
+        transport, timeouts = self.transport, self.timeouts
+        core.total_timeout = timeouts.total
+        return core, lambda: transport.open(request, timeouts, core.ctx)
 
 
 _default: Client | None = None

@@ -6,7 +6,6 @@ assembled so far (text, reasoning, tool calls, usage). Nothing received is lost.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -191,6 +190,24 @@ class IncompleteToolCallError(LLMRelayError):
     pass
 
 
+class ToolLoopLimitError(LLMRelayError):
+    """The model kept asking for tools past `max_tool_rounds`. Carries the transcript so far."""
+
+    def __init__(self, message: str, *, messages: Any = None, response: Any = None):
+        super().__init__(message)
+        self.messages = messages
+        self.response = response
+
+
+class ToolExecutionError(LLMRelayError):
+    """A tool failed and the caller asked for errors to raise (`tool_errors="raise"`)."""
+
+    def __init__(self, result: Any, *, messages: Any = None):
+        super().__init__(f"tool {result.name!r} failed: {result.error}")
+        self.result = result
+        self.messages = messages
+
+
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -232,6 +249,8 @@ def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # lazy: it costs ~13 ms at import
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

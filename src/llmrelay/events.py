@@ -100,6 +100,26 @@ class ToolCallEnd:
 
 
 @dataclass(slots=True)
+class ToolResult:
+    """What a tool returned (or why it failed), as sent back to the model."""
+
+    call_id: str | None
+    name: str
+    #: The Python value the function returned (None on error).
+    value: Any
+    #: The text sent to the model: the value serialized, or the error message.
+    content: str
+    error: str | None = None
+    duration: float = 0.0
+    index: int = 0
+    type: Literal["tool_result"] = "tool_result"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
 class UsageEvent:
     """Token usage as reported so far. Fields merge last-value-wins, never summed."""
 
@@ -158,6 +178,7 @@ Event = Union[
     ToolCallStart,
     ToolCallDelta,
     ToolCallEnd,
+    ToolResult,
     UsageEvent,
     Finish,
     ProviderEvent,

@@ -68,7 +68,10 @@ class ToolCall:
 
     @property
     def arguments_json(self) -> str:
+        """The arguments as a JSON string: the model's own text when it was valid, so it goes back byte for byte."""
         if self.arguments is not None:
+            if self.raw_arguments and not self.raw_arguments.isspace():
+                return self.raw_arguments
             return json.dumps(self.arguments, ensure_ascii=False)
         return self.raw_arguments or "{}"
 
@@ -131,7 +134,16 @@ def normalize_messages(messages: Any) -> list[Message]:
         elif isinstance(m, Message):
             if m.role not in ROLES:
                 raise InvalidRequestError(f"messages[{i}]: unknown role {m.role!r}; expected one of {ROLES}")
-            out.append(Message(m.role, list(m.parts), m.tool_call_id, m.name))
+            if not isinstance(m.parts, (list, tuple)):
+                raise InvalidRequestError(f"messages[{i}].parts must be a list of parts, got {type(m.parts).__name__}")
+            parts: list[Part] = []
+            for j, p in enumerate(m.parts):
+                if isinstance(p, str):
+                    p = TextPart(p)
+                elif not isinstance(p, (TextPart, ImagePart, ReasoningPart, ToolCall)):
+                    raise InvalidRequestError(f"messages[{i}].parts[{j}]: unsupported part {type(p).__name__}")
+                parts.append(p)
+            out.append(Message(m.role, parts, m.tool_call_id, m.name))
         elif isinstance(m, dict):
             out.append(_from_dict(m, i))
         elif hasattr(m, "to_message"):
@@ -153,8 +165,13 @@ def _from_dict(m: dict, i: int) -> Message:
     if role == "assistant":
         if m.get("reasoning_content") or m.get("reasoning"):
             parts.insert(0, ReasoningPart(m.get("reasoning_content") or m.get("reasoning")))
-        for j, tc in enumerate(m.get("tool_calls") or ()):
+        calls = m.get("tool_calls") or ()
+        if not isinstance(calls, (list, tuple)):
+            raise InvalidRequestError(f"messages[{i}].tool_calls must be a list, got {type(calls).__name__}")
+        for j, tc in enumerate(calls):
             parts.append(_tool_call_from_dict(tc, i, j))
+    if m.get("name") is not None and not isinstance(m["name"], str):
+        raise InvalidRequestError(f"messages[{i}].name must be a string, got {type(m['name']).__name__}")
     if role == "tool":
         if not m.get("tool_call_id"):
             raise InvalidRequestError(f"messages[{i}]: a tool message needs 'tool_call_id'")
@@ -168,8 +185,10 @@ def _tool_call_from_dict(tc: Any, i: int, j: int) -> ToolCall:
     if not isinstance(tc, dict):
         raise InvalidRequestError(f"messages[{i}].tool_calls[{j}] must be a dict")
     fn = tc.get("function") or tc
+    if not isinstance(fn, dict):
+        raise InvalidRequestError(f"messages[{i}].tool_calls[{j}].function must be a dict")
     name = fn.get("name")
-    if not name:
+    if not name or not isinstance(name, str):
         raise InvalidRequestError(f"messages[{i}].tool_calls[{j}] has no function name")
     args = fn.get("arguments")
     if isinstance(args, str):
@@ -178,6 +197,12 @@ def _tool_call_from_dict(tc: Any, i: int, j: int) -> ToolCall:
             parsed = json.loads(args) if args.strip() else {}
         except ValueError:
             parsed = None
+        if not isinstance(parsed, dict):
+            parsed = None  # kept raw, sent back unchanged
+    elif args is not None and not isinstance(args, dict):
+        raise InvalidRequestError(
+            f"messages[{i}].tool_calls[{j}]: arguments must be a JSON object or a JSON string, got {type(args).__name__}"
+        )
     else:
         parsed = args if args is not None else {}
         raw = json.dumps(parsed)
@@ -209,14 +234,20 @@ def _content_parts(content: Any, i: int) -> list[Part]:
 def _part_from_dict(p: dict, i: int, j: int) -> Part:
     kind = p.get("type")
     if kind in ("text", "input_text", "output_text"):
-        return TextPart(p.get("text", ""))
+        text = p.get("text", "")
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"messages[{i}].content[{j}]: text must be a string, got {type(text).__name__}")
+        return TextPart(text)
     if kind in ("image_url", "input_image"):
         ref = p.get("image_url")
         url = ref.get("url") if isinstance(ref, dict) else ref
         detail = ref.get("detail") if isinstance(ref, dict) else p.get("detail")
         if not url:
             raise InvalidRequestError(f"messages[{i}].content[{j}]: image part has no url")
-        if url.startswith("data:"):
+        if not isinstance(url, str):
+            raise InvalidRequestError(f"messages[{i}].content[{j}]: image url must be a string, got {type(url).__name__}")
+        if url.startswith("data:") and url.partition(",")[0].endswith(";base64"):
+            # only a base64 data URL becomes inline data; others (e.g. percent-encoded SVG) stay URLs
             head, _, data = url.partition(",")
             media_type = head[5:].split(";")[0] or None
             return ImagePart(data=data, media_type=media_type, detail=detail)

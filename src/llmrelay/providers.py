@@ -84,7 +84,9 @@ _BUILTIN: tuple[Provider, ...] = (
     _compat("deepseek", "https://api.deepseek.com", ("DEEPSEEK_API_KEY",), base_url_env=("DEEPSEEK_API_BASE",),
             supports_prefill=False, description="DeepSeek (OpenAI-compatible)"),
     _compat("mistral", "https://api.mistral.ai/v1", ("MISTRAL_API_KEY",), base_url_env=("MISTRAL_API_BASE",),
-            supports_prefill=True, unsupported=frozenset({"seed"}), description="Mistral (OpenAI-compatible)"),
+            supports_prefill=True, unsupported=frozenset({"seed"}),
+            # Mistral rejects stream_options (422 extra_forbidden) and always sends usage in its last chunk
+            stream_usage=False, description="Mistral (OpenAI-compatible)"),
     _compat("openrouter", "https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",), supports_prefill=True,
             description="OpenRouter (OpenAI-compatible)"),
     _compat("together", "https://api.together.xyz/v1", ("TOGETHER_API_KEY",),
@@ -137,13 +139,21 @@ def parse_model(model: str, known: Mapping[str, Provider], aliases: Mapping[str,
 def normalize_base_url(provider: Provider, url: str) -> str:
     url = url.strip().rstrip("/")
     if provider.protocol == "ollama" and "://" not in url:
-        # OLLAMA_HOST may be "0.0.0.0", "localhost:11434", "myhost"
-        host = url or "localhost"
-        if host.startswith("0.0.0.0"):
-            host = "127.0.0.1" + host[len("0.0.0.0"):]
-        if ":" not in host:
-            host += ":11434"
-        url = "http://" + host
+        # OLLAMA_HOST may be "0.0.0.0", "localhost:11434", "myhost", ":11434", "[::1]", "::1"
+        hostport, slash, path = url.partition("/")
+        if hostport.startswith("["):  # [ipv6] or [ipv6]:port
+            end = hostport.find("]") + 1 or len(hostport)
+            host, rest = hostport[:end], hostport[end:]
+            port = rest[1:] if rest.startswith(":") else ""
+        elif hostport.count(":") > 1:  # a bare IPv6 address
+            host, port = f"[{hostport}]", ""
+        else:
+            host, _, port = hostport.partition(":")
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "[::]":
+            host = "[::1]"
+        url = f"http://{host}:{port or '11434'}" + (slash + path if path else "")
     return url
 
 

@@ -69,6 +69,11 @@ class Response:
     error: BaseException | None = None
     #: Provider-side events that are not content (server tools, citations).
     provider_events: list[Any] = field(default_factory=list)
+    #: The whole conversation: the request's messages, then every assistant turn
+    #: and tool result (append a user message and call again to continue).
+    messages: list[Message] | None = None
+    #: With tools: one `Response` per request of the tool loop (usage above is their sum).
+    turns: list[Any] | None = None
 
     @property
     def choice(self) -> Choice:

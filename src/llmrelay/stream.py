@@ -1,19 +1,22 @@
 """`Stream` and `AsyncStream`: the public iterators over one model call.
 
-All decisions live in `StreamCore` (pure: decoder + assembler + clock); the two
-drivers only move bytes from the transport into it, so sync and async share
-every rule. The request is sent when iteration starts (or on `with` entry).
+A `Stream` runs a plan (`llmrelay.plan`: one request, or the tool loop, ...).
+Each model turn is a `StreamCore` (pure: decoder + assembler + clock); the two
+drivers only perform the plan's actions and move bytes from the transport into
+the core, so sync and async share every rule. The request is sent when
+iteration starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from . import events as ev
 from .assembler import Assembler
-from .errors import APIError, MalformedChunkError, ProviderStreamError, StreamInterruptedError
+from .errors import APIError, APITimeoutError, MalformedChunkError, ProviderStreamError, StreamInterruptedError
+from .plan import Emit, RunTools, Send, Sleep
 from .response import Response, Timings
 from .usage import Usage, estimate_tokens
 
@@ -30,7 +33,7 @@ class StreamCore:
 
     __slots__ = (
         "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "busy",
-        "t_resume", "pending", "done", "error", "aborted", "request_id",
+        "t_resume", "pending", "done", "error", "aborted", "request_id", "total_timeout", "deadline",
     )
 
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
@@ -48,6 +51,8 @@ class StreamCore:
         self.error: BaseException | None = None
         self.aborted = False
         self.request_id: str | None = None
+        self.total_timeout: float | None = None
+        self.deadline: float | None = None
 
     @property
     def ctx(self) -> dict[str, Any]:
@@ -55,6 +60,8 @@ class StreamCore:
 
     def dispatch(self) -> None:
         self.t_dispatch = self.t_resume = _perf()
+        if self.total_timeout is not None:
+            self.deadline = self.t_dispatch + self.total_timeout
 
     def headers(self, headers: Any) -> None:
         self.request_id = headers.get("x-request-id") or headers.get("request-id") or headers.get("x-groq-id")
@@ -64,6 +71,8 @@ class StreamCore:
         nothing), then hand them out, timing only what is not the caller's own time."""
         if self.pending is not None:
             raise self.pending
+        if self.deadline is not None and _perf() > self.deadline:
+            raise APITimeoutError(f"total timeout: the call took more than {self.total_timeout}s", kind="total", **self.ctx)
         events = self._fold(self.decoder.feed(data))
         for e in events:
             self.busy += _perf() - self.t_resume
@@ -94,7 +103,8 @@ class StreamCore:
                 self.pending = self._stream_error(e)
                 return events[:i]
             if self.t_first is None and t in _CONTENT:
-                self.t_first = _perf()
+                # on the same clock as `busy`: the caller's time before this is not ours
+                self.t_first = self.busy + (_perf() - self.t_resume)
             add(e)
         return events
 
@@ -103,10 +113,13 @@ class StreamCore:
         """Around a driver loop: an early close marks the call aborted; any error gets the partial response."""
         try:
             yield
-        except GeneratorExit:
+        except (GeneratorExit, KeyboardInterrupt):
             self.aborted = True
             raise
         except BaseException as exc:
+            if type(exc).__name__ == "CancelledError":  # asyncio task cancelled: the caller's abort
+                self.aborted = True
+                raise
             raise self.fail(exc) from None
 
     def _stream_error(self, e: ev.StreamError) -> APIError:
@@ -148,7 +161,7 @@ class StreamCore:
     def timings(self, usage: Usage) -> Timings:
         if self.t_dispatch is None:
             return Timings()
-        ttft = self.t_first - self.t_dispatch if self.t_first is not None else None
+        ttft = self.t_first
         total = self.busy
         out_tokens = usage.output_tokens
         tps = None
@@ -171,85 +184,125 @@ def _estimate_usage(r: Response, call: Call) -> None:
 
 
 class _BaseStream:
-    def __init__(self, core: StreamCore):
-        self._core = core
+    """What `Stream` and `AsyncStream` share: the plan, the current turn, the final response."""
+
+    def __init__(self, plan: Any, engine: Any):
+        self._plan = plan
+        self._engine = engine
+        self._core: StreamCore | None = None
         self._final: Response | None = None
+        self._gen: Any = None
 
     @property
-    def call(self) -> Call:
-        return self._core.call
+    def call(self) -> Call | None:
+        return self._core.call if self._core is not None else None
 
     @property
-    def request(self) -> HTTPRequest:
-        return self._core.request
+    def request(self) -> HTTPRequest | None:
+        """The HTTP request of the current (or last) turn."""
+        return self._core.request if self._core is not None else None
 
     @property
     def response(self) -> Response:
         """The response so far (final once the stream is exhausted or closed)."""
-        return self._final if self._final is not None else self._core.response()
+        if self._final is not None:
+            return self._final
+        if self._core is None:
+            return Response(status="aborted" if self._gen is not None else "ok")
+        return self._core.response()
 
     @property
     def usage(self) -> Usage:
-        return self._core.assembler.usage
+        return self._core.assembler.usage if self._core is not None else Usage()
 
     @property
     def text(self) -> str:
-        return self._core.assembler.text
+        return self._core.assembler.text if self._core is not None else ""
 
-    def _finalize(self) -> Response:
+    def _begin_turn(self, call: Call) -> tuple[StreamCore, Any]:
+        core, open_body = self._engine.turn(call)
+        self._core = core
+        core.dispatch()
+        return core, open_body
+
+    def _step(self, value: Any, exc: BaseException | None) -> Any:
+        """Advance the plan; returns the next action, or None when it is done."""
+        try:
+            return self._plan.throw(exc) if exc is not None else self._plan.send(value)
+        except StopIteration as stop:
+            self._final = stop.value
+            return None
+        except BaseException:
+            self._final = self._core.response() if self._core is not None else Response(status="error")
+            raise
+
+    def _abandon(self) -> None:
+        """After an early close: the plan stops (no further requests), the turn is kept as aborted."""
+        if self._core is not None and self._final is None:
+            self._core.aborted = True
+        self._plan.close()
         if self._final is None:
-            self._final = self._core.response()
-        return self._final
+            self._final = self._core.response() if self._core is not None else Response(status="aborted")
 
 
 class Stream(_BaseStream):
     """Iterate for typed events; `.text_stream` for text; `.collect()` for the `Response`.
 
-    Use as a context manager (or call `.close()`) to release the connection at once.
+    The request is sent when iteration starts. Use as a context manager (or
+    call `.close()`) to release the connection at once.
     """
 
-    def __init__(self, core: StreamCore, open_body: Callable[[], Any]):
-        super().__init__(core)
-        self._open_body = open_body
-        self._body: Any = None
-        self._gen: Iterator[Any] | None = None
-
     def __enter__(self) -> Stream:
-        self._start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def __iter__(self) -> Iterator[Any]:
-        return self._start()
-
-    def __next__(self) -> Any:
-        return next(self._start())
-
-    def _start(self) -> Iterator[Any]:
         if self._gen is None:
-            self._gen = self._run()
-            core = self._core
-            core.dispatch()
-            try:
-                self._body = self._open_body()
-            except BaseException as exc:
-                self._gen = iter(())
-                raise core.fail(exc) from None
-            core.headers(self._body.headers)
+            self._gen = self._drive()
         return self._gen
 
-    def _run(self) -> Iterator[Any]:
-        core = self._core
+    def __next__(self) -> Any:
+        return next(iter(self))
+
+    def _drive(self) -> Iterator[Any]:
+        value: Any = None
+        exc: BaseException | None = None
         try:
-            with core.guard():
-                for chunk in self._body.iter_bytes():
+            while (action := self._step(value, exc)) is not None:
+                value = exc = None
+                kind = type(action)
+                try:
+                    if kind is Send:
+                        value = yield from self._turn(action.call)
+                    elif kind is RunTools:
+                        from .toolrun import run_tools_sync
+
+                        value = run_tools_sync(action.calls, action.tools)
+                        yield from value
+                    elif kind is Emit:
+                        yield action.event
+                    elif kind is Sleep:
+                        time.sleep(action.seconds)
+                except APIError as error:
+                    exc = error
+        except GeneratorExit:
+            self._abandon()
+            raise
+
+    def _turn(self, call: Call) -> Iterator[Any]:
+        core, open_body = self._begin_turn(call)
+        with core.guard():
+            body = open_body()
+            core.headers(body.headers)
+            try:
+                for chunk in body.iter_bytes():
                     yield from core.feed(chunk)
                 yield from core.finish()
-        finally:
-            self._body.close()
-            self._finalize()
+            finally:
+                body.close()
+        return core.response()
 
     @property
     def text_stream(self) -> Iterator[str]:
@@ -260,74 +313,79 @@ class Stream(_BaseStream):
 
     def collect(self) -> Response:
         """Finish the stream (also when half consumed) and return the `Response`."""
-        for _ in self._start():
+        for _ in self:
             pass
-        return self._finalize()
+        return self.response
 
     def close(self) -> None:
         """Close the HTTP connection now. What arrived stays in `.response` (status "aborted")."""
-        if self._gen is not None:
-            if self._final is None:
-                self._core.aborted = True
+        if self._gen is None:
+            self._gen = iter(())
+            self._abandon()
+        else:
             self._gen.close()
-            if self._body is not None:
-                self._body.close()
-        self._finalize()
 
 
 class AsyncStream(_BaseStream):
     """`async for` events; `.text_stream`; `await .collect()`; `await .aclose()`."""
 
-    def __init__(self, core: StreamCore, open_body: Callable[[], Any]):
-        super().__init__(core)
-        self._open_body = open_body
-        self._body: Any = None
-        self._gen: AsyncIterator[Any] | None = None
-
     async def __aenter__(self) -> AsyncStream:
-        await self._start()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def __anext__(self) -> Any:
-        gen = await self._start()
-        return await gen.__anext__()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        gen = await self._start()
-        async for e in gen:
-            yield e
-
-    async def _start(self) -> AsyncIterator[Any]:
         if self._gen is None:
-            self._gen = self._run()
-            core = self._core
-            core.dispatch()
-            try:
-                self._body = await self._open_body()
-            except BaseException as exc:
-                self._gen = _empty()
-                raise core.fail(exc) from None
-            core.headers(self._body.headers)
+            self._gen = self._drive()
         return self._gen
 
-    async def _run(self) -> AsyncIterator[Any]:
-        core = self._core
+    async def __anext__(self) -> Any:
+        return await self.__aiter__().__anext__()
+
+    async def _drive(self) -> AsyncIterator[Any]:
+        import asyncio  # already loaded by whoever runs this; not by `import llmrelay`
+
+        value: Any = None
+        exc: BaseException | None = None
         try:
-            with core.guard():
-                async for chunk in self._body.aiter_bytes():
+            while (action := self._step(value, exc)) is not None:
+                value = exc = None
+                kind = type(action)
+                try:
+                    if kind is Send:
+                        async for e in self._turn(action.call):
+                            yield e
+                        value = self._core.response()  # type: ignore[union-attr]
+                    elif kind is RunTools:
+                        from .toolrun import run_tools_async
+
+                        value = await run_tools_async(action.calls, action.tools)
+                        for result in value:
+                            yield result
+                    elif kind is Emit:
+                        yield action.event
+                    elif kind is Sleep:
+                        await asyncio.sleep(action.seconds)
+                except APIError as error:
+                    exc = error
+        except (GeneratorExit, asyncio.CancelledError):
+            self._abandon()
+            raise
+
+    async def _turn(self, call: Call) -> AsyncIterator[Any]:
+        core, open_body = self._begin_turn(call)
+        with core.guard():
+            body = await open_body()
+            core.headers(body.headers)
+            try:
+                async for chunk in body.aiter_bytes():
                     for e in core.feed(chunk):
                         yield e
                 for e in core.finish():
                     yield e
-        finally:
-            await self._body.aclose()
-            self._finalize()
+            finally:
+                await body.aclose()
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
@@ -335,26 +393,22 @@ class AsyncStream(_BaseStream):
         return _async_text(self)
 
     async def collect(self) -> Response:
-        gen = await self._start()
-        async for _ in gen:
+        async for _ in self:
             pass
-        return self._finalize()
+        return self.response
 
     async def aclose(self) -> None:
-        if self._gen is not None:
-            if self._final is None:
-                self._core.aborted = True
+        if self._gen is None:
+            self._gen = _empty()
+            self._abandon()
+        else:
             await self._gen.aclose()
-            if self._body is not None:
-                await self._body.aclose()
-        self._finalize()
 
 
 async def _async_text(stream: AsyncStream) -> AsyncIterator[str]:
     async for e in stream:
         if type(e) is ev.TextDelta and e.choice == 0:
             yield e.text
-
 
 
 async def _empty() -> AsyncIterator[Any]:

@@ -65,6 +65,10 @@ class Call:
     params: Params = field(default_factory=Params)
     extra_body: dict[str, Any] | None = None
     extra_headers: dict[str, str] | None = None
+    #: Tool definitions offered to the model (`llmrelay.tools.Tool`), and the choice:
+    #: "auto" | "none" | "required" | a tool name.
+    tools: list[Any] | None = None
+    tool_choice: str | None = None
 
 
 @dataclass(slots=True)

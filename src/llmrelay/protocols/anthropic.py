@@ -20,16 +20,23 @@ Encoding decisions:
   (the API minimum), low 2048, medium 8192, high 16384, xhigh 24576; "none"
   sends no `thinking`. An explicit `thinking_budget` wins over the effort.
 - `seed` and `n` do not exist in the Messages API (not in `PARAMS`).
+- Tools go out as `{name, description, input_schema}`; `tool_choice` "auto" /
+  "required" / "none" / a name -> `auto` / `any` / `none` / `{type: tool, name}`.
 
 Decoding: every delta is routed by its content-block `index`. Usage is
 merged field by field over the stream (last value wins, never summed) and
 normalized: `input_tokens` = `input_tokens` + `cache_read_input_tokens` +
 `cache_creation_input_tokens`. Server tools (`server_tool_use`, `*_tool_result`)
-and `citations_delta` become `ProviderEvent`s, never caller tool calls.
+and `citations_delta` become `ProviderEvent`s, never caller tool calls. A
+`tool_use` still open when `message_delta` brings the stop reason (cut by
+`max_tokens`) ends with `arguments=None` and an error: never executable. A
+final event without its blank line is flushed at EOF (lenient on purpose:
+`tool_use_max_tokens_incomplete_json.sse` ends that way).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .. import events as ev
@@ -68,6 +75,9 @@ ERROR_STATUS = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
+
+#: `tool_choice` -> Anthropic's; a tool name becomes `{"type": "tool", "name": ...}`.
+TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
 
 _CUT = "incomplete: the tool input was cut off (stop_reason {!r})"
 
@@ -158,6 +168,12 @@ def encode(call: Call) -> HTTPRequest:
         body["stop_sequences"] = p.stop
     if budget is not None:
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    tools = getattr(call, "tools", None)
+    if tools:
+        body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
+    choice = getattr(call, "tool_choice", None)
+    if choice is not None:
+        body["tool_choice"] = TOOL_CHOICE.get(choice) or {"type": "tool", "name": choice}
     headers = {"anthropic-version": API_VERSION}
     if call.api_key:
         headers["x-api-key"] = call.api_key
@@ -214,7 +230,8 @@ class Decoder(_Decoder):
         d = obj.get("delta") or {}
         kind = d.get("type")
         if kind == "text_delta":
-            out.append(ev.TextDelta(d.get("text", "")))
+            if d.get("text"):
+                out.append(ev.TextDelta(d["text"]))
         elif kind == "input_json_delta":
             idx = obj.get("index")
             server = self._server.get(idx)
@@ -315,6 +332,4 @@ def _unknown(obj: Any, out: list) -> None:
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)

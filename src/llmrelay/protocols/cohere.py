@@ -24,6 +24,10 @@ Decisions:
 - Params: temperature, max_tokens, top_p -> `p`, stop -> `stop_sequences`,
   seed, thinking_budget -> `thinking: {type: enabled, token_budget}`.
   `reasoning_effort` and `n` have no Cohere equivalent (not in `PARAMS`).
+- Tools go out as `{type: function, function: {name, description, parameters}}`.
+  `tool_choice` "required" / "none" -> "REQUIRED" / "NONE"; "auto" is Cohere's
+  default (no field); a tool name (which Cohere cannot express) sends only
+  that tool, with "REQUIRED".
 """
 
 from __future__ import annotations
@@ -99,6 +103,18 @@ def encode(call: Call) -> HTTPRequest:
         body["seed"] = p.seed
     if p.thinking_budget is not None:
         body["thinking"] = {"type": "enabled", "token_budget": p.thinking_budget}
+    tools = getattr(call, "tools", None) or []
+    choice = getattr(call, "tool_choice", None)
+    if choice not in (None, "auto", "none", "required"):
+        # Cohere cannot name a tool: offer only that one, and require a call
+        tools, choice = [t for t in tools if t.name == choice], "required"
+    if tools:
+        body["tools"] = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in tools
+        ]
+    if choice in ("none", "required"):
+        body["tool_choice"] = choice.upper()
     headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/v2/chat", body, headers)
 

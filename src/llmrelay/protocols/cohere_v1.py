@@ -16,8 +16,9 @@ Each line has `event_type` and `is_finished`. Decoding:
 
 The encoder is minimal: the last user message is `message`, earlier turns are
 `chat_history` (USER / CHATBOT / SYSTEM, assistant tool calls kept), system
-messages join into `preamble`. Tool results and images need Cohere v2
-(the `cohere` provider).
+messages join into `preamble`. Tool definitions, tool results and images
+need Cohere v2 (the `cohere` provider): they raise `UnsupportedParameterError`
+(pass v1 `tools` through `extra_body` if you must).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _check(m: Message) -> None:
 
 
 def encode(call: Call) -> HTTPRequest:
+    if getattr(call, "tools", None):
+        raise UnsupportedParameterError("cohere-v1", "tools", "Use the 'cohere' (v2) provider for tools.")
     messages = call.messages
     for m in messages:
         _check(m)

@@ -24,6 +24,10 @@ Request (`encode`):
   minimal/low/medium/high as is, xhigh -> high, includeThoughts true; "none" ->
   `thinkingBudget: 0` (Gemini 2.5's off switch). Both at once is an error (Gemini
   rejects thinkingLevel together with thinkingBudget).
+- Tools -> `tools[{functionDeclarations: [{name, description,
+  parametersJsonSchema}]}]` (full JSON Schema, not the OpenAPI subset of
+  `parameters`); tool_choice auto/none/required -> `toolConfig` mode
+  AUTO/NONE/ANY, a tool name -> ANY + `allowedFunctionNames`.
 
 Response (`Decoder`): the body format is sniffed from its first non-blank byte:
 `[` -> JSON array (no `alt=sse`; `JSONArrayParser`), `{` -> a bare JSON object
@@ -86,6 +90,7 @@ FINISH = {
 
 _EFFORT = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 _SKIP_KEYS = ("thoughtSignature", "thought")
+_TOOL_MODE = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
 
 # -- request -------------------------------------------------------------------
@@ -205,6 +210,15 @@ def encode(call: Call) -> HTTPRequest:
     cfg = generation_config(call)
     if cfg:
         body["generationConfig"] = cfg
+    tools = getattr(call, "tools", None)
+    if tools:
+        body["tools"] = [{"functionDeclarations": [
+            {"name": t.name, "description": t.description, "parametersJsonSchema": t.parameters} for t in tools]}]
+    choice = getattr(call, "tool_choice", None)
+    if choice is not None:
+        mode = _TOOL_MODE.get(choice)
+        fcc = {"mode": mode} if mode else {"mode": "ANY", "allowedFunctionNames": [choice]}
+        body["toolConfig"] = {"functionCallingConfig": fcc}
     model = call.model if "/" in call.model else f"models/{call.model}"
     headers = {"x-goog-api-key": call.api_key} if call.api_key else {}
     return build_request(call, f"/{model}:streamGenerateContent?alt=sse", body, headers)
@@ -230,55 +244,25 @@ def _enum_name(value: Any, table: dict[int, str]) -> str:
 
 def _path(path: str) -> list[Any]:
     """`$.a.b[0]['c']` -> ["a", "b", 0, "c"] (partialArgs jsonPath)."""
-    out: list[Any] = []
-    i, n = (1 if path[:1] == "$" else 0), len(path)
-    while i < n:
-        c = path[i]
-        if c == ".":
-            j = i + 1
-            while j < n and path[j] not in ".[":
-                j += 1
-            out.append(path[i + 1 : j])
-            i = j
-        elif c == "[":
-            j = path.find("]", i)
-            j = n if j < 0 else j
-            inner = path[i + 1 : j].strip()
-            out.append(int(inner) if inner.isdigit() else inner.strip("'\""))
-            i = j + 1
-        else:  # a bare leading name
-            j = i
-            while j < n and path[j] not in ".[":
-                j += 1
-            out.append(path[i:j])
-            i = j
-    return out
+    keys = path.replace("[", ".").replace("]", "").split(".")
+    if keys[0] == "$":
+        del keys[0]
+    return [int(k) if k.isdigit() else k.strip("'\"") for k in keys if k]
 
 
-def _set_path(root: dict[str, Any], keys: list[Any], value: Any, append: bool) -> None:
-    node: Any = root
-    for k, nxt in zip(keys, keys[1:]):
-        fresh: Any = [] if type(nxt) is int else {}
+def _set_path(node: Any, keys: list[Any], value: Any, append: bool) -> None:
+    for i, k in enumerate(keys):
         if type(k) is int:
-            while len(node) <= k:
-                node.append(None)
-            if not isinstance(node[k], (dict, list)):
-                node[k] = fresh
-            node = node[k]
+            node.extend([None] * (k + 1 - len(node)))
+            old = node[k]
         else:
-            if not isinstance(node.get(k), (dict, list)):
-                node[k] = fresh
-            node = node[k]
-    last = keys[-1]
-    if type(last) is int:
-        while len(node) <= last:
-            node.append(None)
-        old = node[last]
-    else:
-        old = node.get(last)
-    if append and isinstance(old, str) and isinstance(value, str):
-        value = old + value
-    node[last] = value
+            old = node.get(k)
+        if i == len(keys) - 1:
+            node[k] = old + value if append and isinstance(old, str) and isinstance(value, str) else value
+        elif isinstance(old, (dict, list)):
+            node = old
+        else:
+            node[k] = node = [] if type(keys[i + 1]) is int else {}
 
 
 class _Partial:
@@ -291,24 +275,16 @@ class _Partial:
 
     def apply(self, partial_args: list[Any]) -> None:
         for pa in partial_args:
-            if not isinstance(pa, dict) or not pa.get("jsonPath"):
-                continue
-            keys = _path(pa["jsonPath"])
+            path = pa.get("jsonPath") if isinstance(pa, dict) else None
+            keys = _path(path) if path else None
             if not keys:
                 continue
-            if "stringValue" in pa:
-                value, append = pa["stringValue"], self.cont == pa["jsonPath"]
-            elif "numberValue" in pa:
-                value, append = pa["numberValue"], False
-            elif "boolValue" in pa:
-                value, append = pa["boolValue"], False
-            else:
-                value, append = None, False
+            value = next((pa[k] for k in ("stringValue", "numberValue", "boolValue") if k in pa), None)
             try:
-                _set_path(self.args, keys, value, append)
+                _set_path(self.args, keys, value, "stringValue" in pa and self.cont == path)
             except (AttributeError, TypeError):
                 continue  # a path that contradicts earlier ones: keep what we have
-            self.cont = pa["jsonPath"] if pa.get("willContinue") else None
+            self.cont = path if pa.get("willContinue") else None
 
 
 class Decoder(_Decoder):
@@ -347,9 +323,14 @@ class Decoder(_Decoder):
         return super().end()
 
     def _on(self, name: str | None, obj: Any, out: list) -> None:
-        if type(obj) is not dict:
-            out.append(malformed(dumps(obj), ValueError("not a JSON object")))
-            return
+        try:
+            if type(obj) is not dict:
+                raise TypeError("not a JSON object")
+            self._chunk(obj, out)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # an unexpected shape
+            out.append(malformed(dumps(obj), exc))
+
+    def _chunk(self, obj: dict[str, Any], out: list) -> None:
         err = obj.get("error")
         if err is not None:
             self._error(err, out)

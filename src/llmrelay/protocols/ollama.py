@@ -16,6 +16,10 @@ Request (`encode`):
   "minimal"/"low" -> "low", "medium" -> "medium", "high"/"xhigh" -> "high"
   (level strings are what gpt-oss takes; other thinking models treat them as
   on); `thinking_budget` -> true (false for 0): Ollama has no token budget.
+- Tools -> `tools[{type: function, function: {name, description,
+  parameters}}]`. Ollama has no tool_choice: "none" leaves the tools out,
+  "auto" is the default, "required" or a tool name raise
+  `UnsupportedParameterError`.
 
 Response (`Decoder`): `message.content` -> text (inline `<think>…</think>` at
 the start of the content, from models run without `think`, becomes
@@ -119,6 +123,14 @@ def encode(call: Call) -> HTTPRequest:
         body["think"] = _THINK[p.reasoning_effort]
     elif p.thinking_budget is not None:
         body["think"] = p.thinking_budget != 0
+    tools = getattr(call, "tools", None)
+    choice = getattr(call, "tool_choice", None)
+    if choice is not None and choice not in ("auto", "none"):
+        raise UnsupportedParameterError(
+            "ollama", f"tool_choice={choice!r}", "Ollama only decides by itself: use 'auto' or 'none'.")
+    if tools and choice != "none":
+        body["tools"] = [{"type": "function", "function": {
+            "name": t.name, "description": t.description, "parameters": t.parameters}} for t in tools]
     headers = {"accept": "application/x-ndjson"}
     if call.api_key:
         headers["authorization"] = f"Bearer {call.api_key}"
@@ -141,9 +153,14 @@ class Decoder(_Decoder):
         self._think = ThinkTags()
 
     def _on(self, name: str | None, obj: Any, out: list) -> None:
-        if type(obj) is not dict:
-            out.append(malformed(dumps(obj), ValueError("not a JSON object")))
-            return
+        try:
+            if type(obj) is not dict:
+                raise TypeError("not a JSON object")
+            self._chunk(obj, out)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # an unexpected shape
+            out.append(malformed(dumps(obj), exc))
+
+    def _chunk(self, obj: dict[str, Any], out: list) -> None:
         err = obj.get("error")
         if err is not None:
             if isinstance(err, dict):

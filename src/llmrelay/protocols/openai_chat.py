@@ -9,7 +9,7 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, malformed
 from ._think import ThinkTags
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "n"})
@@ -90,23 +90,52 @@ def encode(call: Call) -> HTTPRequest:
         body["n"] = p.n
     if p.reasoning_effort is not None:
         body["reasoning_effort"] = p.reasoning_effort
+    if call.tools:
+        body["tools"] = [encode_tool(t) for t in call.tools]
+    if call.tool_choice is not None:
+        body["tool_choice"] = encode_tool_choice(call.tool_choice)
     headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/chat/completions", body, headers)
 
 
+def encode_tool(tool: Any) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        fn["description"] = tool.description
+    fn["parameters"] = tool.parameters
+    if tool.strict:
+        fn["strict"] = True
+    return {"type": "function", "function": fn}
+
+
+def encode_tool_choice(choice: str) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+def _count(value: Any) -> int | None:
+    """A token count, or None: a provider's odd value never reaches arithmetic."""
+    return value if type(value) is int else None
+
+
 def chat_usage(u: dict[str, Any]) -> Usage:
-    prompt_details = u.get("prompt_tokens_details") or {}
-    cached = prompt_details.get("cached_tokens")
+    prompt_details = u.get("prompt_tokens_details")
+    prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
+    cached = _count(prompt_details.get("cached_tokens"))
     if cached is None:
-        cached = u.get("prompt_cache_hit_tokens")  # DeepSeek
-    completion_details = u.get("completion_tokens_details") or {}
+        cached = _count(u.get("prompt_cache_hit_tokens"))  # DeepSeek
+    if cached is None:
+        cached = _count(u.get("cached_tokens"))  # Together (top level)
+    completion_details = u.get("completion_tokens_details")
+    completion_details = completion_details if isinstance(completion_details, dict) else {}
     cost = u.get("cost")
     return Usage(
-        input_tokens=u.get("prompt_tokens"),
-        output_tokens=u.get("completion_tokens"),
+        input_tokens=_count(u.get("prompt_tokens")),
+        output_tokens=_count(u.get("completion_tokens")),
         cached_input_tokens=cached,
-        reasoning_tokens=completion_details.get("reasoning_tokens"),
-        provider_cost=float(cost) if isinstance(cost, (int, float)) else None,
+        reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+        provider_cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
         raw=u,
     )
 
@@ -137,6 +166,13 @@ class Decoder(_Decoder):
         self.complete = True
 
     def _on(self, name: str | None, obj: Any, out: list) -> None:
+        # valid JSON of an unexpected shape is a malformed chunk, never a crash
+        try:
+            self._chunk(name, obj, out)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            out.append(malformed(_json(obj).encode("utf-8", "replace"), exc))
+
+    def _chunk(self, name: str | None, obj: Any, out: list) -> None:
         if not self._started:
             self._started = True
             out.append(ev.StreamStart(obj.get("id"), obj.get("model")))

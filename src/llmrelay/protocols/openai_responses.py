@@ -250,7 +250,9 @@ class Decoder(_Decoder):
 
     def _error_event(self, obj: dict[str, Any], out: list) -> None:
         err = obj.get("error")
-        _error(err if isinstance(err, dict) else obj, out, "error event")
+        if not isinstance(err, dict):  # the event itself: {"type": "error", "code", "message", "param"}
+            err = {k: v for k, v in obj.items() if k != "type"}
+        _error(err, out, "error event")
 
     # -- content ----------------------------------------------------------------
     def _text(self, obj: dict[str, Any], out: list) -> None:
@@ -322,6 +324,7 @@ class Decoder(_Decoder):
                 if key in self._args:
                     return  # already ended by `function_call_arguments.done`
                 self._item_added(obj, out)  # `added` never came (a resumed stream): the call arrives whole
+                key = item.get("id") or obj.get("output_index")
             self._finish_call(key, item.get("arguments"), out)
         elif kind == "reasoning":
             sig = reasoning_signature(item)

@@ -3,6 +3,10 @@
 Tracks bracket depth and string state (escapes included) so each top-level
 element is handed out as soon as its closing brace arrives, whatever the
 pretty-printing and however the bytes are split.
+
+It never raises: a body that is not an array (a bare error object, an HTML
+error page) is still cut into frames, which the protocol layer then decodes
+or reports as malformed.
 """
 
 from __future__ import annotations
@@ -10,16 +14,22 @@ from __future__ import annotations
 import re
 
 _SPECIAL = re.compile(rb'[\[\]{}"\\]')
+_STRING = re.compile(rb'["\\]')
+_SCALAR_END = re.compile(rb"[ \t\r\n,\]]")
+
+# what the parser is inside of, at the top level of the array
+_BETWEEN, _NESTED, _STR, _SCALAR = 0, 1, 2, 3
 
 
 class JSONArrayParser:
-    __slots__ = ("_buf", "_pos", "_depth", "_in_str", "_start", "_opened", "_closed")
+    __slots__ = ("_buf", "_pos", "_state", "_depth", "_in_str", "_start", "_opened", "_closed")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0  # next byte to scan
-        self._depth = 0  # depth inside the outer array (0 = between elements)
-        self._in_str = False
+        self._state = _BETWEEN
+        self._depth = 0  # bracket depth inside the current object/array element
+        self._in_str = False  # inside a string within a nested element
         self._start = -1  # where the current element began
         self._opened = False
         self._closed = False
@@ -31,45 +41,70 @@ class JSONArrayParser:
         pos = self._pos
         n = len(buf)
         while pos < n:
-            if self._depth == 0:  # between elements (or before the opening bracket)
+            state = self._state
+            if state == _BETWEEN:
                 c = buf[pos]
                 pos += 1
                 if c in b" \t\r\n":
                     continue
                 if not self._opened:
-                    if c != 0x5B:
-                        raise ValueError(f"expected a JSON array, found {bytes([c])!r}")
                     self._opened = True
-                elif c == 0x2C:  # ,
+                    if c == 0x5B:  # [
+                        continue
+                    # not an array: read the body as a sequence of bare values
+                if c == 0x2C:  # ,
                     continue
-                elif c == 0x5D:  # ] end of the array
+                if c == 0x5D:  # ] end of the array
                     self._closed = True
-                elif c in b"{[":
-                    self._start = pos - 1
+                    continue
+                self._start = pos - 1
+                if c in b"{[":
+                    self._state = _NESTED
                     self._depth = 1
-                else:
-                    raise ValueError(f"unexpected byte {bytes([c])!r} between array elements")
+                elif c == 0x22:  # "
+                    self._state = _STR
+                else:  # a number, true/false/null, or garbage
+                    self._state = _SCALAR
                 continue
-            m = _SPECIAL.search(buf, pos)
+            if state == _NESTED:
+                m = _SPECIAL.search(buf, pos)
+                if m is None:
+                    pos = n
+                    break
+                pos = m.end()
+                c = buf[pos - 1]
+                if self._in_str:
+                    if c == 0x5C:  # backslash: skip the escaped byte
+                        pos += 1
+                    elif c == 0x22:
+                        self._in_str = False
+                elif c == 0x22:
+                    self._in_str = True
+                elif c in b"{[":
+                    self._depth += 1
+                elif c in b"}]":
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self._emit(out, pos)
+                continue
+            if state == _STR:
+                m = _STRING.search(buf, pos)
+                if m is None:
+                    pos = n
+                    break
+                pos = m.end()
+                if buf[pos - 1] == 0x5C:
+                    pos += 1
+                else:
+                    self._emit(out, pos)
+                continue
+            # _SCALAR: ends before whitespace, "," or "]"
+            m = _SCALAR_END.search(buf, pos)
             if m is None:
                 pos = n
                 break
-            pos = m.end()
-            c = buf[pos - 1]
-            if self._in_str:
-                if c == 0x5C:  # backslash: skip the escaped byte
-                    pos += 1
-                elif c == 0x22:
-                    self._in_str = False
-            elif c == 0x22:
-                self._in_str = True
-            elif c in b"{[":
-                self._depth += 1
-            elif c in b"}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    out.append(bytes(buf[self._start : pos]))
-                    self._start = -1
+            pos = m.start()
+            self._emit(out, pos)
         # drop consumed bytes (pos may point one past the end after an escape)
         keep_from = self._start if self._start >= 0 else min(pos, n)
         if keep_from:
@@ -80,6 +115,11 @@ class JSONArrayParser:
         self._pos = pos
         return out
 
+    def _emit(self, out: list[bytes], end: int) -> None:
+        out.append(bytes(self._buf[self._start : end]))
+        self._start = -1
+        self._state = _BETWEEN
+
     @property
     def complete(self) -> bool:
         return self._closed
@@ -88,5 +128,6 @@ class JSONArrayParser:
         if self._start >= 0:
             tail = bytes(self._buf[self._start :])
             self._start = -1
+            self._state = _BETWEEN
             return [tail]  # an unfinished element: the protocol layer reports the cut
         return []

@@ -26,6 +26,8 @@ class SSEParser:
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        if not chunk:
+            return []  # an empty read must not forget a pending CR (CRLF split across reads)
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":

@@ -1,0 +1,641 @@
+"""llmrelay benchmark: client CPU per chunk, fixed cost per request, concurrency, import time, memory.
+
+    .venv/bin/python bench/bench.py              # everything, one table (~2 min on 2 cores)
+    .venv/bin/python bench/bench.py --quick      # fewer repeats, smaller concurrency (smoke test)
+    .venv/bin/python bench/bench.py --only chunk,fixed
+    .venv/bin/python bench/bench.py --profile sync   # cProfile of llmrelay on the 2,000-chunk stream
+
+The server (`bench/_server.py`) runs in its own process, so its CPU is never
+counted: client CPU is the `time.process_time()` delta in this process.
+Results also go to `.bench/results.json`. See bench/README.md for what each
+row means and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
+
+from _server import text_of  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+BODY = {"model": "gpt-4o", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+HEADERS = {"authorization": "Bearer x", "accept": "text/event-stream"}
+MODEL = "openai:gpt-4o"
+
+try:
+    import aiohttp  # noqa: F401
+
+    HAVE_AIOHTTP = True
+except ImportError:  # the aiohttp rows are skipped
+    HAVE_AIOHTTP = False
+
+
+def _raise_nofile() -> None:
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 8192), hard), hard))
+    except Exception:
+        pass
+
+
+class Server:
+    """bench/_server.py in a subprocess; stops when we close its stdin."""
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_server.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line.strip():
+            raise RuntimeError("benchmark server did not start")
+        self.url = f"http://127.0.0.1:{int(line)}"
+        return self
+
+    def base(self, scenario: str) -> str:
+        return f"{self.url}/{scenario}/v1"
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(5)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------------------
+# One request per variant. Each returns the number of data events (or typed
+# events) it consumed, so a silently short stream shows up.
+# ---------------------------------------------------------------------------
+def raw_httpx_sync(client: Any, base: str) -> int:
+    loads = json.loads
+    n = 0
+    with client.stream("POST", base + "/chat/completions", json=BODY, headers=HEADERS) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                data = line[6:]
+                if data == "[DONE]":
+                    continue
+                loads(data)
+                n += 1
+    return n
+
+
+async def raw_httpx_async(client: Any, base: str) -> int:
+    loads = json.loads
+    n = 0
+    async with client.stream("POST", base + "/chat/completions", json=BODY, headers=HEADERS) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                data = line[6:]
+                if data == "[DONE]":
+                    continue
+                loads(data)
+                n += 1
+    return n
+
+
+async def raw_aiohttp(session: Any, base: str) -> int:
+    loads = json.loads
+    n = 0
+    async with session.post(base + "/chat/completions", json=BODY, headers=HEADERS) as r:
+        async for line in r.content:
+            if line.startswith(b"data: "):
+                data = line[6:]
+                if data.startswith(b"[DONE]"):
+                    continue
+                loads(data)
+                n += 1
+    return n
+
+
+def openai_sdk(client: Any) -> int:
+    n = 0
+    for _chunk in client.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    ):
+        n += 1
+    return n
+
+
+def relay_sync(client: Any, base: str) -> int:
+    s = client.stream(MODEL, MESSAGES, base_url=base)
+    n = 0
+    for _e in s:
+        n += 1
+    s.response  # noqa: B018 - building the Response is part of the cost
+    return n
+
+
+async def relay_async(client: Any, base: str) -> int:
+    s = client.astream(MODEL, MESSAGES, base_url=base)
+    n = 0
+    async for _e in s:
+        n += 1
+    s.response  # noqa: B018
+    return n
+
+
+def relay_client(async_backend: str = "httpx") -> Any:
+    import llmrelay
+
+    c = llmrelay.Client(api_keys={"openai": "x"}, base_urls={"openai": "http://127.0.0.1:1/v1"})
+    if async_backend == "aiohttp":
+        # not wired into Client yet: the lead's `Client(async_backend="aiohttp")` would do this
+        from llmrelay.transport_aiohttp import AiohttpTransport
+
+        c._async_transport = AiohttpTransport()
+    return c
+
+
+def check_relay(client: Any, base: str, n: int) -> None:
+    """One untimed call that must assemble exactly what the server sent."""
+    r = client.complete(MODEL, MESSAGES, base_url=base)
+    assert r.text == text_of(n), "llmrelay assembled the wrong text"
+    assert r.usage.output_tokens == n and r.finish_reason == "stop" and r.status == "ok", r
+
+
+# ---------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------
+def _run(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    gc.collect()
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = fn()
+    if asyncio.iscoroutine(out):
+        out = loop.run_until_complete(out)
+    return time.process_time() - c0, time.perf_counter() - w0, out
+
+
+def interleaved(loop: asyncio.AbstractEventLoop, variants: dict[str, Callable[[], Any]], warmup: int, reps: int) -> dict[str, dict[str, Any]]:
+    """Run every variant once per round (so drift hits all alike); keep the medians."""
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+    results: dict[str, Any] = {}
+    for rnd in range(warmup + reps):
+        for name, fn in variants.items():
+            cpu, wall, out = _run(loop, fn)
+            results[name] = out
+            if rnd >= warmup:
+                samples[name].append((cpu, wall))
+    return {
+        k: {
+            "cpu_s": statistics.median(c for c, _ in v),
+            "wall_s": statistics.median(w for _, w in v),
+            "cpu_all_s": [round(c, 5) for c, _ in v],
+            "out": results[k],
+        }
+        for k, v in samples.items()
+    }
+
+
+# ---------------------------------------------------------------------------
+# 1. per-chunk CPU
+# ---------------------------------------------------------------------------
+def bench_chunks(srv: Server, loop: asyncio.AbstractEventLoop, n: int, warmup: int, reps: int) -> dict[str, Any]:
+    import httpx
+    import openai
+
+    base = srv.base(f"n{n}")
+    hx = httpx.Client(timeout=None)
+    oc = openai.OpenAI(base_url=base, api_key="x", max_retries=0)
+    rs = relay_client()
+    ra = relay_client()
+    check_relay(rs, base, n)
+    hxa = loop.run_until_complete(_make(lambda: httpx.AsyncClient(timeout=None)))
+    variants: dict[str, Callable[[], Any]] = {
+        "a raw httpx sync (iter_lines+json.loads)": lambda: raw_httpx_sync(hx, base),
+        "b openai SDK sync": lambda: openai_sdk(oc),
+        "c llmrelay sync": lambda: relay_sync(rs, base),
+        "d llmrelay async (httpx)": lambda: relay_async(ra, base),
+        "e raw httpx async (aiter_lines+json.loads)": lambda: raw_httpx_async(hxa, base),
+    }
+    if HAVE_AIOHTTP:
+        import aiohttp
+
+        session = loop.run_until_complete(_make(lambda: aiohttp.ClientSession()))
+        rh = relay_client("aiohttp")
+        variants["f raw aiohttp async (line iter+json.loads)"] = lambda: raw_aiohttp(session, base)
+        variants["g llmrelay async (aiohttp transport, prototype)"] = lambda: relay_async(rh, base)
+    res = interleaved(loop, variants, warmup, reps)
+    hx.close()
+    oc.close()
+    rs.close()
+    loop.run_until_complete(ra.aclose())
+    loop.run_until_complete(hxa.aclose())
+    if HAVE_AIOHTTP:
+        loop.run_until_complete(session.close())
+        loop.run_until_complete(rh.aclose())
+    a = res["a raw httpx sync (iter_lines+json.loads)"]["cpu_s"]
+    e = res["e raw httpx async (aiter_lines+json.loads)"]["cpu_s"]
+    rows = []
+    for name, r in res.items():
+        is_async = "async" in name
+        rows.append(
+            {
+                "variant": name,
+                "us_per_chunk": r["cpu_s"] / n * 1e6,
+                "wall_ms": r["wall_s"] * 1e3,
+                "x_vs_a": r["cpu_s"] / a,
+                "x_vs_e": r["cpu_s"] / e if is_async else None,
+                "events": r["out"],
+                "cpu_samples_s": r["cpu_all_s"],
+            }
+        )
+    return {"chunks": n, "reps": reps, "rows": rows}
+
+
+async def _make(factory: Callable[[], Any]) -> Any:
+    return factory()  # aiohttp / httpx async clients are built inside the loop
+
+
+# ---------------------------------------------------------------------------
+# 2. fixed cost per request
+# ---------------------------------------------------------------------------
+def bench_fixed(srv: Server, loop: asyncio.AbstractEventLoop, requests: int, warmup: int, reps: int) -> dict[str, Any]:
+    import httpx
+    import openai
+
+    base = srv.base("n1")
+    hx = httpx.Client(timeout=None)
+    oc = openai.OpenAI(base_url=base, api_key="x", max_retries=0)
+    rs = relay_client()
+    ra = relay_client()
+    check_relay(rs, base, 1)
+    hxa = loop.run_until_complete(_make(lambda: httpx.AsyncClient(timeout=None)))
+
+    def many_sync(fn: Callable[[], int]) -> Callable[[], int]:
+        def run() -> int:
+            return sum(fn() for _ in range(requests))
+
+        return run
+
+    def many_async(fn: Callable[[], Any]) -> Callable[[], Any]:
+        async def run() -> int:
+            total = 0
+            for _ in range(requests):
+                total += await fn()
+            return total
+
+        return run
+
+    variants: dict[str, Callable[[], Any]] = {
+        "raw httpx sync": many_sync(lambda: raw_httpx_sync(hx, base)),
+        "llmrelay sync": many_sync(lambda: relay_sync(rs, base)),
+        "openai SDK sync": many_sync(lambda: openai_sdk(oc)),
+        "raw httpx async": many_async(lambda: raw_httpx_async(hxa, base)),
+        "llmrelay async (httpx)": many_async(lambda: relay_async(ra, base)),
+    }
+    if HAVE_AIOHTTP:
+        import aiohttp
+
+        session = loop.run_until_complete(_make(lambda: aiohttp.ClientSession()))
+        rh = relay_client("aiohttp")
+        variants["raw aiohttp async"] = many_async(lambda: raw_aiohttp(session, base))
+        variants["llmrelay async (aiohttp transport)"] = many_async(lambda: relay_async(rh, base))
+    res = interleaved(loop, variants, warmup, reps)
+    hx.close()
+    oc.close()
+    rs.close()
+    loop.run_until_complete(ra.aclose())
+    loop.run_until_complete(hxa.aclose())
+    if HAVE_AIOHTTP:
+        loop.run_until_complete(session.close())
+        loop.run_until_complete(rh.aclose())
+    sync_base = res["raw httpx sync"]["cpu_s"]
+    async_base = res["raw httpx async"]["cpu_s"]
+    rows = []
+    for name, r in res.items():
+        ref = async_base if "async" in name else sync_base
+        rows.append(
+            {
+                "variant": name,
+                "us_cpu_per_request": r["cpu_s"] / requests * 1e6,
+                "wall_ms_per_request": r["wall_s"] / requests * 1e3,
+                "x_vs_raw_httpx": r["cpu_s"] / ref,
+                "ref": "raw httpx async" if "async" in name else "raw httpx sync",
+            }
+        )
+    return {"requests": requests, "events_per_request": 3, "reps": reps, "rows": rows}
+
+
+# ---------------------------------------------------------------------------
+# 3. concurrency
+# ---------------------------------------------------------------------------
+def bench_concurrency(srv: Server, loop: asyncio.AbstractEventLoop, streams: int, chunks: int, delay_ms: int, reps: int) -> dict[str, Any]:
+    import httpx
+
+    base = srv.base(f"p{chunks}d{delay_ms}")
+    ideal = chunks * delay_ms / 1000  # the server's own pacing (chunks gaps incl. the one before finish)
+
+    async def fan_out(one: Callable[[], Any]) -> list[int]:
+        return await asyncio.gather(*(one() for _ in range(streams)))
+
+    async def relay(backend: str) -> list[int]:
+        c = relay_client(backend)
+        try:
+            return await fan_out(lambda: relay_async(c, base))
+        finally:
+            await c.aclose()
+
+    async def hx(limits: Any) -> list[int]:
+        async with httpx.AsyncClient(timeout=None, limits=limits) as c:
+            return await fan_out(lambda: raw_httpx_async(c, base))
+
+    async def aio(limit: int) -> list[int]:
+        import aiohttp
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) as s:
+            return await fan_out(lambda: raw_aiohttp(s, base))
+
+    big = httpx.Limits(max_connections=10_000, max_keepalive_connections=1_000)
+    variants: dict[str, Callable[[], Any]] = {
+        "llmrelay async (httpx, max_connections=10k)": lambda: relay("httpx"),
+        "raw httpx.AsyncClient() default limits (100)": lambda: hx(httpx.Limits(max_connections=100, max_keepalive_connections=20)),
+        "raw httpx.AsyncClient(max_connections=10k)": lambda: hx(big),
+    }
+    if HAVE_AIOHTTP:
+        variants["raw aiohttp default connector (limit=100)"] = lambda: aio(100)
+        variants["raw aiohttp TCPConnector(limit=0)"] = lambda: aio(0)
+        variants["llmrelay async (aiohttp transport, prototype)"] = lambda: relay("aiohttp")
+    rows = []
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+    complete: dict[str, bool] = {}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            cpu, wall, out = _run(loop, fn)
+            expected = chunks + 3 if name.startswith("llmrelay") else chunks + 2  # typed events vs data events
+            complete[name] = complete.get(name, True) and len(out) == streams and all(x == expected for x in out)
+            samples[name].append((cpu, wall))
+    for name, v in samples.items():
+        wall = statistics.median(w for _, w in v)
+        cpu = statistics.median(c for c, _ in v)
+        rows.append(
+            {
+                "variant": name,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "us_cpu_per_chunk": cpu / (streams * (chunks + 2)) * 1e6,
+                "all_complete": complete[name],
+                "wall_samples_s": [round(w, 3) for _, w in v],
+            }
+        )
+    return {"streams": streams, "chunks": chunks, "delay_ms": delay_ms, "ideal_wall_s": ideal, "reps": reps, "rows": rows}
+
+
+# ---------------------------------------------------------------------------
+# 4. import time
+# ---------------------------------------------------------------------------
+def bench_import(runs: int) -> dict[str, Any]:
+    def best(code: str, n: int) -> float:
+        times = []
+        # as installed packages are: with cached bytecode (the first run writes it; best-of drops it)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    bare = best("pass", runs)
+    rows = [
+        {"what": "import llmrelay", "ms": (best("import llmrelay", runs) - bare) * 1e3},
+        {"what": "import llmrelay; first Client().stream() set-up (loads httpx)",
+         "ms": (best("import llmrelay; c = llmrelay.Client(api_keys={'openai': 'x'}); c._sync()", runs) - bare) * 1e3},
+        {"what": "import openai (reference)", "ms": (best("import openai", max(2, runs - 2)) - bare) * 1e3},
+    ]
+    if HAVE_AIOHTTP:
+        rows.append({"what": "import aiohttp (reference)", "ms": (best("import aiohttp", max(2, runs - 2)) - bare) * 1e3})
+    return {"runs": runs, "bare_python_ms": bare * 1e3, "rows": rows}
+
+
+# ---------------------------------------------------------------------------
+# 5. memory
+# ---------------------------------------------------------------------------
+def bench_memory(srv: Server, sizes: list[int]) -> dict[str, Any]:
+    import httpx
+
+    rows = []
+    for n in sizes:
+        base = srv.base(f"n{n}")
+        for kind in ("llmrelay sync", "raw httpx + list/join (reference)"):
+            client = relay_client() if kind == "llmrelay sync" else httpx.Client(timeout=None)
+            if kind == "llmrelay sync":
+                check_relay(client, srv.base("n1"), 1)  # pool, imports and caches exist before we trace
+            else:
+                raw_httpx_sync(client, srv.base("n1"))
+            gc.collect()
+            tracemalloc.start()
+            start = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            t0 = time.perf_counter()
+            if kind == "llmrelay sync":
+                s = client.stream(MODEL, MESSAGES, base_url=base)
+                for _e in s:
+                    pass
+                text = s.response.text
+            else:
+                pieces = []
+                with client.stream("POST", base + "/chat/completions", json=BODY, headers=HEADERS) as r:
+                    for line in r.iter_lines():
+                        if line.startswith("data: ") and line != "data: [DONE]":
+                            for ch in json.loads(line[6:])["choices"]:
+                                c = ch["delta"].get("content")
+                                if c:
+                                    pieces.append(c)
+                text = "".join(pieces)
+            peak = tracemalloc.get_traced_memory()[1] - start
+            secs = time.perf_counter() - t0
+            tracemalloc.stop()
+            assert text == text_of(n), kind
+            text_bytes = sys.getsizeof(text)
+            rows.append(
+                {
+                    "variant": kind,
+                    "chunks": n,
+                    "peak_bytes": peak,
+                    "peak_bytes_per_chunk": peak / n,
+                    "text_chars": len(text),
+                    "text_bytes": text_bytes,
+                    "beyond_text_bytes_per_chunk": (peak - text_bytes) / n,
+                    "traced_seconds": secs,
+                }
+            )
+            client.close()
+            del text
+    return {"rows": rows}
+
+
+# ---------------------------------------------------------------------------
+# profile
+# ---------------------------------------------------------------------------
+def profile(srv: Server, which: str, n: int = 2000, runs: int = 5, top: int = 15) -> None:
+    import cProfile
+    import pstats
+
+    base = srv.base(f"n{n}")
+    loop = asyncio.new_event_loop()
+    client = relay_client("aiohttp" if which == "aiohttp" else "httpx")
+    if which == "sync":
+        fn: Callable[[], Any] = lambda: relay_sync(client, base)  # noqa: E731
+    else:
+        fn = lambda: loop.run_until_complete(relay_async(client, base))  # noqa: E731
+    for _ in range(2):
+        fn()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(runs):
+        fn()
+    prof.disable()
+    print(f"cProfile: llmrelay {which}, {runs} x {n}-chunk stream, top {top} by tottime")
+    pstats.Stats(prof).strip_dirs().sort_stats("tottime").print_stats(top)
+    if which != "sync":
+        loop.run_until_complete(client.aclose())
+    loop.close()
+
+
+# ---------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(res: dict[str, Any]) -> None:
+    W = 100
+    out: list[str] = []
+    meta = res["meta"]
+    out.append("=" * W)
+    out.append(
+        f"llmrelay bench  |  python {meta['python']}  |  {meta['cpus']} cores  |  "
+        + "  ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    )
+    out.append("=" * W)
+    if "chunks" in res:
+        c = res["chunks"]
+        out.append(f"1. Per-chunk client CPU: {c['chunks']:,}-chunk OpenAI Chat stream, one HTTP chunk per event "
+                   f"(median of {c['reps']})")
+        out.append(f"   {'variant':<50}{'us/chunk':>10}{'wall ms':>10}{'x vs a':>9}{'x vs e':>9}")
+        for r in c["rows"]:
+            out.append(f"   {r['variant']:<50}{r['us_per_chunk']:>10.1f}{r['wall_ms']:>10.1f}"
+                       f"{_fmt(r['x_vs_a'], '>9.2f')}{_fmt(r['x_vs_e'], '>9.2f')}")
+        out.append("")
+    if "fixed" in res:
+        f = res["fixed"]
+        out.append(f"2. Fixed cost per request: {f['requests']} sequential 3-event streams on one client "
+                   f"(median of {f['reps']})")
+        out.append(f"   {'variant':<50}{'us CPU/req':>12}{'wall ms/req':>13}{'x vs raw httpx':>16}")
+        for r in f["rows"]:
+            out.append(f"   {r['variant']:<50}{r['us_cpu_per_request']:>12.0f}{r['wall_ms_per_request']:>13.2f}"
+                       f"{r['x_vs_raw_httpx']:>16.2f}")
+        out.append("   (async rows are compared with raw httpx async, sync rows with raw httpx sync)")
+        out.append("")
+    if "concurrency" in res:
+        k = res["concurrency"]
+        out.append(f"3. Concurrency: {k['streams']} concurrent streams x {k['chunks']} chunks, {k['delay_ms']} ms apart "
+                   f"(ideal wall ~{k['ideal_wall_s']:.2f} s; fresh pool each run, median of {k['reps']})")
+        out.append(f"   {'variant':<50}{'wall s':>9}{'CPU s':>9}{'us CPU/chunk':>14}{'complete':>10}")
+        for r in k["rows"]:
+            out.append(f"   {r['variant']:<50}{r['wall_s']:>9.2f}{r['cpu_s']:>9.2f}{r['us_cpu_per_chunk']:>14.1f}"
+                       f"{('yes' if r['all_complete'] else 'NO'):>10}")
+        out.append("")
+    if "import" in res:
+        i = res["import"]
+        out.append(f"4. Import time (best of {i['runs']} subprocess runs minus bare `python -c pass` "
+                   f"= {i['bare_python_ms']:.1f} ms)")
+        for r in i["rows"]:
+            out.append(f"   {r['what']:<70}{r['ms']:>9.1f} ms")
+        out.append("")
+    if "memory" in res:
+        out.append("5. Memory: tracemalloc peak while streaming, then building the Response (sync)")
+        out.append(f"   {'variant':<36}{'chunks':>9}{'peak':>11}{'B/chunk':>9}{'text chars':>12}"
+                   f"{'text bytes':>12}{'beyond text B/chunk':>21}")
+        for r in res["memory"]["rows"]:
+            out.append(f"   {r['variant']:<36}{r['chunks']:>9,}{r['peak_bytes'] / 1e6:>9.2f}MB"
+                       f"{r['peak_bytes_per_chunk']:>9.0f}{r['text_chars']:>12,}{r['text_bytes']:>12,}"
+                       f"{r['beyond_text_bytes_per_chunk']:>21.0f}")
+        out.append("")
+    out.append(f"total bench time {res['meta']['seconds']:.0f} s; JSON: .bench/results.json")
+    print("\n".join(out))
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("llmrelay", "httpx", "httpcore", "h11", "openai", "aiohttp"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller runs (smoke test)")
+    ap.add_argument("--only", default="chunk,fixed,concurrency,import,memory", help="comma-separated sections")
+    ap.add_argument("--profile", choices=("sync", "async", "aiohttp"), help="cProfile llmrelay on the 2,000-chunk stream and exit")
+    ap.add_argument("--streams", type=int, default=500, help="concurrent streams in section 3")
+    args = ap.parse_args()
+    _raise_nofile()
+    only = set(args.only.split(","))
+    q = args.quick
+    t_start = time.perf_counter()
+    res: dict[str, Any] = {
+        "meta": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "versions": versions(),
+            "aiohttp_installed": HAVE_AIOHTTP,
+        }
+    }
+    with Server() as srv:
+        if args.profile:
+            profile(srv, args.profile)
+            return
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        if "chunk" in only:
+            res["chunks"] = bench_chunks(srv, loop, n=2000, warmup=2, reps=3 if q else 9)
+        if "fixed" in only:
+            res["fixed"] = bench_fixed(srv, loop, requests=100 if q else 300, warmup=1, reps=2 if q else 5)
+        if "concurrency" in only:
+            res["concurrency"] = bench_concurrency(
+                srv, loop, streams=min(args.streams, 100) if q else args.streams, chunks=20, delay_ms=50, reps=1 if q else 3
+            )
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        if "import" in only:
+            res["import"] = bench_import(runs=3 if q else 5)
+        if "memory" in only:
+            res["memory"] = bench_memory(srv, [10_000] if q else [10_000, 100_000])
+    res["meta"]["seconds"] = time.perf_counter() - t_start
+    print_table(res)
+    out = ROOT / ".bench" / "results.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""`llmrelay demo`: real recorded provider streams, replayed offline with real pacing.
+
+A `ReplayServer` on 127.0.0.1 sends the bundled recordings (byte for byte what
+the providers sent) one event at a time; a normal `Client` streams them over
+real HTTP. No key, no network.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from . import events as ev
+from .cli_render import Out, fmt_seconds, feed_view, stats_line, token_counts
+from .errors import APIError, ProviderStreamError, StreamInterruptedError
+from .providers import PROVIDERS
+from .testing import ReplayServer, Reply, client_for, provider_for, read_recording, request_for
+from .testing.recordings import content_type_for
+
+#: (recording, model) for "one interface, four protocols".
+PROTOCOL_TOUR = (
+    ("openai_chat/text_usage_chunk.sse", "gpt-4o"),
+    ("anthropic/text_basic.sse", "claude-sonnet-4-5"),
+    ("gemini/text_sse.sse", "gemini-2.0-flash-exp"),
+    ("ollama/chat_text_done_stop.ndjson", "gemma3:1b"),
+)
+REASONING = ("deepseek/reasoning_content_stream.sse", "deepseek-reasoner")
+TOOLS = ("openai_chat/parallel_tool_calls.sse", "gpt-4o")
+INBAND_ERROR = ("groq/error_event_tool_use_failed.sse", "openai/gpt-oss-120b")
+CUT = ("mistral/magistral_thinking_content_parts.sse", "magistral-medium-latest")
+CUT_AFTER = b"crosswalk if one"
+
+#: Pacing: one provider event per piece, like the real APIs; a long recording is
+#: sped up so each stream takes at most ~2 s.
+MAX_DELAY, MIN_DELAY, STREAM_BUDGET, FIRST_BYTE = 0.12, 0.012, 1.6, 0.25
+
+
+class Skip(Exception):
+    """A section that cannot run in this build (its protocol module is missing)."""
+
+
+def recorded_messages(request: Any) -> list[dict[str, str]] | None:
+    """The text turns of a recorded request body (OpenAI/Anthropic/Ollama `messages`, Gemini `contents`)."""
+    if not isinstance(request, dict):
+        return None
+
+    def text_of(content: Any) -> str:
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if isinstance(content, dict):
+            return text_of(content.get("parts"))
+        return ""
+
+    out: list[dict[str, str]] = []
+    system = request.get("system") or request.get("systemInstruction")
+    if system:
+        out.append({"role": "system", "content": text_of(system)})
+    for m in request.get("messages") or ():
+        if m.get("role") in ("system", "user", "assistant") and not m.get("tool_calls"):
+            text = text_of(m.get("content"))
+            if text:
+                out.append({"role": m["role"], "content": text})
+    for c in request.get("contents") or ():
+        role = "assistant" if c.get("role") == "model" else "user"
+        out.append({"role": role, "content": text_of(c)})
+    return out or None
+
+
+def cut_mid_event(body: bytes, after: bytes) -> bytes:
+    """The body cut in the middle of the event that follows `after` (a connection drop mid-answer)."""
+    at = body.find(after)
+    if at < 0:
+        at = int(len(body) * 0.75)
+    nxt = body.find(b"\n\n", at)
+    if nxt < 0:
+        return body[: int(len(body) * 0.75)]
+    return body[: nxt + 2 + 40]
+
+
+class Demo:
+    def __init__(self, out: Out, server: ReplayServer, client: Any, fast: bool):
+        self.out = out
+        self.server = server
+        self.client = client
+        self.fast = fast
+        self.calls: list[list[str]] = []
+        self.failures: list[str] = []
+
+    # -- plumbing -------------------------------------------------------------------------
+    def reply(self, name: str, body: bytes | None = None) -> Reply:
+        body = read_recording(name) if body is None else body
+        if self.fast:
+            return Reply(body, headers={"content-type": content_type_for(name)}, chunking="events")
+        n = len(Reply(body, chunking="events").pieces())
+        delay = min(MAX_DELAY, max(MIN_DELAY, STREAM_BUDGET / max(1, n)))
+        return Reply(body, headers={"content-type": content_type_for(name)}, chunking="events",
+                     delay=delay, first_byte_delay=FIRST_BYTE)
+
+    def check_protocol(self, provider: str) -> None:
+        protocol = PROVIDERS[provider].protocol
+        try:
+            found = importlib.util.find_spec(f"llmrelay.protocols.{protocol}") is not None
+        except ImportError:
+            found = False
+        if not found:
+            raise Skip(f"the {protocol} protocol module is not in this build yet")
+        try:
+            importlib.import_module(f"llmrelay.protocols.{protocol}")
+        except ImportError as exc:
+            raise Skip(f"the {protocol} protocol module does not import yet ({exc})") from None
+
+    def header(self, name: str, model: str) -> tuple[str, list[dict[str, str]]]:
+        provider = provider_for(name)
+        self.check_protocol(provider)
+        self.out.rule(f"{provider} · {model}")
+        messages = recorded_messages(request_for(name))
+        detail = f"recording {name} · {PROVIDERS[provider].protocol} protocol"
+        if messages is None:
+            self.out.line(detail + " · the prompt was not kept in this recording", style="dim")
+            messages = [{"role": "user", "content": "(replayed recording: prompt not kept)"}]
+        else:
+            self.out.line(detail, style="dim")
+            for m in messages:
+                self.out.line(f"{m['role']}> {m['content']}", style="bold" if m["role"] == "user" else "dim")
+        return f"{provider}:{model}", messages
+
+    def call(self, model: str, messages: Any, reply: Reply,
+             on_event: Callable[[Any], None] | None = None) -> tuple[Any, Any, APIError | None]:
+        """Stream one call (live view unless `on_event` handles events); record it for the summary."""
+        self.server.enqueue(reply)
+        stream = self.client.stream(model, messages)
+        error: APIError | None = None
+        view = self.out.view(show_reasoning=True) if on_event is None else None
+        try:
+            for event in stream:
+                if view is not None:
+                    feed_view(view, event)
+                else:
+                    on_event(event)  # type: ignore[misc]
+        except APIError as exc:
+            error = exc
+        finally:
+            if view is not None:
+                view.close()
+            stream.close()
+        response = stream.response
+        tin, tout = token_counts(response, stream.usage)
+        status = response.status if error is None else type(error).__name__
+        self.calls.append([
+            response.provider or "", response.model or "", status, tin, tout,
+            fmt_seconds(response.timings.time_to_first_token), fmt_seconds(response.timings.total),
+        ])
+        return stream, response, error
+
+    def stats(self, stream: Any, response: Any, note: str | None = None) -> None:
+        self.out.line(f"served by {response.model} · " + stats_line(response, stream.usage, note=note, cost=False), style="green")
+
+    def section(self, title: str, body: Callable[[], None]) -> None:
+        self.out.line()
+        self.out.line(title, style="bold magenta")
+        try:
+            body()
+        except Skip as exc:
+            self.out.line(f"(skipped: {exc})", style="yellow")
+        except Exception as exc:  # a real failure: report it and fail the demo
+            self.failures.append(f"{title}: {type(exc).__name__}: {exc}")
+            self.out.line(f"FAILED: {type(exc).__name__}: {exc}", style="bold red")
+
+    def one(self, name: str, model: str) -> None:
+        """A section step with its own skip/failure handling (the tour keeps going)."""
+        try:
+            model_str, messages = self.header(name, model)
+            stream, response, error = self.call(model_str, messages, self.reply(name))
+            if error is not None:
+                raise error
+            self.stats(stream, response)
+        except Skip as exc:
+            self.out.line(f"{provider_for(name)}: skipped ({exc})", style="yellow")
+
+    # -- sections ---------------------------------------------------------------------------
+    def tour(self) -> None:
+        for name, model in PROTOCOL_TOUR:
+            try:
+                self.one(name, model)
+            except Exception as exc:
+                self.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+                self.out.line(f"FAILED: {type(exc).__name__}: {exc}", style="bold red")
+
+    def reasoning(self) -> None:
+        name, model = REASONING
+        model_str, messages = self.header(name, model)
+        self.out.line("reasoning streams dimmed, then the answer:", style="dim")
+        stream, response, error = self.call(model_str, messages, self.reply(name))
+        if error is not None:
+            raise error
+        self.stats(stream, response)
+        rt = response.usage.reasoning_tokens
+        self.out.line(
+            f"response.reasoning: {len(response.reasoning)} chars"
+            + (f" ({rt} reasoning tokens, counted in output)" if rt is not None else "")
+            + f" · response.text: {len(response.text)} chars — never mixed",
+        )
+
+    def tools(self) -> None:
+        name, model = TOOLS
+        model_str, messages = self.header(name, model)
+        state = {"delta_open": False}
+        out = self.out
+
+        def end_deltas() -> None:
+            if state["delta_open"]:
+                out.write("\n")
+                state["delta_open"] = False
+
+        def on_event(e: Any) -> None:
+            t = type(e)
+            if t is ev.ToolCallStart:
+                end_deltas()
+                out.write("ToolCallStart ", style="cyan")
+                out.write(f" #{e.index} {e.name} (id {e.id})\n")
+            elif t is ev.ToolCallDelta:
+                if not state["delta_open"]:
+                    out.write("ToolCallDelta ", style="cyan")
+                    out.write(f" #{e.index} ")
+                    state["delta_open"] = True
+                else:
+                    out.write("|", style="dim")
+                out.write(e.arguments, style="yellow")
+            elif t is ev.ToolCallEnd:
+                end_deltas()
+                out.write("ToolCallEnd   ", style="cyan")
+                args = json.dumps(e.arguments) if e.arguments is not None else f"unparsed: {e.raw_arguments!r} ({e.error})"
+                out.write(f" #{e.index} {e.name} -> arguments {args}\n", style="bold")
+            elif t is ev.Finish:
+                end_deltas()
+                out.write("Finish        ", style="cyan")
+                out.write(f" reason={e.reason}\n")
+
+        stream, response, error = self.call(model_str, messages, self.reply(name), on_event=on_event)
+        end_deltas()
+        if error is not None:
+            raise error
+        self.stats(stream, response)
+        calls = ", ".join(f"{c.name}({c.arguments_json})" for c in response.tool_calls)
+        self.out.line(f"response.tool_calls: {calls}")
+        self.out.line(
+            "Fragments (split at | above, as they arrived) are joined per index and parsed once complete. Executing tools "
+            "(the tool loop) arrives in a later release.", style="dim",
+        )
+
+    def errors(self) -> None:
+        # (a) an error event inside an HTTP 200 stream, after partial output
+        name, model = INBAND_ERROR
+        try:
+            model_str, messages = self.header(name, model)
+        except Skip as exc:
+            self.out.line(f"skipped ({exc})", style="yellow")
+        else:
+            stream, response, error = self.call(model_str, messages, self.reply(name))
+            if not isinstance(error, ProviderStreamError):
+                raise AssertionError(f"expected ProviderStreamError, got {error!r}")
+            self.out.line(f"raised {type(error).__name__} (HTTP status was 200): code={error.code}, "
+                          f"status in payload={error.status_code}", style="bold red")
+            self.out.line(f"message: {_shorten(error.message, 150)}", style="red")
+            partial = error.partial
+            self.out.line(f"kept in error.partial: {len(partial.reasoning)} chars of reasoning, "
+                          f"{len(partial.text)} chars of text, status {partial.status!r}")
+            self.stats(stream, response, note="(partial)")
+
+        # (b) the connection drops in the middle of the answer
+        name, model = CUT
+        model_str, messages = self.header(name, model)
+        body = cut_mid_event(read_recording(name), CUT_AFTER)
+        self.out.line(f"(the server drops the connection after {len(body)} of {len(read_recording(name))} bytes, mid-event)",
+                      style="dim")
+        stream, response, error = self.call(model_str, messages, self.reply(name, body))
+        if not isinstance(error, StreamInterruptedError):
+            raise AssertionError(f"expected StreamInterruptedError, got {error!r}")
+        partial = error.partial
+        self.out.line(f"raised {type(error).__name__}: {error.message}", style="bold red")
+        self.out.line(f"kept in error.partial: text {_shorten(partial.text, 80)!r} ({len(partial.text)} chars), "
+                      f"{len(partial.reasoning)} chars of reasoning")
+        self.out.line(f"usage never arrived, so it is estimated from the text (usage.estimated={partial.usage.estimated}, "
+                      "marked ~ below)")
+        self.stats(stream, response, note="(partial)")
+
+    def summary(self) -> None:
+        self.out.line()
+        self.out.table(["provider", "model", "status", "in", "out", "TTFT", "total"], self.calls,
+                       title="Every call in this demo (~ = estimated tokens)")
+
+
+def _shorten(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def run_demo(*, fast: bool = False, plain: bool = False, out: Out | None = None) -> int:
+    out = out or Out(plain=plain)
+    started = time.perf_counter()
+    with ReplayServer() as server:
+        client = client_for(server)
+        demo = Demo(out, server, client, fast)
+        out.rule("llmrelay demo")
+        out.line("Real provider streams, recorded from the real APIs, replayed byte for byte by")
+        out.line(f"llmrelay.testing.ReplayServer at {server.url}, one event at a time.")
+        out.line("No API key, no network: the client is an ordinary llmrelay.Client pointed at the server.")
+        try:
+            demo.section("1. One interface, four wire protocols", demo.tour)
+            demo.section("2. Reasoning, kept apart from the answer", demo.reasoning)
+            demo.section("3. A tool call assembled from streamed fragments", demo.tools)
+            demo.section("4. Errors keep the partial response", demo.errors)
+        finally:
+            client.close()
+            # Connections the client just closed may still be winding down in the
+            # server thread; their cancellation is not worth a log line.
+            asyncio_log = logging.getLogger("asyncio")
+            level = asyncio_log.level
+            asyncio_log.setLevel(logging.CRITICAL)
+            try:
+                server.stop()
+            finally:
+                asyncio_log.setLevel(level)
+    demo.summary()
+    elapsed = time.perf_counter() - started
+    if demo.failures:
+        out.line(f"demo FAILED: {len(demo.failures)} problem(s) in {len(demo.calls)} calls", style="bold red")
+        for f in demo.failures:
+            out.line(f"  - {f}", style="red")
+        return 1
+    out.line(f"demo OK: {len(demo.calls)} calls in {elapsed:.1f} s", style="bold green")
+    return 0

@@ -1,0 +1,213 @@
+"""Optional async transport over aiohttp: the same interface as `transport.AsyncTransport`.
+
+Why it exists (numbers from `make bench`, 2 cores): with hundreds of concurrent
+streams the httpx/httpcore/anyio async stack spends several times more CPU per
+chunk than aiohttp (whose HTTP parser and stream reader are C), so a busy event
+loop falls behind the network. This transport keeps everything above it
+unchanged: `open()` returns a body with `status_code`, `headers`
+(case-insensitive `.get`), `aiter_bytes()` and `aclose()`, and errors are the
+same typed errors as the httpx transport raises.
+
+Choices:
+- aiohttp is imported on first use only (it costs ~150 ms to import).
+- One `ClientSession` per event loop, built on first use inside that loop; a
+  session left behind by a closed loop is dropped, never reused.
+- `trust_env` is off (aiohttp would then read ~/.netrc and the proxy variables
+  in a worker thread on every request); proxy variables are read here once per
+  origin instead, so `HTTPS_PROXY` / `NO_PROXY` still work as with httpx.
+- Timeouts: `connect` bounds getting a connection (pool wait + TCP/TLS);
+  `first_byte` bounds the wait for the headers; from then on `idle` bounds
+  each gap in the body (aiohttp's socket read timer, switched after the
+  headers); `total` bounds the whole call, body included.
+- Redirects are not followed (as with httpx's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any, AsyncIterator
+
+from .errors import APIConnectionError, APITimeoutError, StreamInterruptedError, status_error
+from .protocols._base import HTTPRequest
+from .timeouts import Timeouts
+from .transport import ASYNC_MAX_CONNECTIONS, _verified_ssl_context
+
+__all__ = ["AiohttpTransport", "AiohttpBody"]
+
+
+def _aiohttp() -> Any:
+    try:
+        import aiohttp
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the aiohttp async backend needs aiohttp: pip install aiohttp") from exc
+    return aiohttp
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(t: Timeouts) -> Any:
+    first = t.first_byte
+    if t.total is not None:
+        first = t.total if first is None else min(first, t.total)
+    return _aiohttp().ClientTimeout(total=t.total, connect=t.connect, sock_read=first)
+
+
+def _idle_timeout(t: Timeouts, started: float) -> float | None:
+    # `total` is enforced by aiohttp's own timer over the whole body; the idle
+    # gap is capped by what is left of it so the two never disagree.
+    idle = t.idle
+    if t.total is not None:
+        left = max(0.001, t.total - (time.perf_counter() - started))
+        idle = left if idle is None else min(idle, left)
+    return idle
+
+
+def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], timeouts: Timeouts, started: float) -> Exception:
+    """An aiohttp (or asyncio timeout) exception as one of ours; mirrors `transport.translate_error`."""
+    aiohttp = _aiohttp()
+    kw = {"provider": ctx.get("provider"), "model": ctx.get("model")}
+    elapsed = time.perf_counter() - started
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            kind = "connect"
+        elif timeouts.total is not None and elapsed >= timeouts.total - 0.01:
+            kind = "total"
+        elif phase == "body":
+            kind = "idle"
+        else:
+            kind = "first_byte"
+        return APITimeoutError(f"{kind} timeout after {elapsed:.2f}s talking to {kw['provider']}", kind=kind, **kw)
+    if phase == "body":
+        return StreamInterruptedError(f"connection to {kw['provider']} broke mid-stream: {exc}", **kw)
+    return APIConnectionError(f"could not reach {kw['provider']}: {exc}", **kw)
+
+
+class AiohttpTransport:
+    """`session`: your own `aiohttp.ClientSession` (never closed here). Otherwise one is built
+    per event loop with a connection limit of `limit` (0 = unlimited)."""
+
+    def __init__(self, session: Any = None, *, limit: int = ASYNC_MAX_CONNECTIONS):
+        self._given = session
+        self._limit = limit
+        self._session: Any = None
+        self._loop: Any = None
+        self._proxies: dict[str, Any] = {}
+
+    def _get_session(self) -> Any:
+        if self._given is not None:
+            return self._given
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or self._loop is not loop or session.closed:
+            aiohttp = _aiohttp()
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=0,
+                keepalive_timeout=15,
+                enable_cleanup_closed=False,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=False,
+                auto_decompress=True,
+            )
+            self._session, self._loop = session, loop
+        return session
+
+    def _proxy(self, url: str) -> Any:
+        """The env proxy for this URL's origin, looked up once (aiohttp's trust_env does it per request, in a thread)."""
+        origin = url.split("/", 3)[:3]
+        key = "/".join(origin)
+        if key not in self._proxies:
+            import urllib.request
+
+            scheme = origin[0].rstrip(":")
+            host = origin[2] if len(origin) > 2 else ""
+            proxies = urllib.request.getproxies()
+            proxy = proxies.get(scheme)
+            if proxy and urllib.request.proxy_bypass(host.rsplit(":", 1)[0] if host.count(":") == 1 else host):
+                proxy = None
+            self._proxies[key] = proxy or None
+        return self._proxies[key]
+
+    async def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: dict[str, Any]) -> AiohttpBody:
+        started = time.perf_counter()
+        aiohttp = _aiohttp()
+        session = self._get_session()
+        url = req.url
+        try:
+            resp = await session.request(
+                req.method,
+                url,
+                headers=req.headers,
+                data=req.body,
+                timeout=_client_timeout(timeouts),
+                allow_redirects=False,
+                ssl=_verified_ssl_context() if url.startswith("https:") else True,
+                proxy=self._proxy(url),
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
+            raise translate_error(exc, phase="headers", ctx=ctx, timeouts=timeouts, started=started) from exc
+        if resp.status >= 400:
+            try:
+                body = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
+                body = b""
+            finally:
+                resp.release()
+            headers = resp.headers
+            raise status_error(
+                resp.status,
+                body,
+                headers,
+                provider=ctx.get("provider"),
+                model=ctx.get("model"),
+                request_id=headers.get("x-request-id") or headers.get("request-id"),
+            )
+        conn = resp.connection
+        if conn is not None and conn.protocol is not None:
+            # from here on, a read waits at most the idle gap
+            conn.protocol.read_timeout = _idle_timeout(timeouts, started)
+            conn.protocol.start_timeout()
+        return AiohttpBody(resp, timeouts, ctx, started)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            try:
+                await session.close()
+            except RuntimeError:  # its event loop is gone
+                pass
+
+
+class AiohttpBody:
+    __slots__ = ("_resp", "_timeouts", "_ctx", "_started", "status_code", "headers")
+
+    def __init__(self, resp: Any, timeouts: Timeouts, ctx: dict[str, Any], started: float):
+        self._resp = resp
+        self._timeouts = timeouts
+        self._ctx = ctx
+        self._started = started
+        self.status_code = resp.status
+        self.headers = resp.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        aiohttp = _aiohttp()
+        readany = self._resp.content.readany
+        try:
+            while True:
+                chunk = await readany()
+                if not chunk:
+                    return
+                yield chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
+            raise translate_error(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started) from exc
+
+    async def aclose(self) -> None:
+        resp = self._resp
+        if resp.content.at_eof():
+            resp.release()  # back to the pool
+        else:
+            resp.close()  # mid-stream: drop the connection so the server sees the hang-up
