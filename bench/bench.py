@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench.py              # everything, one table (~2 min on 2 cores)
     .venv/bin/python bench/bench.py --quick      # fewer repeats, smaller concurrency (smoke test)
-    .venv/bin/python bench/bench.py --only chunk,fixed
+    .venv/bin/python bench/bench.py --only chunks,fixed
     .venv/bin/python bench/bench.py --profile sync   # cProfile of llmrelay on the 2,000-chunk stream
 
 The server (`bench/_server.py`) runs in its own process, so its CPU is never
@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
+# LLMRELAY_BENCH_SRC=/path/to/other/src measures another copy of llmrelay (A/B a change without installing it)
+sys.path.insert(0, os.environ.get("LLMRELAY_BENCH_SRC") or str(ROOT / "src"))
 sys.path.insert(0, str(HERE))
 
 from _server import text_of  # noqa: E402
@@ -340,61 +341,84 @@ def bench_fixed(srv: Server, loop: asyncio.AbstractEventLoop, requests: int, war
 # ---------------------------------------------------------------------------
 # 3. concurrency
 # ---------------------------------------------------------------------------
-def bench_concurrency(srv: Server, loop: asyncio.AbstractEventLoop, streams: int, chunks: int, delay_ms: int, reps: int) -> dict[str, Any]:
+def bench_concurrency(srv: Server, loop: asyncio.AbstractEventLoop, streams: int, chunks: int, delay_ms: int, reps: int, budget_s: float = 8.0) -> dict[str, Any]:
+    """`streams` paced streams at once. Each row builds a fresh pool and times one burst (connects
+    included); "warm" rows time a second burst on the same client, as a long-lived app would.
+    A row is repeated up to `reps` times while its samples add up to less than `budget_s`."""
     import httpx
 
     base = srv.base(f"p{chunks}d{delay_ms}")
-    ideal = chunks * delay_ms / 1000  # the server's own pacing (chunks gaps incl. the one before finish)
+    ideal = chunks * delay_ms / 1000  # the server's own pacing
 
     async def fan_out(one: Callable[[], Any]) -> list[int]:
         return await asyncio.gather(*(one() for _ in range(streams)))
 
-    async def relay(backend: str) -> list[int]:
+    async def timed(coro: Any) -> tuple[float, float, Any]:
+        c0, w0 = time.process_time(), time.perf_counter()
+        out = await coro
+        return time.process_time() - c0, time.perf_counter() - w0, out
+
+    async def relay(backend: str, warm: bool = False) -> tuple[float, float, Any]:
         c = relay_client(backend)
         try:
-            return await fan_out(lambda: relay_async(c, base))
+            if warm:
+                await fan_out(lambda: relay_async(c, base))
+            return await timed(fan_out(lambda: relay_async(c, base)))
         finally:
             await c.aclose()
 
-    async def hx(limits: Any) -> list[int]:
-        async with httpx.AsyncClient(timeout=None, limits=limits) as c:
-            return await fan_out(lambda: raw_httpx_async(c, base))
+    async def hx(mod: Any, limits: Any) -> tuple[float, float, Any]:
+        async with mod.AsyncClient(timeout=None, limits=limits) as c:
+            return await timed(fan_out(lambda: raw_httpx_async(c, base)))
 
-    async def aio(limit: int) -> list[int]:
+    async def aio(limit: int) -> tuple[float, float, Any]:
         import aiohttp
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) as s:
-            return await fan_out(lambda: raw_aiohttp(s, base))
+            return await timed(fan_out(lambda: raw_aiohttp(s, base)))
 
-    big = httpx.Limits(max_connections=10_000, max_keepalive_connections=1_000)
+    big = dict(max_connections=10_000, max_keepalive_connections=1_000)
     variants: dict[str, Callable[[], Any]] = {
         "llmrelay async (httpx, max_connections=10k)": lambda: relay("httpx"),
-        "raw httpx.AsyncClient() default limits (100)": lambda: hx(httpx.Limits(max_connections=100, max_keepalive_connections=20)),
-        "raw httpx.AsyncClient(max_connections=10k)": lambda: hx(big),
+        "  same, 2nd burst on the same Client (warm pool)": lambda: relay("httpx", warm=True),
+        "raw httpx.AsyncClient() default limits (100)": lambda: hx(httpx, httpx.Limits()),
+        "raw httpx.AsyncClient(max_connections=10k)": lambda: hx(httpx, httpx.Limits(**big)),
     }
+    try:
+        import httpx2  # the fork openai>=3.50 runs on; its pool is not O(n^2)
+
+        variants[f"raw httpx2 {httpx2.__version__} AsyncClient(max_conn=10k)"] = lambda: hx(httpx2, httpx2.Limits(**big))
+    except ImportError:
+        pass
     if HAVE_AIOHTTP:
         variants["raw aiohttp default connector (limit=100)"] = lambda: aio(100)
         variants["raw aiohttp TCPConnector(limit=0)"] = lambda: aio(0)
         variants["llmrelay async (aiohttp transport, prototype)"] = lambda: relay("aiohttp")
-    rows = []
+        variants["  same, 2nd burst on the same Client (warm pool)."] = lambda: relay("aiohttp", warm=True)
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
     complete: dict[str, bool] = {}
     for _ in range(reps):
         for name, fn in variants.items():
-            cpu, wall, out = _run(loop, fn)
-            expected = chunks + 3 if name.startswith("llmrelay") else chunks + 2  # typed events vs data events
+            if sum(w for _, w in samples[name]) >= budget_s:
+                continue
+            gc.collect()
+            cpu, wall, out = loop.run_until_complete(fn())
+            relay_row = name.startswith("llmrelay") or name.startswith("  same")
+            expected = chunks + 3 if relay_row else chunks + 2  # typed events vs data events
             complete[name] = complete.get(name, True) and len(out) == streams and all(x == expected for x in out)
             samples[name].append((cpu, wall))
+    rows = []
     for name, v in samples.items():
         wall = statistics.median(w for _, w in v)
         cpu = statistics.median(c for c, _ in v)
         rows.append(
             {
-                "variant": name,
+                "variant": name.rstrip("."),
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "us_cpu_per_chunk": cpu / (streams * (chunks + 2)) * 1e6,
                 "all_complete": complete[name],
+                "samples": len(v),
                 "wall_samples_s": [round(w, 3) for _, w in v],
             }
         )
@@ -409,6 +433,8 @@ def bench_import(runs: int) -> dict[str, Any]:
         times = []
         # as installed packages are: with cached bytecode (the first run writes it; best-of drops it)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+        if os.environ.get("LLMRELAY_BENCH_SRC"):
+            env["PYTHONPATH"] = os.environ["LLMRELAY_BENCH_SRC"]
         subprocess.run([sys.executable, "-c", code], check=True, env=env)
         for _ in range(n):
             t0 = time.perf_counter()
@@ -419,8 +445,8 @@ def bench_import(runs: int) -> dict[str, Any]:
     bare = best("pass", runs)
     rows = [
         {"what": "import llmrelay", "ms": (best("import llmrelay", runs) - bare) * 1e3},
-        {"what": "import llmrelay; first Client().stream() set-up (loads httpx)",
-         "ms": (best("import llmrelay; c = llmrelay.Client(api_keys={'openai': 'x'}); c._sync()", runs) - bare) * 1e3},
+        {"what": "import llmrelay, httpx (what the first call adds: httpx is lazy)",
+         "ms": (best("import llmrelay, httpx", runs) - bare) * 1e3},
         {"what": "import openai (reference)", "ms": (best("import openai", max(2, runs - 2)) - bare) * 1e3},
     ]
     if HAVE_AIOHTTP:
@@ -517,7 +543,7 @@ def profile(srv: Server, which: str, n: int = 2000, runs: int = 5, top: int = 15
 # report
 # ---------------------------------------------------------------------------
 def _fmt(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
+    return format("-", spec.split(".")[0]) if v is None else format(v, spec)
 
 
 def print_table(res: dict[str, Any]) -> None:
@@ -526,7 +552,7 @@ def print_table(res: dict[str, Any]) -> None:
     meta = res["meta"]
     out.append("=" * W)
     out.append(
-        f"llmrelay bench  |  python {meta['python']}  |  {meta['cpus']} cores  |  "
+        f"llmrelay bench  |  python {meta['python']}  |  {meta['cpus']} cores (load {meta['loadavg_start'][0]:.1f})  |  "
         + "  ".join(f"{k} {v}" for k, v in meta["versions"].items())
     )
     out.append("=" * W)
@@ -552,11 +578,13 @@ def print_table(res: dict[str, Any]) -> None:
     if "concurrency" in res:
         k = res["concurrency"]
         out.append(f"3. Concurrency: {k['streams']} concurrent streams x {k['chunks']} chunks, {k['delay_ms']} ms apart "
-                   f"(ideal wall ~{k['ideal_wall_s']:.2f} s; fresh pool each run, median of {k['reps']})")
-        out.append(f"   {'variant':<50}{'wall s':>9}{'CPU s':>9}{'us CPU/chunk':>14}{'complete':>10}")
+                   f"(ideal wall ~{k['ideal_wall_s']:.2f} s; new pool per run unless warm; median of n)")
+        out.append(f"   {'variant':<50}{'wall s':>9}{'CPU s':>9}{'us CPU/chunk':>14}{'x wall vs aiohttp':>19}{'n':>3}{'ok':>5}")
+        ref = next((r["wall_s"] for r in k["rows"] if r["variant"] == "raw aiohttp TCPConnector(limit=0)"), None)
         for r in k["rows"]:
             out.append(f"   {r['variant']:<50}{r['wall_s']:>9.2f}{r['cpu_s']:>9.2f}{r['us_cpu_per_chunk']:>14.1f}"
-                       f"{('yes' if r['all_complete'] else 'NO'):>10}")
+                       f"{_fmt(r['wall_s'] / ref if ref else None, '>19.2f')}{r['samples']:>3}"
+                       f"{('yes' if r['all_complete'] else 'NO'):>5}")
         out.append("")
     if "import" in res:
         i = res["import"]
@@ -574,7 +602,8 @@ def print_table(res: dict[str, Any]) -> None:
                        f"{r['peak_bytes_per_chunk']:>9.0f}{r['text_chars']:>12,}{r['text_bytes']:>12,}"
                        f"{r['beyond_text_bytes_per_chunk']:>21.0f}")
         out.append("")
-    out.append(f"total bench time {res['meta']['seconds']:.0f} s; JSON: .bench/results.json")
+    secs = ", ".join(f"{k} {v:.0f}" for k, v in res["meta"].get("section_seconds", {}).items())
+    out.append(f"total bench time {res['meta']['seconds']:.0f} s ({secs}); JSON: .bench/results.json")
     print("\n".join(out))
 
 
@@ -593,7 +622,7 @@ def versions() -> dict[str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller runs (smoke test)")
-    ap.add_argument("--only", default="chunk,fixed,concurrency,import,memory", help="comma-separated sections")
+    ap.add_argument("--only", default="chunks,fixed,concurrency,import,memory", help="comma-separated sections")
     ap.add_argument("--profile", choices=("sync", "async", "aiohttp"), help="cProfile llmrelay on the 2,000-chunk stream and exit")
     ap.add_argument("--streams", type=int, default=500, help="concurrent streams in section 3")
     args = ap.parse_args()
@@ -608,6 +637,8 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "versions": versions(),
             "aiohttp_installed": HAVE_AIOHTTP,
+            "llmrelay_src": os.path.dirname(os.path.dirname(__import__("llmrelay").__file__)),
+            "loadavg_start": os.getloadavg(),
         }
     }
     with Server() as srv:
@@ -616,21 +647,24 @@ def main() -> None:
             return
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        if "chunk" in only:
-            res["chunks"] = bench_chunks(srv, loop, n=2000, warmup=2, reps=3 if q else 9)
-        if "fixed" in only:
-            res["fixed"] = bench_fixed(srv, loop, requests=100 if q else 300, warmup=1, reps=2 if q else 5)
-        if "concurrency" in only:
-            res["concurrency"] = bench_concurrency(
-                srv, loop, streams=min(args.streams, 100) if q else args.streams, chunks=20, delay_ms=50, reps=1 if q else 3
-            )
+        timing = res["meta"]["section_seconds"] = {}
+
+        def section(key: str, fn: Callable[[], Any]) -> None:
+            if key in only:
+                t0 = time.perf_counter()
+                res[key] = fn()
+                timing[key] = round(time.perf_counter() - t0, 1)
+
+        section("chunks", lambda: bench_chunks(srv, loop, n=2000, warmup=2, reps=3 if q else 9))
+        section("fixed", lambda: bench_fixed(srv, loop, requests=100 if q else 300, warmup=1, reps=2 if q else 5))
+        section("concurrency", lambda: bench_concurrency(
+            srv, loop, streams=min(args.streams, 100) if q else args.streams, chunks=20, delay_ms=50, reps=1 if q else 3))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-        if "import" in only:
-            res["import"] = bench_import(runs=3 if q else 5)
-        if "memory" in only:
-            res["memory"] = bench_memory(srv, [10_000] if q else [10_000, 100_000])
+        section("import", lambda: bench_import(runs=3 if q else 5))
+        section("memory", lambda: bench_memory(srv, [10_000] if q else [10_000, 100_000]))
     res["meta"]["seconds"] = time.perf_counter() - t_start
+    res["meta"]["loadavg_end"] = os.getloadavg()
     print_table(res)
     out = ROOT / ".bench" / "results.json"
     out.parent.mkdir(exist_ok=True)

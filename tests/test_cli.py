@@ -66,9 +66,9 @@ def paced(name: str, delay: float) -> Reply:
 
 
 def test_chat_streams_incrementally_in_a_tty(server):
-    server.enqueue(paced(TEXT_REC, 0.2))  # 34 events: the last one leaves the server after ~7 s
+    server.enqueue(paced(TEXT_REC, 0.25))  # 34 events: the last one leaves the server after ~8.5 s
     child, log = spawn("chat", "What's the weather in San Francisco?", *openai_args(server))
-    child.expect(FIRST_WORDS, timeout=4)
+    child.expect(FIRST_WORDS, timeout=6)
     seen_early = time.monotonic()
     assert not server.requests[0].completed, "the first words must show before the server sent the last event"
     child.expect(LAST_WORDS, timeout=20)
@@ -158,7 +158,8 @@ def test_unknown_provider_lists_providers():
 
 
 def test_http_error_prints_type_and_message(server):
-    server.enqueue(Reply.json({"error": {"message": "Rate limit reached for gpt-4o"}}, status=429))
+    # every request gets the 429, so the default retries end on it too
+    server.default = Reply.json({"error": {"message": "Rate limit reached for gpt-4o"}}, status=429)
     r = run("chat", "hi", *openai_args(server))
     assert r.returncode == 1
     assert "RateLimitError" in r.stderr and "Rate limit reached" in r.stderr

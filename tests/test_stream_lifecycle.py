@@ -369,6 +369,8 @@ async def test_cancellation_while_waiting_for_first_byte(server, client, no_gc):
     with pytest.raises(asyncio.CancelledError):
         await task
     await async_assert_closed_promptly(server, t)
+    assert s.response.status == "aborted"
+    assert s.response.text == ""
 
 
 # -- collect / text_stream / idempotence ---------------------------------------
@@ -617,3 +619,49 @@ async def test_finish_length_is_truncated_with_real_usage(server, client, mode):
     assert (r.usage.input_tokens, r.usage.output_tokens) == (79, 1)
     assert r.usage.estimated is False
     assert r.error is None
+
+
+# -- after an abort the client stays usable; closing a finished stream changes nothing ----------
+
+
+async def test_client_reusable_after_abort(server, client, mode, no_gc):
+    server.enqueue(paced(), Reply.recording(SHORT))
+    s = open_stream(client, mode)
+    for _ in range(4):
+        await next_event(s, mode)
+    if mode == "sync":
+        s.close()
+    else:
+        await s.aclose()
+    assert s.response.status == "aborted"
+    s2 = open_stream(client, mode)
+    r = await collect(s2, mode)
+    assert r.status == "ok" and r.text == SHORT_TEXT
+    assert len(server.requests) == 2
+    assert server.requests[0].disconnected_at is not None and server.requests[1].completed
+
+
+async def test_close_after_completion_keeps_ok(server, client, mode):
+    server.enqueue(Reply.recording(SHORT))
+    s = open_stream(client, mode)
+    r = await collect(s, mode)
+    if mode == "sync":
+        s.close()
+    else:
+        await s.aclose()
+    assert s.response is r
+    assert r.status == "ok"
+    assert r.usage.estimated is False
+
+
+async def test_next_after_exhaustion_stops(server, client, mode):
+    server.enqueue(Reply.recording("openai_chat/finish_length.sse"))
+    s = open_stream(client, mode)
+    await all_events(s, mode)
+    if mode == "sync":
+        with pytest.raises(StopIteration):
+            next(s)
+    else:
+        with pytest.raises(StopAsyncIteration):
+            await s.__anext__()
+    assert len(server.requests) == 1

@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except KeyboardInterrupt:
-        _err("")
+        _err("\nllmrelay: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`llmrelay chat … | head`): stop quietly.

@@ -6,55 +6,35 @@ for every later call on the same client.
 
 from __future__ import annotations
 
-import importlib
-import os
 from typing import Any, Mapping
 
-from .errors import InvalidRequestError, UnsupportedParameterError
+from .errors import AllModelsFailedError, InvalidRequestError, MissingAPIKeyError, UnsupportedParameterError
+from .fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
 from .messages import normalize_messages
-from .protocols._base import Call, Params
-from .providers import PROVIDERS, Provider, parse_model, resolve_api_key, resolve_base_url
-from .response import Response
+from .middleware import Middleware, with_middleware
 from .plan import single, tool_loop
+from .prepare import (
+    CALL_OPTIONS,
+    FLOW_OPTIONS,
+    Settings,
+    build_call,
+    check_options,
+    check_params,
+    protocol_module,
+    resolve_model,
+    retarget,
+)
+from .protocols._base import Call
+from .providers import PROVIDERS, Provider
+from .response import Attempt, Response
+from .retry import Retry, as_retry
 from .stream import AsyncStream, Stream, StreamCore
 from .timeouts import Timeouts
 
-_PARAM_NAMES = tuple(Params.__slots__)  # type: ignore[attr-defined]
-_CALL_OPTIONS = ("extra_body", "extra_headers", "timeout", "api_key", "base_url", "provider", "tools", "tool_choice")
-_LOOP_OPTIONS = ("max_tool_rounds", "run_tools", "tool_errors")
+__all__ = ["Client", "stream", "astream", "complete", "acomplete", "default_client", "protocol_module"]
 
-
-def protocol_module(name: str) -> Any:
-    return importlib.import_module(f"llmrelay.protocols.{name}")
-
-
-def _check_params(raw: dict[str, Any]) -> Params:
-    unknown = sorted(set(raw) - set(_PARAM_NAMES))
-    if unknown:
-        raise InvalidRequestError(
-            f"Unknown parameter(s) {', '.join(map(repr, unknown))}. Known: {', '.join(_PARAM_NAMES)}; "
-            "pass provider-specific fields with extra_body={...}."
-        )
-    p = Params(**raw)
-    for name in ("temperature", "top_p"):
-        v = getattr(p, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise InvalidRequestError(f"{name} must be a number, got {v!r}")
-    for name in ("max_tokens", "seed", "thinking_budget", "n"):
-        v = getattr(p, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise InvalidRequestError(f"{name} must be an integer, got {v!r}")
-    if p.max_tokens is not None and p.max_tokens < 1:
-        raise InvalidRequestError(f"max_tokens must be at least 1, got {p.max_tokens}")
-    if isinstance(p.stop, str):
-        p.stop = [p.stop]
-    elif p.stop is not None:
-        if not isinstance(p.stop, (list, tuple)) or not all(isinstance(s, str) for s in p.stop):
-            raise InvalidRequestError(f"stop must be a string or a list of strings, got {p.stop!r}")
-        p.stop = list(p.stop)
-    if p.reasoning_effort is not None and p.reasoning_effort not in ("none", "minimal", "low", "medium", "high", "xhigh"):
-        raise InvalidRequestError(f"reasoning_effort must be one of none, minimal, low, medium, high, xhigh; got {p.reasoning_effort!r}")
-    return p
+#: Errors that make a fallback list skip a model before sending anything to it.
+_SKIP_ON_PREPARE = (MissingAPIKeyError, UnsupportedParameterError)
 
 
 class Client:
@@ -63,8 +43,12 @@ class Client:
     - `api_keys` / `base_urls`: per provider name (override the env vars).
     - `providers`: extra or replaced `Provider` profiles (an OpenAI-compatible
       service is one `Provider(name, "openai_chat", base_url, key_env)`).
-    - `aliases`: names that stand for a model string.
+    - `aliases`: names that stand for a model string, or for a list of model
+      strings (a cascade: fails over before first content only).
     - `timeout`: a `Timeouts` or seconds.
+    - `retry`: a `Retry` policy or a number of retries (default 2; 0 for none).
+    - `middleware`: a list of `Middleware`, outermost first.
+    - `fallback_mode` / `resume_prompt`: for model lists (see `llmrelay.fallback`).
     - `http_client` / `async_http_client`: your own `httpx.Client` / `httpx.AsyncClient`;
       or `transport` / `async_transport`: an httpx transport (e.g. `httpx.MockTransport`).
     """
@@ -75,8 +59,12 @@ class Client:
         api_keys: Mapping[str, str] | None = None,
         base_urls: Mapping[str, str] | None = None,
         providers: Mapping[str, Provider] | None = None,
-        aliases: Mapping[str, str] | None = None,
+        aliases: Mapping[str, Any] | None = None,
         timeout: Timeouts | float | None = None,
+        retry: Retry | int | None = 2,
+        middleware: list[Middleware] | tuple[Middleware, ...] = (),
+        fallback_mode: str = "prefill",
+        resume_prompt: str = DEFAULT_RESUME_PROMPT,
         http_client: Any = None,
         async_http_client: Any = None,
         transport: Any = None,
@@ -88,6 +76,10 @@ class Client:
         self.providers: dict[str, Provider] = {**PROVIDERS, **(providers or {})}
         self.aliases = dict(aliases or {})
         self.timeouts = Timeouts.of(timeout)
+        self.retry = as_retry(retry)
+        self.middleware = list(middleware)
+        self.fallback_mode = fallback_mode
+        self.resume_prompt = resume_prompt
         self._env = env
         self._http_args = (http_client, transport)
         self._async_http_args = (async_http_client, async_transport)
@@ -95,93 +87,102 @@ class Client:
         self._async_transport: Any = None
 
     # -- preparing a call (pure) ---------------------------------------------
-    def prepare(self, model: str, messages: Any, **kwargs: Any) -> tuple[Call, Any, Any, Timeouts]:
+    @property
+    def settings(self) -> Settings:
+        return Settings(self.providers, self.aliases, self.api_keys, self.base_urls, self._env)
+
+    def prepare(self, model: Any, messages: Any, **kwargs: Any) -> tuple[Call, Any, Any, Timeouts]:
         """Resolve, validate and encode a call without sending it: (call, request, decoder, timeouts)."""
-        call, request, timeouts = self._prepare(model, messages, kwargs)
+        _, call, request, timeouts = self._plan(model, messages, kwargs)
         return call, request, protocol_module(call.provider.protocol).Decoder(), timeouts
 
-    def _prepare(self, model: str, messages: Any, kwargs: dict[str, Any]) -> tuple[Call, Any, Timeouts]:
-        options = {k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs}
-        params = _check_params(kwargs)
-        env = os.environ if self._env is None else self._env
-        if options.get("provider"):
-            name = options["provider"]
-            if name not in self.providers:
-                parse_model(f"{name}:{model}", self.providers)  # raises UnknownProviderError
-            model_id = model
-        else:
-            name, model_id = parse_model(model, self.providers, self.aliases)
-        provider = self.providers[name]
-        module = protocol_module(provider.protocol)
-        unsupported = [f for f in params.set_fields() if f not in module.PARAMS or f in provider.unsupported]
-        if unsupported:
-            raise UnsupportedParameterError(
-                provider.name, unsupported[0], "Drop it, or pass a provider-specific field with extra_body={...}."
-            )
-        base_url = resolve_base_url(provider, options.get("base_url") or self.base_urls.get(name), env)
-        api_key = resolve_api_key(provider, options.get("api_key") or self.api_keys.get(name), env)
-        for opt in ("extra_body", "extra_headers"):
-            if options.get(opt) is not None and not isinstance(options[opt], dict):
-                raise InvalidRequestError(f"{opt} must be a dict, got {type(options[opt]).__name__}")
-        tools: dict[str, Any] = {}
-        if options.get("tools"):
-            from .tools import as_tools  # lazy: pydantic and inspect load only for tool users
+    def _router(self, model: Any, flow: dict[str, Any]) -> Router | None:
+        if isinstance(model, str) and model in self.aliases:
+            model = self.aliases[model]
+            if isinstance(model, (list, tuple)):  # a cascade: before first content only
+                return Router(list(model), mode="none")
+        if isinstance(model, Router):
+            return model
+        if isinstance(model, (list, tuple)):
+            return Router(list(model), mode=flow.get("fallback_mode", self.fallback_mode),
+                          resume_prompt=flow.get("resume_prompt", self.resume_prompt))
+        return None
 
-            tools = as_tools(options["tools"])
-        tool_choice = options.get("tool_choice")
-        if tool_choice is not None and tool_choice not in ("auto", "none", "required") and tool_choice not in tools:
-            raise InvalidRequestError(
-                f"tool_choice must be 'auto', 'none', 'required' or the name of a given tool; got {tool_choice!r}"
-            )
-        call = Call(
-            provider=provider,
-            model=model_id,
-            base_url=base_url,
-            api_key=api_key,
-            messages=normalize_messages(messages),
-            params=params,
-            extra_body=options.get("extra_body"),
-            extra_headers=options.get("extra_headers"),
-            tools=list(tools.values()) or None,
-            tool_choice=tool_choice,
-        )
-        request = module.encode(call)  # encode now: a bad request fails here, not mid-iteration
+    def _plan(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[Any, Call, Any, Timeouts]:
+        flow = {k: kwargs.pop(k) for k in FLOW_OPTIONS if k in kwargs}
+        options = {k: kwargs.pop(k) for k in CALL_OPTIONS if k in kwargs}
+        params = check_params(kwargs)
+        tools, tool_choice = check_options(options)
+        settings = self.settings
+        router = self._router(model, flow)
+        if router is None:
+            model = self.aliases.get(model, model) if isinstance(model, str) else model
+            call = build_call(settings, model, normalize_messages(messages), params, options, tools, tool_choice)
+            skipped: list[Attempt] = []
+        else:
+            for m in router.models:  # a typo in any model string fails now, not mid-fallback
+                resolve_model(settings, m)
+            call, skipped = self._first_target(settings, router, messages, params, options, tools, tool_choice)
+        request = protocol_module(call.provider.protocol).encode(call)  # a bad request fails here
         timeouts = Timeouts.of(options["timeout"]) if "timeout" in options else self.timeouts
-        return call, request, timeouts
+        chain: list[Middleware] = []
+        if router is not None:
+            chain.append(FallbackMiddleware(router, lambda c, m: retarget(settings, c, m), skipped))
+        chain.extend(self.middleware)
+        chain.extend(flow.get("middleware") or ())
+        retry = as_retry(flow["retry"]) if "retry" in flow else self.retry
+        if retry is not None:
+            chain.append(retry)
+        return with_middleware(self._base_plan(call, flow), chain), call, request, timeouts
 
-    def _plan(self, model: str, messages: Any, kwargs: dict[str, Any]) -> tuple[Any, Call, Any, Timeouts]:
-        loop = {k: kwargs.pop(k) for k in _LOOP_OPTIONS if k in kwargs}
-        call, request, timeouts = self._prepare(model, messages, kwargs)
-        if call.tools:
-            errors = loop.get("tool_errors", "return")
-            if errors not in ("return", "raise"):
-                raise InvalidRequestError(f"tool_errors must be 'return' or 'raise', got {errors!r}")
-            rounds = loop.get("max_tool_rounds", 10)
-            if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
-                raise InvalidRequestError(f"max_tool_rounds must be a non-negative integer, got {rounds!r}")
-            plan = tool_loop(call, {t.name: t for t in call.tools}, max_rounds=rounds,
-                             run_tools=loop.get("run_tools", True), raise_tool_errors=errors == "raise")
-        else:
-            plan = single(call)
-        return plan, call, request, timeouts
+    @staticmethod
+    def _first_target(settings: Settings, router: Router, messages: Any, params: Any, options: dict[str, Any],
+                      tools: Any, tool_choice: Any) -> tuple[Call, list[Attempt]]:
+        msgs = normalize_messages(messages)
+        skipped: list[Attempt] = []
+        for index, m in enumerate(router.models):
+            try:
+                return build_call(settings, m, msgs, params, options if index == 0 else {}, tools, tool_choice), skipped
+            except _SKIP_ON_PREPARE as error:
+                skipped.append(Attempt(m, None, error))
+        raise AllModelsFailedError(
+            "no model of the fallback list can be called: " + "; ".join(f"{a.model}: {a.error}" for a in skipped),
+            [a.error for a in skipped],
+            attempts=skipped,
+        )
+
+    @staticmethod
+    def _base_plan(call: Call, flow: dict[str, Any]) -> Any:
+        if not call.tools:
+            return single(call)
+        errors = flow.get("tool_errors", "return")
+        if errors not in ("return", "raise"):
+            raise InvalidRequestError(f"tool_errors must be 'return' or 'raise', got {errors!r}")
+        rounds = flow.get("max_tool_rounds", 10)
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+            raise InvalidRequestError(f"max_tool_rounds must be a non-negative integer, got {rounds!r}")
+        return tool_loop(call, {t.name: t for t in call.tools}, max_rounds=rounds,
+                         run_tools=flow.get("run_tools", True), raise_tool_errors=errors == "raise")
 
     # -- the four calls -----------------------------------------------------
-    def stream(self, model: str, messages: Any, **params: Any) -> Stream:
-        """Stream a response. Options besides the generation params: `tools`, `tool_choice`,
-        `max_tool_rounds` (10), `run_tools` (True), `tool_errors` ("return" | "raise"),
+    def stream(self, model: Any, messages: Any, **params: Any) -> Stream:
+        """Stream a response from `model` ("provider:model", an alias, a list to fall back
+        through, or a `Router`). Options besides the generation params: `tools`,
+        `tool_choice`, `max_tool_rounds` (10), `run_tools` (True), `tool_errors`
+        ("return" | "raise"), `retry`, `middleware`, `fallback_mode`, `resume_prompt`,
         `extra_body`, `extra_headers`, `timeout`, `api_key`, `base_url`, `provider`."""
         plan, call, request, timeouts = self._plan(model, messages, params)
         return Stream(plan, _Engine(self._sync(), timeouts, call, request))
 
-    def astream(self, model: str, messages: Any, **params: Any) -> AsyncStream:
+    def astream(self, model: Any, messages: Any, **params: Any) -> AsyncStream:
         plan, call, request, timeouts = self._plan(model, messages, params)
         return AsyncStream(plan, _Engine(self._async(), timeouts, call, request))
 
-    def complete(self, model: str, messages: Any, **params: Any) -> Response:
+    def complete(self, model: Any, messages: Any, **params: Any) -> Response:
         with self.stream(model, messages, **params) as s:
             return s.collect()
 
-    async def acomplete(self, model: str, messages: Any, **params: Any) -> Response:
+    async def acomplete(self, model: Any, messages: Any, **params: Any) -> Response:
         async with self.astream(model, messages, **params) as s:
             return await s.collect()
 

@@ -182,6 +182,30 @@ class OverloadedError(InternalServerError):
     pass
 
 
+class StreamResetError(APIError):
+    """`text_stream` met a fallback `Reset` (mode "restart"): the answer starts again on another model."""
+
+    def __init__(self, message: str, *, discarded_text: str = "", **kw: Any):
+        super().__init__(message, **kw)
+        self.discarded_text = discarded_text
+
+
+class AllModelsFailedError(ExceptionGroup, LLMRelayError):  # type: ignore[misc]
+    """Every model of a fallback list failed. `.exceptions` holds each attempt's error, in order;
+    `.attempts` the attempts (model, partial response, error)."""
+
+    def __new__(cls, message: str, exceptions: Any, *, attempts: Any = None):
+        self = super().__new__(cls, message, list(exceptions))
+        self.attempts = list(attempts or [])
+        return self
+
+    def __init__(self, message: str, exceptions: Any, *, attempts: Any = None):
+        super().__init__(message, list(exceptions))
+
+    def derive(self, excs: Any) -> AllModelsFailedError:
+        return AllModelsFailedError(self.message, excs, attempts=self.attempts)
+
+
 class LengthFinishReasonError(LLMRelayError):
     """Raised only for callers who opt into raising on truncation."""
 

@@ -170,6 +170,40 @@ class StreamError:
     type: Literal["error"] = "error"
 
 
+@dataclass(slots=True)
+class RetryEvent:
+    """A request failed before any content reached the caller; it is sent again after `delay` seconds."""
+
+    attempt: int
+    delay: float
+    error: BaseException
+    provider: str | None = None
+    model: str | None = None
+    type: Literal["retry"] = "retry"
+
+
+@dataclass(slots=True)
+class FallbackEvent:
+    """`from_model` failed; `to_model` answers next. `mode` says how the answer continues:
+    "fresh" (nothing had been shown), "restart", "prefill" or "user_turn"."""
+
+    from_model: str
+    to_model: str
+    error: BaseException
+    mode: str
+    #: Why the mode differs from the one asked for (e.g. prefill unsupported), if it does.
+    note: str | None = None
+    type: Literal["fallback"] = "fallback"
+
+
+@dataclass(slots=True)
+class Reset:
+    """Discard what you showed of this answer: the next model starts it again (fallback `restart`)."""
+
+    discarded_text: str
+    type: Literal["reset"] = "reset"
+
+
 Event = Union[
     StreamStart,
     TextDelta,
@@ -182,6 +216,9 @@ Event = Union[
     UsageEvent,
     Finish,
     ProviderEvent,
+    RetryEvent,
+    FallbackEvent,
+    Reset,
 ]
 
 #: Events that count as content for time-to-first-token.

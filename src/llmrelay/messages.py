@@ -86,6 +86,8 @@ class Message:
     #: For role="tool": the call this message answers, and the tool's name.
     tool_call_id: str | None = None
     name: str | None = None
+    #: For role="tool": the tool failed and the content is its error (Anthropic `is_error`).
+    is_error: bool = False
 
     @classmethod
     def system(cls, text: str) -> Message:
@@ -102,8 +104,8 @@ class Message:
         return cls("assistant", parts)
 
     @classmethod
-    def tool(cls, tool_call_id: str, content: str, name: str | None = None) -> Message:
-        return cls("tool", [TextPart(content)], tool_call_id=tool_call_id, name=name)
+    def tool(cls, tool_call_id: str, content: str, name: str | None = None, is_error: bool = False) -> Message:
+        return cls("tool", [TextPart(content)], tool_call_id=tool_call_id, name=name, is_error=is_error)
 
     @property
     def text(self) -> str:
@@ -143,7 +145,7 @@ def normalize_messages(messages: Any) -> list[Message]:
                 elif not isinstance(p, (TextPart, ImagePart, ReasoningPart, ToolCall)):
                     raise InvalidRequestError(f"messages[{i}].parts[{j}]: unsupported part {type(p).__name__}")
                 parts.append(p)
-            out.append(Message(m.role, parts, m.tool_call_id, m.name))
+            out.append(Message(m.role, parts, m.tool_call_id, m.name, m.is_error))
         elif isinstance(m, dict):
             out.append(_from_dict(m, i))
         elif hasattr(m, "to_message"):
@@ -175,7 +177,7 @@ def _from_dict(m: dict, i: int) -> Message:
     if role == "tool":
         if not m.get("tool_call_id"):
             raise InvalidRequestError(f"messages[{i}]: a tool message needs 'tool_call_id'")
-        return Message("tool", parts, m["tool_call_id"], m.get("name"))
+        return Message("tool", parts, m["tool_call_id"], m.get("name"), bool(m.get("is_error")))
     return Message(role, parts, None, m.get("name"))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generator
 
-from .errors import ToolExecutionError, ToolLoopLimitError
+from .errors import APIError, ToolExecutionError, ToolLoopLimitError
 from .messages import Message, ToolCall
 from .protocols._base import Call
 from .response import Response
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 @dataclass(slots=True)
 class Send:
     call: Call
+    #: Callables that see each event as it passes (middleware); each returns the
+    #: event to hand on (possibly changed) or None to drop it.
+    observers: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -72,20 +75,55 @@ def tool_loop(
 ) -> Plan:
     """Stream a turn; if it ends with tool calls, run them and stream the next turn.
 
-    At most `max_rounds` rounds of tool execution, so at most `max_rounds + 1`
-    requests; a model still asking for tools after that gets `ToolLoopLimitError`
-    carrying the transcript. The caller's messages are never mutated.
+    Rules (each one documented behaviour):
+
+    - A turn "asks for tools" when its choice 0 holds tool calls, whatever its
+      finish reason (some services end such a turn with "stop" or none at all).
+    - At most `max_rounds` rounds of tool execution, so at most `max_rounds + 1`
+      requests; a model still asking for tools after that gets
+      `ToolLoopLimitError` (`.messages`: the transcript, `.response`: the turns
+      so far merged); its last calls are not run.
+    - Every call gets exactly one result, in call order: the tool's value, or an
+      error text sent back to the model (the tool raised; the arguments are not
+      JSON or do not match the schema; the tool is unknown). With
+      `raise_tool_errors`, the first failed result raises `ToolExecutionError`
+      instead (after the round's `ToolResult` events; `.messages` holds the
+      transcript with the round's results, the tool's exception is the cause).
+    - The loop stops, running nothing of the turn, and returns it as the final
+      response when: `run_tools` is False (manual mode); the turn was cut by the
+      token limit (finish reason "length": its last call is usually incomplete,
+      and asking again would be cut the same way; the calls keep `.error`, the
+      response has status "truncated"); or a call names a tool given only as a
+      schema (no function: the caller runs it, as in manual mode).
+    - `tool_choice` "required" or a tool name applies to the first request
+      only; later requests leave the choice to the model, else it could never
+      answer and every loop would end in `ToolLoopLimitError`.
+    - A request that fails gets the transcript it carried as `.partial.messages`.
+    - The caller's messages are never mutated; `response.messages` is the whole
+      transcript and `response.turns` every request's own response, with usage
+      summed over them on the final one.
     """
     messages = list(call.messages)
     turns: list[Response] = []
     rounds = 0
     current = call  # the first turn sends the call as prepared (already encoded)
     while True:
-        response = yield Send(current)
+        try:
+            response = yield Send(current)
+        except APIError as exc:
+            partial = getattr(exc, "partial", None)
+            if partial is not None and partial.messages is None:
+                partial.messages = list(messages)
+            raise
         turns.append(response)
         messages = [*messages, response.to_message()]
         calls = response.tool_calls
-        if not calls or not run_tools:
+        if (
+            not calls
+            or not run_tools
+            or response.finish_reason == "length"
+            or any(tools.get(c.name) is not None and tools[c.name].fn is None for c in calls)
+        ):
             return _merge(turns, messages)
         if rounds >= max_rounds:
             raise ToolLoopLimitError(
@@ -95,12 +133,14 @@ def tool_loop(
             )
         rounds += 1
         results: list[ToolResult] = yield RunTools(calls, tools)
+        messages = [*messages, *(Message.tool(r.call_id or "", r.content, r.name, r.error is not None) for r in results)]
         if raise_tool_errors:
-            failed = next((r for r in results if r.error is not None), None)
+            failed = next((i for i, r in enumerate(results) if r.error is not None), None)
             if failed is not None:
-                raise ToolExecutionError(failed, messages=messages)
-        messages = [*messages, *(Message.tool(r.call_id or "", r.content, r.name) for r in results)]
-        current = replace(call, messages=messages)
+                cause = getattr(results, "exceptions", {}).get(failed)
+                raise ToolExecutionError(results[failed], messages=messages) from cause
+        choice = call.tool_choice if call.tool_choice in (None, "auto", "none") else None
+        current = replace(call, messages=messages, tool_choice=choice)
 
 
 def _merge(turns: list[Response], messages: list[Message]) -> Response:

@@ -53,6 +53,23 @@ class Choice:
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One model tried by a fallback list: its (partial) response and why it failed, if it did."""
+
+    model: str
+    response: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.response.usage if self.response is not None else None
+
+
+@dataclass(slots=True)
 class Response:
     provider: str | None = None
     #: The model that actually served the call (as the provider reported it).
@@ -74,6 +91,10 @@ class Response:
     messages: list[Message] | None = None
     #: With tools: one `Response` per request of the tool loop (usage above is their sum).
     turns: list[Any] | None = None
+    #: With a fallback list: every model tried, in order (the last one answered).
+    attempts: list[Attempt] | None = None
+    #: True when this answer continues text a failed model had already streamed.
+    resumed: bool = False
 
     @property
     def choice(self) -> Choice:

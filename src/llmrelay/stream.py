@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from . import events as ev
 from .assembler import Assembler
-from .errors import APIError, APITimeoutError, MalformedChunkError, ProviderStreamError, StreamInterruptedError
+from .errors import APIError, APITimeoutError, MalformedChunkError, StreamResetError, ProviderStreamError, StreamInterruptedError
 from .plan import Emit, RunTools, Send, Sleep
 from .response import Response, Timings
 from .usage import Usage, estimate_tokens
@@ -275,7 +275,7 @@ class Stream(_BaseStream):
                 kind = type(action)
                 try:
                     if kind is Send:
-                        value = yield from self._turn(action.call)
+                        value = yield from self._turn(action.call, action.observers)
                     elif kind is RunTools:
                         from .toolrun import run_tools_sync
 
@@ -291,15 +291,20 @@ class Stream(_BaseStream):
             self._abandon()
             raise
 
-    def _turn(self, call: Call) -> Iterator[Any]:
+    def _turn(self, call: Call, observers: tuple[Any, ...]) -> Iterator[Any]:
         core, open_body = self._begin_turn(call)
         with core.guard():
             body = open_body()
             core.headers(body.headers)
             try:
-                for chunk in body.iter_bytes():
-                    yield from core.feed(chunk)
-                yield from core.finish()
+                if observers:
+                    for chunk in body.iter_bytes():
+                        yield from observe(core.feed(chunk), observers)
+                    yield from observe(core.finish(), observers)
+                else:
+                    for chunk in body.iter_bytes():
+                        yield from core.feed(chunk)
+                    yield from core.finish()
             finally:
                 body.close()
         return core.response()
@@ -308,8 +313,11 @@ class Stream(_BaseStream):
     def text_stream(self) -> Iterator[str]:
         """Only the answer text (choice 0), as `str` pieces."""
         for e in self:
-            if type(e) is ev.TextDelta and e.choice == 0:
+            t = type(e)
+            if t is ev.TextDelta and e.choice == 0:
                 yield e.text
+            elif t is ev.Reset:
+                raise_reset(e)
 
     def collect(self) -> Response:
         """Finish the stream (also when half consumed) and return the `Response`."""
@@ -354,7 +362,7 @@ class AsyncStream(_BaseStream):
                 kind = type(action)
                 try:
                     if kind is Send:
-                        async for e in self._turn(action.call):
+                        async for e in self._turn(action.call, action.observers):
                             yield e
                         value = self._core.response()  # type: ignore[union-attr]
                     elif kind is RunTools:
@@ -373,16 +381,16 @@ class AsyncStream(_BaseStream):
             self._abandon()
             raise
 
-    async def _turn(self, call: Call) -> AsyncIterator[Any]:
+    async def _turn(self, call: Call, observers: tuple[Any, ...]) -> AsyncIterator[Any]:
         core, open_body = self._begin_turn(call)
         with core.guard():
             body = await open_body()
             core.headers(body.headers)
             try:
                 async for chunk in body.aiter_bytes():
-                    for e in core.feed(chunk):
+                    for e in observe(core.feed(chunk), observers):
                         yield e
-                for e in core.finish():
+                for e in observe(core.finish(), observers):
                     yield e
             finally:
                 await body.aclose()
@@ -405,10 +413,35 @@ class AsyncStream(_BaseStream):
             await self._gen.aclose()
 
 
+def observe(events: Iterator[Any], observers: tuple[Any, ...]) -> Iterator[Any]:
+    """Pass each event through the middleware observers (None drops it)."""
+    if not observers:
+        yield from events
+        return
+    for e in events:
+        for fn in observers:
+            e = fn(e)
+            if e is None:
+                break
+        else:
+            yield e
+
+
 async def _async_text(stream: AsyncStream) -> AsyncIterator[str]:
     async for e in stream:
-        if type(e) is ev.TextDelta and e.choice == 0:
+        t = type(e)
+        if t is ev.TextDelta and e.choice == 0:
             yield e.text
+        elif t is ev.Reset:
+            raise_reset(e)
+
+
+def raise_reset(event: ev.Reset) -> None:
+    """`text_stream` cannot express "discard what you printed": raise rather than repeat text."""
+    raise StreamResetError(
+        "the answer restarted on another model (fallback mode 'restart'); iterate the events to handle Reset",
+        discarded_text=event.discarded_text,
+    )
 
 
 async def _empty() -> AsyncIterator[Any]:

@@ -122,6 +122,8 @@ def _tool_result(m: Message) -> dict[str, Any]:
         block["content"] = m.text
     else:
         block["content"] = _blocks(Message("user", m.parts))
+    if m.is_error:
+        block["is_error"] = True
     return block
 
 

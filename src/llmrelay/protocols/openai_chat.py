@@ -198,6 +198,8 @@ class Decoder(_Decoder):
 
     def _choice(self, choice: dict[str, Any], position: int, out: list) -> None:
         idx = choice.get("index", position)
+        if type(idx) is not int:
+            idx = position
         delta = choice.get("delta")
         if delta:
             content = delta.get("content")
@@ -213,10 +215,10 @@ class Decoder(_Decoder):
                 else:
                     self._content_parts(content, idx, out)
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
+            if reasoning and type(reasoning) is str:
                 out.append(ev.ReasoningDelta(reasoning, idx))
             refusal = delta.get("refusal")
-            if refusal:
+            if refusal and type(refusal) is str:
                 out.append(ev.RefusalDelta(refusal, idx))
             calls = delta.get("tool_calls")
             if calls:
@@ -237,7 +239,8 @@ class Decoder(_Decoder):
             key = (idx, tc.get("index", position))
             fn = tc.get("function") or {}
             if key not in tools:
-                tools.start(key, tc.get("id"), fn.get("name") or "", out, idx)
+                id_, name = tc.get("id"), fn.get("name")
+                tools.start(key, id_ if type(id_) is str else None, name if type(name) is str else "", out, idx)
             args = fn.get("arguments")
             if args:
                 tools.delta(key, args if type(args) is str else _json(args), out)
@@ -249,15 +252,16 @@ class Decoder(_Decoder):
             if not isinstance(part, dict):
                 continue
             kind = part.get("type")
-            if kind == "text" and part.get("text"):
-                out.append(ev.TextDelta(part["text"], idx))
+            text = part.get("text")
+            if kind == "text" and text and type(text) is str:
+                out.append(ev.TextDelta(text, idx))
             elif kind == "thinking":
                 inner = part.get("thinking")
                 if isinstance(inner, str):
                     out.append(ev.ReasoningDelta(inner, idx))
                 elif isinstance(inner, list):
                     for piece in inner:
-                        if isinstance(piece, dict) and piece.get("text"):
+                        if isinstance(piece, dict) and piece.get("text") and type(piece["text"]) is str:
                             out.append(ev.ReasoningDelta(piece["text"], idx))
 
     def _at_end(self, out: list) -> None:

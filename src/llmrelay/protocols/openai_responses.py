@@ -12,6 +12,14 @@ Encoding (`Message` -> `input` items):
   no way to send raw reasoning text back);
 - tool -> `{"type": "function_call_output", "call_id", "output"}`.
 
+Tools go out flat, `{"type": "function", "name", "description", "parameters",
+"strict"}` (no `function` wrapper as in Chat). `strict` is always sent: the
+Responses API treats a missing `strict` as true, which rejects any schema that
+is not strict-compatible (optional parameters, no `additionalProperties:
+false`), so a tool is strict only when it asks to be. `tool_choice` "auto" /
+"none" / "required" go as they are; a tool name becomes `{"type": "function",
+"name": ...}`.
+
 Reasoning round trip. A Responses reasoning item is `{id, summary,
 encrypted_content}`; the encrypted content is what lets a stateless
 (`store: false`) conversation keep the model's reasoning across turns. When a
@@ -157,8 +165,27 @@ def encode(call: Call) -> HTTPRequest:
     if p.reasoning_effort is not None:
         body["reasoning"] = {"effort": p.reasoning_effort, "summary": "auto"}
         body["include"] = ["reasoning.encrypted_content"]
+    if call.tools:
+        body["tools"] = [encode_tool(t) for t in call.tools]
+    if call.tool_choice is not None:
+        body["tool_choice"] = encode_tool_choice(call.tool_choice)
     headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/responses", body, headers)
+
+
+def encode_tool(tool: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "function", "name": tool.name}
+    if tool.description:
+        out["description"] = tool.description
+    out["parameters"] = tool.parameters
+    out["strict"] = bool(tool.strict)
+    return out
+
+
+def encode_tool_choice(choice: str) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "name": choice}
 
 
 # -- decoding -------------------------------------------------------------------
