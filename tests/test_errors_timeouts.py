@@ -296,7 +296,7 @@ async def test_total_timeout_on_slow_drip(server, client, mode):
     assert elapsed < 1.5  # the drip would take ~3.3 s
     assert e.partial is not None
     assert SHORT_TEXT.startswith(e.partial.text)
-    assert e.partial.text == texts(events) or e.partial.text.startswith(texts(events))
+    assert e.partial.text.startswith(texts(events))
     assert e.partial.usage.estimated is True
 
 

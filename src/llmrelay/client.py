@@ -125,6 +125,7 @@ class Client:
             call, skipped = self._first_target(settings, router, messages, params, options, tools, tool_choice)
         request = protocol_module(call.provider.protocol).encode(call)  # a bad request fails here
         timeouts = Timeouts.of(options["timeout"]) if "timeout" in options else self.timeouts
+        call.timeouts = timeouts
         chain: list[Middleware] = []
         if router is not None:
             chain.append(FallbackMiddleware(router, lambda c, m: retarget(settings, c, m), skipped))
@@ -249,8 +250,8 @@ class _Engine:
         if request is None:
             request = module.encode(call)
         core = StreamCore(call, request, module.Decoder())
-        transport, timeouts = self.transport, self.timeouts
-        core.total_timeout = timeouts.total
+        transport = self.transport
+        timeouts = core.timeouts = call.timeouts or self.timeouts
         return core, lambda: transport.open(request, timeouts, core.ctx)
 
 

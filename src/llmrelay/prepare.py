@@ -138,7 +138,9 @@ def retarget(settings: Settings, call: Call, model: str) -> Call:
     provider, _ = resolve_model(settings, model)
     same = provider.name == call.provider.name
     options = {"extra_body": call.extra_body, "extra_headers": call.extra_headers} if same else {}
-    return build_call(settings, model, call.messages, call.params, options, call.tools, call.tool_choice)
+    new = build_call(settings, model, call.messages, call.params, options, call.tools, call.tool_choice)
+    new.timeouts = call.timeouts
+    return new
 
 
 def normalize(messages: Any) -> list[Message]:

@@ -18,6 +18,7 @@ from .assembler import Assembler
 from .errors import APIError, APITimeoutError, MalformedChunkError, StreamResetError, ProviderStreamError, StreamInterruptedError
 from .plan import Emit, RunTools, Send, Sleep
 from .response import Response, Timings
+from .timeouts import Timeouts
 from .usage import Usage, estimate_tokens
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class StreamCore:
 
     __slots__ = (
         "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "busy",
-        "t_resume", "pending", "done", "error", "aborted", "request_id", "total_timeout", "deadline",
+        "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
     )
 
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
@@ -51,17 +52,29 @@ class StreamCore:
         self.error: BaseException | None = None
         self.aborted = False
         self.request_id: str | None = None
-        self.total_timeout: float | None = None
-        self.deadline: float | None = None
+        self.timeouts: Timeouts | None = None
+        self.deadline: float | None = None  # the nearer of first-token and total, until the first token
+        self.end_by: float | None = None  # the total deadline
 
     @property
     def ctx(self) -> dict[str, Any]:
         return {"provider": self.call.provider.name, "model": self.call.model}
 
     def dispatch(self) -> None:
-        self.t_dispatch = self.t_resume = _perf()
-        if self.total_timeout is not None:
-            self.deadline = self.t_dispatch + self.total_timeout
+        self.t_dispatch = self.t_resume = now = _perf()
+        t = self.timeouts
+        if t is not None:
+            self.end_by = now + t.total if t.total is not None else None
+            first = now + t.first_token if t.first_token is not None else None
+            self.deadline = min(d for d in (first, self.end_by) if d is not None) if (first or self.end_by) else None
+
+    def _timed_out(self) -> APITimeoutError:
+        if self.t_first is None and self.timeouts is not None and self.timeouts.first_token is not None and (
+            self.end_by is None or _perf() < self.end_by
+        ):
+            return APITimeoutError(f"no content within first_token={self.timeouts.first_token}s", kind="first_token", **self.ctx)
+        total = self.timeouts.total if self.timeouts is not None else None
+        return APITimeoutError(f"total timeout: the call took more than {total}s", kind="total", **self.ctx)
 
     def headers(self, headers: Any) -> None:
         self.request_id = headers.get("x-request-id") or headers.get("request-id") or headers.get("x-groq-id")
@@ -72,7 +85,7 @@ class StreamCore:
         if self.pending is not None:
             raise self.pending
         if self.deadline is not None and _perf() > self.deadline:
-            raise APITimeoutError(f"total timeout: the call took more than {self.total_timeout}s", kind="total", **self.ctx)
+            raise self._timed_out()
         events = self._fold(self.decoder.feed(data))
         for e in events:
             self.busy += _perf() - self.t_resume
@@ -105,6 +118,7 @@ class StreamCore:
             if self.t_first is None and t in _CONTENT:
                 # on the same clock as `busy`: the caller's time before this is not ours
                 self.t_first = self.busy + (_perf() - self.t_resume)
+                self.deadline = self.end_by
             add(e)
         return events
 

@@ -11,6 +11,9 @@ class Timeouts:
     connect: float | None = 10.0
     #: From sending the request to the response headers.
     first_byte: float | None = 120.0
+    #: From sending the request to the first content (text, reasoning, tool call):
+    #: catches streams that answer headers and keep-alives but no tokens. Off by default.
+    first_token: float | None = None
     #: Longest silence between two chunks of the body.
     idle: float | None = 60.0
     #: The whole call; checked between chunks and bounding every read.

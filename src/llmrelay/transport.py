@@ -51,8 +51,9 @@ def _httpx() -> Any:
 
 def _request_timeout(t: Timeouts) -> Any:
     first = t.first_byte
-    if t.total is not None:
-        first = t.total if first is None else min(first, t.total)
+    for bound in (t.first_token, t.total):
+        if bound is not None:
+            first = bound if first is None else min(first, bound)
     return _httpx().Timeout(connect=t.connect, read=first, write=t.write, pool=t.connect)
 
 

@@ -69,6 +69,8 @@ class Call:
     #: "auto" | "none" | "required" | a tool name.
     tools: list[Any] | None = None
     tool_choice: str | None = None
+    #: `llmrelay.Timeouts` for this call (None: the client's).
+    timeouts: Any = None
 
 
 @dataclass(slots=True)
