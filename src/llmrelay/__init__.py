@@ -7,6 +7,7 @@
 
 from .client import Client, acomplete, astream, complete, default_client, stream
 from .errors import (
+    AllModelsFailedError,
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -31,6 +32,7 @@ from .errors import (
     RequestTooLargeError,
     ServiceUnavailableError,
     StreamInterruptedError,
+    StreamResetError,
     Timeout,
     ToolExecutionError,
     ToolLoopLimitError,
@@ -39,10 +41,13 @@ from .errors import (
     UnsupportedParameterError,
 )
 from .events import (
+    FallbackEvent,
     Finish,
     ProviderEvent,
     ReasoningDelta,
     RefusalDelta,
+    Reset,
+    RetryEvent,
     StreamStart,
     TextDelta,
     ToolCallDelta,
@@ -51,9 +56,12 @@ from .events import (
     ToolResult,
     UsageEvent,
 )
+from .fallback import Router
 from .messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
+from .middleware import Middleware
 from .providers import PROVIDERS, Provider
-from .response import Choice, Response, Timings
+from .response import Attempt, Choice, Response, Timings
+from .retry import Retry
 from .stream import AsyncStream, Stream
 from .timeouts import Timeouts
 from .usage import Usage
