@@ -57,6 +57,7 @@ from .events import (
     UsageEvent,
 )
 from .fallback import Router
+from .hooks import CallContext, Hooks
 from .messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from .middleware import Middleware
 from .providers import PROVIDERS, Provider

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from .errors import AllModelsFailedError, InvalidRequestError, MissingAPIKeyError, UnsupportedParameterError
 from .fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
+from .hooks import CallContext, Hooks
 from .messages import normalize_messages
 from .middleware import Middleware, with_middleware
 from .plan import single, tool_loop
@@ -49,6 +50,7 @@ class Client:
     - `retry`: a `Retry` policy or a number of retries (default 2; 0 for none).
     - `middleware`: a list of `Middleware`, outermost first.
     - `fallback_mode` / `resume_prompt`: for model lists (see `llmrelay.fallback`).
+    - `hooks`: `Hooks` instances observing every call (logs and tracing are hooks).
     - `http_client` / `async_http_client`: your own `httpx.Client` / `httpx.AsyncClient`;
       or `transport` / `async_transport`: an httpx transport (e.g. `httpx.MockTransport`).
     """
@@ -65,6 +67,7 @@ class Client:
         middleware: list[Middleware] | tuple[Middleware, ...] = (),
         fallback_mode: str = "prefill",
         resume_prompt: str = DEFAULT_RESUME_PROMPT,
+        hooks: list[Hooks] | tuple[Hooks, ...] = (),
         http_client: Any = None,
         async_http_client: Any = None,
         transport: Any = None,
@@ -80,6 +83,7 @@ class Client:
         self.middleware = list(middleware)
         self.fallback_mode = fallback_mode
         self.resume_prompt = resume_prompt
+        self.hooks = list(hooks)
         self._env = env
         self._http_args = (http_client, transport)
         self._async_http_args = (async_http_client, async_transport)
@@ -93,7 +97,7 @@ class Client:
 
     def prepare(self, model: Any, messages: Any, **kwargs: Any) -> tuple[Call, Any, Any, Timeouts]:
         """Resolve, validate and encode a call without sending it: (call, request, decoder, timeouts)."""
-        _, call, request, timeouts = self._plan(model, messages, kwargs)
+        _, call, request, timeouts, _ = self._plan(model, messages, kwargs)
         return call, request, protocol_module(call.provider.protocol).Decoder(), timeouts
 
     def _router(self, model: Any, flow: dict[str, Any]) -> Router | None:
@@ -108,7 +112,7 @@ class Client:
                           resume_prompt=flow.get("resume_prompt", self.resume_prompt))
         return None
 
-    def _plan(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[Any, Call, Any, Timeouts]:
+    def _plan(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[Any, Call, Any, Timeouts, dict[str, Any]]:
         flow = {k: kwargs.pop(k) for k in FLOW_OPTIONS if k in kwargs}
         options = {k: kwargs.pop(k) for k in CALL_OPTIONS if k in kwargs}
         params = check_params(kwargs)
@@ -134,7 +138,7 @@ class Client:
         retry = as_retry(flow["retry"]) if "retry" in flow else self.retry
         if retry is not None:
             chain.append(retry)
-        return with_middleware(self._base_plan(call, flow), chain), call, request, timeouts
+        return with_middleware(self._base_plan(call, flow), chain), call, request, timeouts, flow
 
     @staticmethod
     def _first_target(settings: Settings, router: Router, messages: Any, params: Any, options: dict[str, Any],
@@ -172,20 +176,27 @@ class Client:
         `tool_choice`, `max_tool_rounds` (10), `run_tools` (True), `tool_errors`
         ("return" | "raise"), `retry`, `middleware`, `fallback_mode`, `resume_prompt`,
         `extra_body`, `extra_headers`, `timeout`, `api_key`, `base_url`, `provider`."""
-        plan, call, request, timeouts = self._plan(model, messages, params)
-        return Stream(plan, _Engine(self._sync(), timeouts, call, request))
+        return self._open(Stream, self._sync(), model, messages, params, True)
 
     def astream(self, model: Any, messages: Any, **params: Any) -> AsyncStream:
-        plan, call, request, timeouts = self._plan(model, messages, params)
-        return AsyncStream(plan, _Engine(self._async(), timeouts, call, request))
+        return self._open(AsyncStream, self._async(), model, messages, params, True)
 
     def complete(self, model: Any, messages: Any, **params: Any) -> Response:
-        with self.stream(model, messages, **params) as s:
+        with self._open(Stream, self._sync(), model, messages, params, False) as s:
             return s.collect()
 
     async def acomplete(self, model: Any, messages: Any, **params: Any) -> Response:
-        async with self.astream(model, messages, **params) as s:
+        async with self._open(AsyncStream, self._async(), model, messages, params, False) as s:
             return await s.collect()
+
+    def _open(self, cls: Any, transport: Any, model: Any, messages: Any, params: dict[str, Any], streaming: bool) -> Any:
+        plan, call, request, timeouts, flow = self._plan(model, messages, params)
+        hooks = tuple(self.hooks) + tuple(flow.get("hooks") or ())
+        tags = flow.get("tags") or {}
+        if not isinstance(tags, dict):
+            raise InvalidRequestError(f"tags must be a dict, got {type(tags).__name__}")
+        context = CallContext(tags=dict(tags), requested=model, stream=streaming)
+        return cls(plan, _Engine(transport, timeouts, call, request), hooks, context)
 
     # -- transports -----------------------------------------------------------
     def _sync(self) -> Any:

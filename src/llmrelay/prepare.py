@@ -20,7 +20,10 @@ PARAM_NAMES = tuple(Params.__slots__)  # type: ignore[attr-defined]
 #: Per-call options that shape the request (besides the generation params).
 CALL_OPTIONS = ("extra_body", "extra_headers", "timeout", "api_key", "base_url", "provider", "tools", "tool_choice")
 #: Per-call options of the control flow around requests.
-FLOW_OPTIONS = ("max_tool_rounds", "run_tools", "tool_errors", "retry", "middleware", "fallback_mode", "resume_prompt")
+FLOW_OPTIONS = (
+    "max_tool_rounds", "run_tools", "tool_errors", "retry", "middleware", "fallback_mode", "resume_prompt",
+    "hooks", "tags",
+)
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 

@@ -95,6 +95,8 @@ class Response:
     attempts: list[Attempt] | None = None
     #: True when this answer continues text a failed model had already streamed.
     resumed: bool = False
+    #: One id across every tool round, retry and fallback of the call (logs, traces).
+    correlation_id: str | None = None
 
     @property
     def choice(self) -> Choice:

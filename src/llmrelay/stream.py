@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 from . import events as ev
 from .assembler import Assembler
 from .errors import APIError, APITimeoutError, MalformedChunkError, StreamResetError, ProviderStreamError, StreamInterruptedError
+from .hooks import CallContext, Hooks, notify
 from .plan import Emit, RunTools, Send, Sleep
 from .response import Response, Timings
 from .timeouts import Timeouts
@@ -35,6 +36,7 @@ class StreamCore:
     __slots__ = (
         "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "busy",
         "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
+        "on_first_token", "correlation_id",
     )
 
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
@@ -55,6 +57,8 @@ class StreamCore:
         self.timeouts: Timeouts | None = None
         self.deadline: float | None = None  # the nearer of first-token and total, until the first token
         self.end_by: float | None = None  # the total deadline
+        self.on_first_token: Any = None  # called once with the TTFT (hooks)
+        self.correlation_id: str | None = None
 
     @property
     def ctx(self) -> dict[str, Any]:
@@ -119,6 +123,8 @@ class StreamCore:
                 # on the same clock as `busy`: the caller's time before this is not ours
                 self.t_first = self.busy + (_perf() - self.t_resume)
                 self.deadline = self.end_by
+                if self.on_first_token is not None:
+                    self.on_first_token(self.t_first)
             add(e)
         return events
 
@@ -160,6 +166,7 @@ class StreamCore:
         r = a.build(Response(provider=self.call.provider.name, requested_model=self.call.model))
         r.model = r.model or self.call.model
         r.request_id = self.request_id
+        r.correlation_id = self.correlation_id
         if self.done:
             r.status = "truncated" if r.finish_reason == "length" else "ok"
         elif self.aborted and self.error is None:
@@ -200,12 +207,15 @@ def _estimate_usage(r: Response, call: Call) -> None:
 class _BaseStream:
     """What `Stream` and `AsyncStream` share: the plan, the current turn, the final response."""
 
-    def __init__(self, plan: Any, engine: Any):
+    def __init__(self, plan: Any, engine: Any, hooks: tuple[Hooks, ...] = (), context: CallContext | None = None):
         self._plan = plan
         self._engine = engine
         self._core: StreamCore | None = None
         self._final: Response | None = None
         self._gen: Any = None
+        self._hooks = hooks
+        self.context = context if context is not None else CallContext()
+        self._started = False
 
     @property
     def call(self) -> Call | None:
@@ -233,22 +243,61 @@ class _BaseStream:
     def text(self) -> str:
         return self._core.assembler.text if self._core is not None else ""
 
+    @property
+    def correlation_id(self) -> str:
+        """One id for the whole call: every tool round, retry and fallback attempt."""
+        return self.context.correlation_id
+
     def _begin_turn(self, call: Call) -> tuple[StreamCore, Any]:
         core, open_body = self._engine.turn(call)
         self._core = core
+        core.correlation_id = self.context.correlation_id
+        self.context.turns += 1
+        if self._hooks:
+            ctx, hooks = self.context, self._hooks
+            core.on_first_token = lambda ttft: notify(hooks, "on_first_token", ctx, call, ttft)
+            notify(hooks, "on_turn_start", ctx, call, core.request)
         core.dispatch()
         return core, open_body
 
+    @contextlib.contextmanager
+    def _turn_scope(self, core: StreamCore) -> Iterator[None]:
+        """Around one model turn: typed errors with the partial response, and `on_turn_end` for every outcome."""
+        try:
+            with core.guard():
+                yield
+        finally:
+            if self._hooks:
+                notify(self._hooks, "on_turn_end", self.context, core.call, core.response())
+
     def _step(self, value: Any, exc: BaseException | None) -> Any:
         """Advance the plan; returns the next action, or None when it is done."""
+        if not self._started:
+            self._started = True
+            notify(self._hooks, "on_call_start", self.context)
         try:
             return self._plan.throw(exc) if exc is not None else self._plan.send(value)
         except StopIteration as stop:
             self._final = stop.value
+            self._final.correlation_id = self.context.correlation_id
+            notify(self._hooks, "on_call_end", self.context, self._final, None)
             return None
-        except BaseException:
-            self._final = self._core.response() if self._core is not None else Response(status="error")
+        except BaseException as error:
+            self._final = self._core.response() if self._core is not None else Response(status="error", error=error)
+            notify(self._hooks, "on_call_end", self.context, self._final, error)
             raise
+
+    def _performed(self, action: Any, value: Any) -> None:
+        """Tell the hooks about tool results, retries and fallbacks (never per chunk)."""
+        if not self._hooks:
+            return
+        if type(action) is RunTools:
+            for result in value:
+                notify(self._hooks, "on_tool_result", self.context, result)
+        elif type(action.event) is ev.RetryEvent:
+            notify(self._hooks, "on_retry", self.context, action.event)
+        elif type(action.event) is ev.FallbackEvent:
+            notify(self._hooks, "on_fallback", self.context, action.event)
 
     def _abandon(self) -> None:
         """After an early close: the plan stops (no further requests), the turn is kept as aborted."""
@@ -257,6 +306,8 @@ class _BaseStream:
         self._plan.close()
         if self._final is None:
             self._final = self._core.response() if self._core is not None else Response(status="aborted")
+            if self._started:
+                notify(self._hooks, "on_call_end", self.context, self._final, None)
 
 
 class Stream(_BaseStream):
@@ -294,8 +345,10 @@ class Stream(_BaseStream):
                         from .toolrun import run_tools_sync
 
                         value = run_tools_sync(action.calls, action.tools)
+                        self._performed(action, value)
                         yield from value
                     elif kind is Emit:
+                        self._performed(action, None)
                         yield action.event
                     elif kind is Sleep:
                         time.sleep(action.seconds)
@@ -307,7 +360,7 @@ class Stream(_BaseStream):
 
     def _turn(self, call: Call, observers: tuple[Any, ...]) -> Iterator[Any]:
         core, open_body = self._begin_turn(call)
-        with core.guard():
+        with self._turn_scope(core):
             body = open_body()
             core.headers(body.headers)
             try:
@@ -383,9 +436,11 @@ class AsyncStream(_BaseStream):
                         from .toolrun import run_tools_async
 
                         value = await run_tools_async(action.calls, action.tools)
+                        self._performed(action, value)
                         for result in value:
                             yield result
                     elif kind is Emit:
+                        self._performed(action, None)
                         yield action.event
                     elif kind is Sleep:
                         await asyncio.sleep(action.seconds)
@@ -397,7 +452,7 @@ class AsyncStream(_BaseStream):
 
     async def _turn(self, call: Call, observers: tuple[Any, ...]) -> AsyncIterator[Any]:
         core, open_body = self._begin_turn(call)
-        with core.guard():
+        with self._turn_scope(core):
             body = await open_body()
             core.headers(body.headers)
             try:
