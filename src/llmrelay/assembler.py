@@ -95,6 +95,10 @@ class Assembler:
     def add(self, event: Any) -> None:
         self._handlers[type(event)](event)
 
+    @staticmethod
+    def _bad(e: Any, field: str) -> TypeError:
+        return TypeError(f"{type(e).__name__}.{field} must be a string, got {type(getattr(e, field)).__name__}")
+
     # -- handlers -----------------------------------------------------------
     def _choice(self, index: int) -> _ChoiceBuilder:
         cb = self._choices.get(index)
@@ -103,6 +107,8 @@ class Assembler:
         return cb
 
     def _text(self, e: ev.TextDelta) -> None:
+        if type(e.text) is not str:
+            raise self._bad(e, "text")
         cb = self._choices.get(e.choice) or self._choice(e.choice)
         cur = cb.current
         if cur is None or cur.kind != _TEXT or cur.signature is not None:
@@ -112,6 +118,8 @@ class Assembler:
             cur.signature = e.signature
 
     def _reasoning(self, e: ev.ReasoningDelta) -> None:
+        if type(e.text) is not str:
+            raise self._bad(e, "text")
         cb = self._choice(e.choice)
         cur = cb.current
         if (
@@ -130,6 +138,8 @@ class Assembler:
             cur.redacted = e.redacted
 
     def _refusal(self, e: ev.RefusalDelta) -> None:
+        if type(e.text) is not str:
+            raise self._bad(e, "text")
         cb = self._choice(e.choice)
         if cb.refusal is None:
             cb.refusal = []
@@ -142,6 +152,8 @@ class Assembler:
         cb.tools[e.index] = part
 
     def _tool_delta(self, e: ev.ToolCallDelta) -> None:
+        if type(e.arguments) is not str:
+            raise self._bad(e, "arguments")
         cb = self._choice(e.choice)
         part = cb.tools.get(e.index)
         if part is None:  # a delta with no start: keep it rather than drop it

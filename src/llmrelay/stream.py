@@ -119,13 +119,17 @@ class StreamCore:
             if t is _StreamError:
                 self.pending = self._stream_error(e)
                 return events[:i]
+            try:
+                add(e)
+            except TypeError as exc:  # a value of the wrong type in the provider's JSON
+                self.pending = MalformedChunkError(f"{self.call.provider.name} sent a malformed chunk: {exc}", **self.ctx)
+                return events[:i]
             if self.t_first is None and t in _CONTENT:
                 # on the same clock as `busy`: the caller's time before this is not ours
                 self.t_first = self.busy + (_perf() - self.t_resume)
                 self.deadline = self.end_by
                 if self.on_first_token is not None:
                     self.on_first_token(self.t_first)
-            add(e)
         return events
 
     @contextlib.contextmanager

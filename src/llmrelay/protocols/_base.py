@@ -212,7 +212,11 @@ class Decoder:
                 else:
                     out.append(malformed(payload, exc))
                 continue
-            on(name, obj, out)
+            try:
+                on(name, obj, out)
+            except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+                # valid JSON of an unexpected shape: a malformed chunk, never a crash
+                out.append(malformed(payload, exc))
 
     def _done(self, out: list) -> None:
         """`data: [DONE]`: not the completion signal by itself (see `complete`)."""
