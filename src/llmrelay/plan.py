@@ -144,8 +144,9 @@ def tool_loop(
 
 
 def _merge(turns: list[Response], messages: list[Message]) -> Response:
-    """The last turn's response, with usage summed over every request and the whole transcript."""
-    final = turns[-1]
+    """A copy of the last turn's response, with usage summed over every request and the whole
+    transcript (`turns` keep their own usage: the last one is not the sum)."""
+    final = replace(turns[-1]) if len(turns) > 1 else turns[-1]
     final.messages = messages
     final.turns = turns
     if len(turns) > 1:

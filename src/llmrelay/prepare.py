@@ -82,10 +82,17 @@ def check_options(options: dict[str, Any]) -> tuple[list[Any] | None, str | None
 
         tools = as_tools(options["tools"])
     tool_choice = options.get("tool_choice")
-    if tool_choice is not None and tool_choice not in ("auto", "none", "required") and tool_choice not in tools:
-        raise InvalidRequestError(
-            f"tool_choice must be 'auto', 'none', 'required' or the name of a given tool; got {tool_choice!r}"
-        )
+    if tool_choice is not None:
+        if not isinstance(tool_choice, str):
+            raise InvalidRequestError(
+                f"tool_choice must be a string ('auto', 'none', 'required' or a tool name), got {type(tool_choice).__name__}"
+            )
+        if tool_choice not in ("auto", "none") and not tools:
+            raise InvalidRequestError(f"tool_choice={tool_choice!r} needs tools=[...]")
+        if tool_choice not in ("auto", "none", "required") and tool_choice not in tools:
+            raise InvalidRequestError(
+                f"tool_choice must be 'auto', 'none', 'required' or the name of a given tool; got {tool_choice!r}"
+            )
     return list(tools.values()) or None, tool_choice
 
 

@@ -34,6 +34,9 @@ class Provider:
     supports_prefill: bool = False
     #: Chat field for the output limit: "max_tokens" or "max_completion_tokens".
     max_tokens_field: str = "max_tokens"
+    #: Chat field that must carry an assistant tool-call turn's reasoning back to
+    #: the service (DeepSeek thinking mode: "reasoning_content"), or None.
+    reasoning_echo: str | None = None
     #: Parameters this service rejects although its protocol has them.
     unsupported: frozenset[str] = frozenset()
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -82,7 +85,7 @@ _BUILTIN: tuple[Provider, ...] = (
     _compat("groq", "https://api.groq.com/openai/v1", ("GROQ_API_KEY",), base_url_env=("GROQ_BASE_URL",),
             description="Groq (OpenAI-compatible)"),
     _compat("deepseek", "https://api.deepseek.com", ("DEEPSEEK_API_KEY",), base_url_env=("DEEPSEEK_API_BASE",),
-            supports_prefill=False, description="DeepSeek (OpenAI-compatible)"),
+            supports_prefill=False, reasoning_echo="reasoning_content", description="DeepSeek (OpenAI-compatible)"),
     _compat("mistral", "https://api.mistral.ai/v1", ("MISTRAL_API_KEY",), base_url_env=("MISTRAL_API_BASE",),
             supports_prefill=True, unsupported=frozenset({"seed"}),
             # Mistral rejects stream_options (422 extra_forbidden) and always sends usage in its last chunk

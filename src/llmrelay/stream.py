@@ -248,6 +248,16 @@ class _BaseStream:
         return self._core.assembler.text if self._core is not None else ""
 
     @property
+    def cost(self) -> Any:
+        """Live cost (`llmrelay.cost.Cost`) of the usage so far, estimated (`.estimated`) while the
+        provider has not reported it; once the stream is done, the response's cost (every turn).
+
+        Cheap to read on every event: the price lookup is memoized per (provider, model) and a
+        result per usage, so only a changed token count is priced again (≈0.1 ms).
+        genai-prices is imported by the first read, not before."""
+        return self.response.cost
+
+    @property
     def correlation_id(self) -> str:
         """One id for the whole call: every tool round, retry and fallback attempt."""
         return self.context.correlation_id
@@ -358,7 +368,7 @@ class Stream(_BaseStream):
                         time.sleep(action.seconds)
                 except APIError as error:
                     exc = error
-        except GeneratorExit:
+        except (GeneratorExit, KeyboardInterrupt):
             self._abandon()
             raise
 

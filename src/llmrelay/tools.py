@@ -73,6 +73,7 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     summary: list[str] = []
     params: dict[str, list[str]] = {}
     section: str | None = None  # None: the description; else the lower-case section name
+    numpy = False  # the section is NumPy style (`name : type`, text on the lines below)
     param_indent: int | None = None  # indentation of the parameter lines of this section
     last: str | None = None  # the parameter a continuation line belongs to
     i = 0
@@ -82,12 +83,12 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         # a NumPy section: a title, then a line of dashes
         if stripped and _NUMPY_RULE.match(nxt) and stripped.lower() in _SECTIONS:
-            section, param_indent, last = stripped.lower(), None, None
+            section, param_indent, last, numpy = stripped.lower(), None, None, True
             i += 2
             continue
         m = _GOOGLE_HEADER.match(line)
         if m and m.group(1).lower() in _SECTIONS:
-            section, param_indent, last = m.group(1).lower(), None, None
+            section, param_indent, last, numpy = m.group(1).lower(), None, None, False
             i += 1
             continue
         i += 1
@@ -114,11 +115,11 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
             continue
         indent = _indent(line)
         if param_indent is None or indent <= param_indent:
-            pm = _GOOGLE_PARAM.match(stripped) or _NUMPY_PARAM.match(stripped)
+            pm = (_NUMPY_PARAM if numpy else _GOOGLE_PARAM).match(stripped)
             if pm:
                 param_indent = indent
                 last = pm.group(1).lstrip("*")
-                text = pm.group(2) if pm.re is _GOOGLE_PARAM else None
+                text = None if numpy else pm.group(2)
                 params[last] = [text] if text else []
                 continue
         if last is not None:
@@ -168,6 +169,8 @@ class Tool:
         self._fields: dict[str, str] = {}
         #: positional-only parameters, in order (passed positionally)
         self._positional: tuple[str, ...] = ()
+        #: parameters with a default in the function's signature
+        self._defaults: frozenset[str] = frozenset()
         self.is_async = fn is not None and _is_async(fn)
 
     @classmethod
@@ -194,14 +197,10 @@ class Tool:
         fields: dict[str, str] = {}
         if schema is None:
             validator, fields = _arguments_model(fn, name, param_docs)
-            schema = validator.model_json_schema()
-            schema.pop("title", None)
-            for prop in schema.get("properties", {}).values():
-                if isinstance(prop, dict):
-                    prop.pop("title", None)
+            schema = _tidy_schema(validator.model_json_schema())
         tool = cls(name, description if description is not None else summary, schema, fn, strict=strict, validator=validator)
         tool._fields = fields
-        tool._positional = _positional_only(fn)
+        tool._positional, tool._defaults = _signature_facts(fn)
         return tool
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -230,8 +229,9 @@ class Tool:
         set_fields = model.model_fields_set
         out: dict[str, Any] = {}
         for pname, field in self._fields.items():
-            # an omitted optional parameter keeps the function's own default
-            if field in set_fields or self._validator.model_fields[field].is_required():
+            # an omitted argument keeps the function's own default (a default that only the
+            # schema knows, e.g. `Annotated[list, Field(default_factory=list)]`, is passed)
+            if field in set_fields or pname not in self._defaults:
                 out[pname] = getattr(model, field)
         return out
 
@@ -253,12 +253,42 @@ def _is_async(fn: Any) -> bool:
     return call is not None and not inspect.isfunction(fn) and not inspect.ismethod(fn) and inspect.iscoroutinefunction(call)
 
 
-def _positional_only(fn: Callable[..., Any]) -> tuple[str, ...]:
+def _signature_facts(fn: Callable[..., Any]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(positional-only parameters in order, parameters with a default)."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
-        return ()
-    return tuple(n for n, p in sig.parameters.items() if p.kind is p.POSITIONAL_ONLY)
+        return (), frozenset()
+    params = sig.parameters.items()
+    return (tuple(n for n, p in params if p.kind is p.POSITIONAL_ONLY),
+            frozenset(n for n, p in params if p.default is not p.empty))
+
+
+def _annotations(fn: Any) -> dict[str, Any]:
+    """The parameter annotations, each string one evaluated on its own (one that cannot be
+    resolved, e.g. a class local to a function under `from __future__ import annotations`,
+    becomes `Any` without spoiling the others)."""
+    import functools
+
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)
+    target = getattr(target, "__func__", target)
+    try:
+        raw = inspect.get_annotations(target)
+    except Exception:
+        raw = dict(getattr(target, "__annotations__", None) or {})
+    unwrapped = inspect.unwrap(target) if callable(target) else target
+    namespace = dict(getattr(unwrapped, "__globals__", {}) or {})
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, str):
+            try:
+                value = eval(value, namespace)  # noqa: S307 - the function's own annotation text
+            except Exception:
+                value = Any
+        out[key] = value
+    return out
 
 
 def _arguments_model(fn: Callable[..., Any], name: str, docs: dict[str, str]) -> tuple[Any, dict[str, str]]:
@@ -275,16 +305,7 @@ def _arguments_model(fn: Callable[..., Any], name: str, docs: dict[str, str]) ->
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"tool {name!r}: cannot read the signature of {fn!r}: {exc}") from None
-    try:
-        hints = inspect.get_annotations(fn, eval_str=True) if inspect.isfunction(fn) or inspect.ismethod(fn) else {}
-    except Exception:
-        hints = {}
-    if not hints:
-        call = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)
-        try:
-            hints = inspect.get_annotations(call, eval_str=True)
-        except Exception:
-            hints = dict(getattr(call, "__annotations__", {}) or {})
+    hints = _annotations(fn)
     fields: dict[str, Any] = {}
     names: dict[str, str] = {}
     for i, (pname, param) in enumerate(sig.parameters.items()):
@@ -312,6 +333,58 @@ def _arguments_model(fn: Callable[..., Any], name: str, docs: dict[str, str]) ->
     except Exception as exc:
         raise InvalidRequestError(f"tool {name!r}: cannot build a JSON schema from the signature: {exc}") from None
     return model, names
+
+
+def _tidy_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """pydantic's schema made portable: `$ref`s inlined and the generated `title`s dropped
+    (property names stay, even one called "title"). A recursive model keeps its `$defs`."""
+    defs = schema.get("$defs") or {}
+
+    class _Recursive(Exception):
+        pass
+
+    def walk(node: Any, stack: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [walk(x, stack) for x in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            key = ref[len("#/$defs/"):] if ref.startswith("#/$defs/") else None
+            if key is None or key in stack or key not in defs:
+                raise _Recursive
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return {**walk(defs[key], (*stack, key)), **walk(rest, stack)}
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            if (k == "title" and isinstance(v, str)) or k == "$defs":
+                continue
+            if k == "properties" and isinstance(v, dict):
+                out[k] = {name: walk(sub, stack) for name, sub in v.items()}
+            else:
+                out[k] = walk(v, stack)
+        return out
+
+    try:
+        return walk(schema, ())
+    except _Recursive:
+        return _strip_titles(schema)
+
+
+def _strip_titles(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_strip_titles(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k == "title" and isinstance(v, str):
+            continue
+        if k == "properties" and isinstance(v, dict):
+            out[k] = {name: _strip_titles(sub) for name, sub in v.items()}
+        else:
+            out[k] = _strip_titles(v)
+    return out
 
 
 def tool(

@@ -150,7 +150,8 @@ def encode_contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list
                     f"messages[{i}]: Gemini needs the function name of a tool result; give the tool message a "
                     f"'name' or keep the assistant message with tool call {m.tool_call_id!r} in the conversation"
                 )
-            fr: dict[str, Any] = {"name": name, "response": {"result": m.text}}
+            # Gemini reads an "error" key as the function's error details
+            fr: dict[str, Any] = {"name": name, "response": {"error" if m.is_error else "result": m.text}}
             if m.tool_call_id and not m.tool_call_id.startswith(SYNTHETIC_ID_PREFIX):
                 fr["id"] = m.tool_call_id
             if responses is None:

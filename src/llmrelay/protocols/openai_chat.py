@@ -31,7 +31,8 @@ FINISH = {
 }
 
 
-def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
+def encode_messages(messages: list[Message], reasoning_echo: str | None = None) -> list[dict[str, Any]]:
+    """Chat messages. `reasoning_echo`: the field that sends a tool-call turn's reasoning back (DeepSeek)."""
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "tool":
@@ -45,6 +46,10 @@ def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
                     {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
                     for c in calls
                 ]
+                if reasoning_echo:
+                    reasoning = "".join(p.text for p in m.parts if isinstance(p, ReasoningPart))
+                    if reasoning:
+                        msg[reasoning_echo] = reasoning
             elif msg["content"] is None:
                 msg["content"] = ""
             out.append(msg)
@@ -73,7 +78,7 @@ def _part(p: Any) -> dict[str, Any]:
 
 def encode(call: Call) -> HTTPRequest:
     p = call.params
-    body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages), "stream": True}
+    body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages, call.provider.reasoning_echo), "stream": True}
     if call.provider.stream_usage:
         body["stream_options"] = {"include_usage": True}
     if p.temperature is not None:
