@@ -400,6 +400,13 @@ class Stream(_BaseStream):
             elif t is ev.Reset:
                 raise_reset(e)
 
+    @property
+    def partial_stream(self) -> Iterator[ev.PartialOutput]:
+        """Structured output (`output=`): only the `PartialOutput` events (the object so far)."""
+        for e in self:
+            if type(e) is ev.PartialOutput:
+                yield e
+
     def collect(self) -> Response:
         """Finish the stream (also when half consumed) and return the `Response`."""
         for _ in self:
@@ -443,8 +450,12 @@ class AsyncStream(_BaseStream):
                 kind = type(action)
                 try:
                     if kind is Send:
-                        async for e in self._turn(action.call, action.observers):
-                            yield e
+                        turn = self._turn(action.call, action.observers)
+                        try:
+                            async for e in turn:
+                                yield e
+                        finally:  # async generators are not closed for us: release the connection now
+                            await turn.aclose()
                         value = self._core.response()  # type: ignore[union-attr]
                     elif kind is RunTools:
                         from .toolrun import run_tools_async
@@ -483,6 +494,11 @@ class AsyncStream(_BaseStream):
         """Only the answer text (choice 0), as `str` pieces."""
         return _async_text(self)
 
+    @property
+    def partials(self) -> AsyncIterator[ev.PartialOutput]:
+        """Structured output (`output=`): only the `PartialOutput` events (the object so far)."""
+        return _async_partials(self)
+
     async def collect(self) -> Response:
         async for _ in self:
             pass
@@ -497,16 +513,39 @@ class AsyncStream(_BaseStream):
 
 
 def observe(events: Iterator[Any], observers: tuple[Any, ...]) -> Iterator[Any]:
-    """Pass each event through the middleware observers (None drops it)."""
+    """Pass each event through the middleware observers (None drops it; a list stands for
+    several events, in order, each handed to the observers after the one that returned it)."""
     if not observers:
         yield from events
         return
     for e in events:
-        for fn in observers:
+        for i, fn in enumerate(observers):
             e = fn(e)
             if e is None:
                 break
+            if type(e) is list:
+                yield from _observe_rest(e, observers, i + 1)
+                break
         else:
+            yield e
+
+
+def _observe_rest(batch: list, observers: tuple[Any, ...], start: int) -> Iterator[Any]:
+    for e in batch:
+        for i in range(start, len(observers)):
+            e = observers[i](e)
+            if e is None:
+                break
+            if type(e) is list:
+                yield from _observe_rest(e, observers, i + 1)
+                break
+        else:
+            yield e
+
+
+async def _async_partials(stream: AsyncStream) -> AsyncIterator[ev.PartialOutput]:
+    async for e in stream:
+        if type(e) is ev.PartialOutput:
             yield e
 
 
