@@ -75,7 +75,13 @@ def __getattr__(name: str):  # lazy exports: tools pull in inspect/pydantic only
         from . import tools
 
         return getattr(tools, name)
+    if name in ("Cost", "PriceTable", "set_price", "clear_prices"):
+        from . import cost
+
+        return getattr(cost, name)
     raise AttributeError(f"module 'llmrelay' has no attribute {name!r}")
 
 
-__all__ = [name for name in dir() if not name.startswith("_")] + ["Tool", "tool"]
+__all__ = [name for name in dir() if not name.startswith("_")] + [
+    "Tool", "tool", "Cost", "PriceTable", "set_price", "clear_prices",
+]

@@ -6,6 +6,7 @@ for every later call on the same client.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping
 
 from .errors import AllModelsFailedError, InvalidRequestError, MissingAPIKeyError, UnsupportedParameterError
@@ -51,6 +52,7 @@ class Client:
     - `middleware`: a list of `Middleware`, outermost first.
     - `fallback_mode` / `resume_prompt`: for model lists (see `llmrelay.fallback`).
     - `hooks`: `Hooks` instances observing every call (logs and tracing are hooks).
+    - `prices`: a `llmrelay.cost.PriceTable` (or mapping) overriding the price database.
     - `http_client` / `async_http_client`: your own `httpx.Client` / `httpx.AsyncClient`;
       or `transport` / `async_transport`: an httpx transport (e.g. `httpx.MockTransport`).
     """
@@ -68,6 +70,7 @@ class Client:
         fallback_mode: str = "prefill",
         resume_prompt: str = DEFAULT_RESUME_PROMPT,
         hooks: list[Hooks] | tuple[Hooks, ...] = (),
+        prices: Any = None,
         http_client: Any = None,
         async_http_client: Any = None,
         transport: Any = None,
@@ -84,6 +87,11 @@ class Client:
         self.fallback_mode = fallback_mode
         self.resume_prompt = resume_prompt
         self.hooks = list(hooks)
+        self.prices: Any = None
+        if prices is not None:
+            from .cost import PriceTable  # lazy: only clients with their own prices pay for it
+
+            self.prices = PriceTable.of(prices)
         self._env = env
         self._http_args = (http_client, transport)
         self._async_http_args = (async_http_client, async_transport)
@@ -112,13 +120,24 @@ class Client:
                           resume_prompt=flow.get("resume_prompt", self.resume_prompt))
         return None
 
-    def _plan(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[Any, Call, Any, Timeouts, dict[str, Any]]:
+    def _plan(self, model: Any, messages: Any, kwargs: dict[str, Any],
+              streaming: bool = True) -> tuple[Any, Call, Any, Timeouts, dict[str, Any]]:
+        output, output_retries = kwargs.pop("output", None), kwargs.pop("output_retries", 0)
         flow = {k: kwargs.pop(k) for k in FLOW_OPTIONS if k in kwargs}
         options = {k: kwargs.pop(k) for k in CALL_OPTIONS if k in kwargs}
         params = check_params(kwargs)
         tools, tool_choice = check_options(options)
         settings = self.settings
         router = self._router(model, flow)
+        spec = None
+        if output is not None:  # structured output (llmrelay.structured); pydantic loads here
+            from .structured import OutputSpec
+
+            spec = OutputSpec.of(output)
+            if router is not None and router.mode in ("prefill", "user_turn"):
+                router = replace(router, mode="restart")  # a JSON answer cannot be continued by another model
+        elif output_retries:
+            raise InvalidRequestError("output_retries needs output=...")
         if router is None:
             model = self.aliases.get(model, model) if isinstance(model, str) else model
             call = build_call(settings, model, normalize_messages(messages), params, options, tools, tool_choice)
@@ -127,6 +146,8 @@ class Client:
             for m in router.models:  # a typo in any model string fails now, not mid-fallback
                 resolve_model(settings, m)
             call, skipped = self._first_target(settings, router, messages, params, options, tools, tool_choice)
+        if spec is not None:
+            call.output = spec.wire
         request = protocol_module(call.provider.protocol).encode(call)  # a bad request fails here
         timeouts = Timeouts.of(options["timeout"]) if "timeout" in options else self.timeouts
         call.timeouts = timeouts
@@ -138,6 +159,12 @@ class Client:
         retry = as_retry(flow["retry"]) if "retry" in flow else self.retry
         if retry is not None:
             chain.append(retry)
+        if spec is not None:
+            from .structured import structured_plan
+
+            plan = structured_plan(call, lambda c: with_middleware(self._base_plan(c, flow), chain), spec,
+                                   retries=output_retries, partials=streaming)
+            return plan, call, request, timeouts, flow
         return with_middleware(self._base_plan(call, flow), chain), call, request, timeouts, flow
 
     @staticmethod
@@ -175,7 +202,8 @@ class Client:
         through, or a `Router`). Options besides the generation params: `tools`,
         `tool_choice`, `max_tool_rounds` (10), `run_tools` (True), `tool_errors`
         ("return" | "raise"), `retry`, `middleware`, `fallback_mode`, `resume_prompt`,
-        `extra_body`, `extra_headers`, `timeout`, `api_key`, `base_url`, `provider`."""
+        `extra_body`, `extra_headers`, `timeout`, `api_key`, `base_url`, `provider`,
+        `output` (a type or JSON schema: structured output, see `llmrelay.structured`), `output_retries`."""
         return self._open(Stream, self._sync(), model, messages, params, True)
 
     def astream(self, model: Any, messages: Any, **params: Any) -> AsyncStream:
@@ -190,13 +218,13 @@ class Client:
             return await s.collect()
 
     def _open(self, cls: Any, transport: Any, model: Any, messages: Any, params: dict[str, Any], streaming: bool) -> Any:
-        plan, call, request, timeouts, flow = self._plan(model, messages, params)
+        plan, call, request, timeouts, flow = self._plan(model, messages, params, streaming)
         hooks = tuple(self.hooks) + tuple(flow.get("hooks") or ())
         tags = flow.get("tags") or {}
         if not isinstance(tags, dict):
             raise InvalidRequestError(f"tags must be a dict, got {type(tags).__name__}")
         context = CallContext(tags=dict(tags), requested=model, stream=streaming)
-        return cls(plan, _Engine(transport, timeouts, call, request), hooks, context)
+        return cls(plan, _Engine(transport, timeouts, call, request, self.prices), hooks, context)
 
     # -- transports -----------------------------------------------------------
     def _sync(self) -> Any:
@@ -244,13 +272,14 @@ class _Engine:
 
     The first turn reuses the request encoded (and so validated) when the stream was created."""
 
-    __slots__ = ("transport", "timeouts", "first_call", "first_request")
+    __slots__ = ("transport", "timeouts", "first_call", "first_request", "prices")
 
-    def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any):
+    def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any, prices: Any = None):
         self.transport = transport
         self.timeouts = timeouts
         self.first_call = first_call
         self.first_request = first_request
+        self.prices = prices
 
     def turn(self, call: Call) -> tuple[StreamCore, Any]:
         module = protocol_module(call.provider.protocol)
@@ -261,6 +290,7 @@ class _Engine:
         if request is None:
             request = module.encode(call)
         core = StreamCore(call, request, module.Decoder())
+        core.prices = self.prices
         transport = self.transport
         timeouts = core.timeouts = call.timeouts or self.timeouts
         return core, lambda: transport.open(request, timeouts, core.ctx)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .messages import Message, Part, ReasoningPart, TextPart, ToolCall
 from .usage import Usage
+
+if TYPE_CHECKING:
+    from .cost import Cost
 
 
 @dataclass(slots=True)
@@ -68,6 +71,13 @@ class Attempt:
     def usage(self) -> Usage | None:
         return self.response.usage if self.response is not None else None
 
+    @property
+    def cost(self) -> Cost:
+        """What this attempt cost (estimated if it was cut); a model never sent to costs 0."""
+        from .cost import attempt_cost
+
+        return attempt_cost(self)
+
 
 @dataclass(slots=True)
 class Response:
@@ -97,6 +107,22 @@ class Response:
     resumed: bool = False
     #: One id across every tool round, retry and fallback of the call (logs, traces).
     correlation_id: str | None = None
+    #: Structured output (`output=`): the validated object (choice 0); None otherwise.
+    output: Any = None
+    #: The `PriceTable` of the client that made the call (None: the process-wide prices);
+    #: an init field so `dataclasses.replace` keeps it.
+    _prices: Any = field(default=None, repr=False, compare=False, kw_only=True)
+    #: `cost`, computed once (keyed on what it depends on, so a later change recomputes it).
+    _cost: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def cost(self) -> Cost:
+        """What the served response cost in USD (`llmrelay.cost`): provider-reported, your
+        prices, or genai-prices; `total` None with a `reason` when unknown. A tool loop: the
+        sum of its turns. Failed fallback attempts are in `attempts[i].cost`."""
+        from .cost import response_cost
+
+        return response_cost(self)
 
     @property
     def choice(self) -> Choice:

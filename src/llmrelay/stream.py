@@ -36,7 +36,7 @@ class StreamCore:
     __slots__ = (
         "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "busy",
         "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
-        "on_first_token", "correlation_id",
+        "on_first_token", "correlation_id", "prices",
     )
 
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
@@ -59,6 +59,7 @@ class StreamCore:
         self.end_by: float | None = None  # the total deadline
         self.on_first_token: Any = None  # called once with the TTFT (hooks)
         self.correlation_id: str | None = None
+        self.prices: Any = None  # a client's PriceTable, for Response.cost
 
     @property
     def ctx(self) -> dict[str, Any]:
@@ -171,6 +172,8 @@ class StreamCore:
         r.model = r.model or self.call.model
         r.request_id = self.request_id
         r.correlation_id = self.correlation_id
+        if self.prices is not None:
+            r._prices = self.prices
         if self.done:
             r.status = "truncated" if r.finish_reason == "length" else "ok"
         elif self.aborted and self.error is None:
