@@ -30,6 +30,7 @@ PROTOCOL_TOUR = (
 )
 REASONING = ("deepseek/reasoning_content_stream.sse", "deepseek-reasoner")
 TOOLS = ("openai_chat/parallel_tool_calls.sse", "gpt-4o")
+TOOL_LOOP = ("openai_chat/tool_call_then_usage.sse", "openai_chat/text_after_tool_result.sse")
 INBAND_ERROR = ("groq/error_event_tool_use_failed.sse", "openai/gpt-oss-120b")
 CUT = ("mistral/magistral_thinking_content_parts.sse", "magistral-medium-latest")
 CUT_AFTER = b"crosswalk if one"
@@ -130,11 +131,11 @@ class Demo:
                 self.out.line(f"{m['role']}> {m['content']}", style="bold" if m["role"] == "user" else "dim")
         return f"{provider}:{model}", messages
 
-    def call(self, model: str, messages: Any, reply: Reply,
-             on_event: Callable[[Any], None] | None = None) -> tuple[Any, Any, APIError | None]:
+    def call(self, model: Any, messages: Any, reply: Reply | list[Reply],
+             on_event: Callable[[Any], None] | None = None, **options: Any) -> tuple[Any, Any, APIError | None]:
         """Stream one call (live view unless `on_event` handles events); record it for the summary."""
-        self.server.enqueue(reply)
-        stream = self.client.stream(model, messages)
+        self.server.enqueue(*(reply if isinstance(reply, list) else [reply]))
+        stream = self.client.stream(model, messages, **options)
         error: APIError | None = None
         view = self.out.view(show_reasoning=True) if on_event is None else None
         try:
@@ -250,9 +251,64 @@ class Demo:
         calls = ", ".join(f"{c.name}({c.arguments_json})" for c in response.tool_calls)
         self.out.line(f"response.tool_calls: {calls}")
         self.out.line(
-            "Fragments (split at | above, as they arrived) are joined per index and parsed once complete. Executing tools "
-            "(the tool loop) arrives in a later release.", style="dim",
+            "Fragments (split at | above, as they arrived) are joined per index and parsed once complete.", style="dim",
         )
+
+    def tool_loop(self) -> None:
+        """A real recorded pair: the model asks for multiply(), llmrelay runs it, the model answers."""
+        first, second = TOOL_LOOP
+        model_str, messages = self.header(first, "gpt-4o-mini")
+
+        def multiply(a: int, b: int) -> int:
+            """Multiply two numbers."""
+            return a * b
+
+        out = self.out
+        view = out.view(show_reasoning=True)
+
+        def on_event(e: Any) -> None:
+            t = type(e)
+            if t is ev.ToolCallEnd:
+                out.write(f"→ the model calls {e.name}({json.dumps(e.arguments)})\n", style="cyan")
+            elif t is ev.ToolResult:
+                out.write(f"← llmrelay ran it: {e.content} ({e.duration * 1e6:.0f} µs); the next turn streams on:\n",
+                          style="cyan")
+            else:
+                feed_view(view, e)
+
+        try:
+            stream, response, error = self.call(model_str, messages, [self.reply(first), self.reply(second)],
+                                                on_event=on_event, tools=[multiply])
+        finally:
+            view.close()
+        if error is not None:
+            raise error
+        self.stats(stream, response)
+        self.out.line(f"one stream, {len(response.turns or [])} requests; usage summed over both; "
+                      f"transcript: {' → '.join(m.role for m in response.messages or [])}", style="dim")
+
+    def fallback(self) -> None:
+        """The first model's connection drops mid-answer; the next model continues the same text."""
+        name, model = CUT
+        body = cut_mid_event(read_recording(name), CUT_AFTER)
+        _, messages = self.header(name, model)
+        target = "anthropic/text_basic.sse"
+        self.out.line("(mistral drops the connection mid-answer; anthropic continues it: fallback_mode='prefill'. "
+                      "The continuation is another real recording, so its words do not follow on.)", style="dim")
+        stream, response, error = self.call(
+            [f"mistral:{model}", "anthropic:claude-sonnet-4-5"], messages,
+            [self.reply(name, body), self.reply(target)], fallback_mode="prefill",
+        )
+        if error is not None:
+            raise error
+        self.stats(stream, response)
+        for a in response.attempts or []:
+            why = f"{type(a.error).__name__}" if a.error is not None else "answered"
+            self.out.line(f"attempt {a.model}: {why}", style="dim")
+        sent = self.server.requests[-1].json
+        self.out.line(f"resumed={response.resumed}: the second request ended with the partial answer as an assistant "
+                      f"prefill ({len(sent['messages'][-1]['content'][0]['text'])} chars), so no text was repeated",
+                      style="dim")
 
     def errors(self) -> None:
         # (a) an error event inside an HTTP 200 stream, after partial output
@@ -315,7 +371,9 @@ def run_demo(*, fast: bool = False, plain: bool = False, out: Out | None = None)
             demo.section("1. One interface, four wire protocols", demo.tour)
             demo.section("2. Reasoning, kept apart from the answer", demo.reasoning)
             demo.section("3. A tool call assembled from streamed fragments", demo.tools)
-            demo.section("4. Errors keep the partial response", demo.errors)
+            demo.section("4. A tool executed in the middle of the stream", demo.tool_loop)
+            demo.section("5. Errors keep the partial response", demo.errors)
+            demo.section("6. A stream cut mid-answer, recovered by fallback", demo.fallback)
         finally:
             client.close()
             # Connections the client just closed may still be winding down in the
