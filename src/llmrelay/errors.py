@@ -232,6 +232,37 @@ class ToolExecutionError(LLMRelayError):
         self.messages = messages
 
 
+class OutputRefusedError(LLMRelayError):
+    """Structured output: the model refused to answer (OpenAI `refusal`, or a turn ended by its
+    content filter with no answer). `refusal` is the model's text; `response` the whole response."""
+
+    def __init__(self, refusal: str, *, response: Any = None, reason: str = "refusal"):
+        super().__init__(f"the model refused to produce the output: {refusal}" if refusal else
+                         f"the model produced no output ({reason})")
+        self.refusal = refusal
+        self.reason = reason
+        self.response = response
+
+
+class OutputValidationError(LLMRelayError, ValueError):
+    """Structured output: the answer is not valid JSON for the requested type (after any
+    `output_retries`). `raw` is the JSON text received, `errors` the validation errors (pydantic's
+    `errors()` dicts, or `{"loc", "msg", "type"}` dicts for a JSON schema or bad JSON), `response`
+    the whole response (usage counts every attempt), `attempts` how many answers were tried."""
+
+    def __init__(self, message: str, *, raw: str = "", errors: list[dict[str, Any]] | None = None,
+                 response: Any = None, attempts: int = 1):
+        super().__init__(message)
+        self.raw = raw
+        self.errors = list(errors or [])
+        self.response = response
+        self.attempts = attempts
+
+
+#: The name the conventions use; the same class.
+StructuredOutputValidationError = OutputValidationError
+
+
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,

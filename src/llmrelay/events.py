@@ -204,6 +204,32 @@ class Reset:
     type: Literal["reset"] = "reset"
 
 
+@dataclass(slots=True)
+class PartialOutput:
+    """Structured output (`output=`): the object as far as the JSON received so far can be read.
+
+    `value` is plain JSON data (dicts, lists, str, numbers), not yet validated:
+    containers appear as they open, strings grow, numbers/booleans/null and
+    keys appear only once complete, missing fields are absent. A snapshot is
+    never mutated afterwards (keep it as it is). Each chunk that changes what
+    can be read yields one. The validated object is `response.output` at the end.
+    """
+
+    value: Any
+    choice: int = 0
+    type: Literal["partial_output"] = "partial_output"
+
+
+@dataclass(slots=True)
+class OutputItem:
+    """Structured output `output=list[Item]`: one item, complete and validated, reported once."""
+
+    index: int
+    item: Any
+    choice: int = 0
+    type: Literal["output_item"] = "output_item"
+
+
 Event = Union[
     StreamStart,
     TextDelta,
@@ -219,6 +245,8 @@ Event = Union[
     RetryEvent,
     FallbackEvent,
     Reset,
+    PartialOutput,
+    OutputItem,
 ]
 
 #: Events that count as content for time-to-first-token.

@@ -150,6 +150,7 @@ def retarget(settings: Settings, call: Call, model: str) -> Call:
     options = {"extra_body": call.extra_body, "extra_headers": call.extra_headers} if same else {}
     new = build_call(settings, model, call.messages, call.params, options, call.tools, call.tool_choice)
     new.timeouts = call.timeouts
+    new.output = call.output
     return new
 
 

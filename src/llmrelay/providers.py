@@ -41,6 +41,12 @@ class Provider:
     unsupported: frozenset[str] = frozenset()
     headers: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    #: How structured output (`output=`) is asked for (see `llmrelay.structured`):
+    #: "json_schema" (the protocol's native schema-constrained output), "json_object" (JSON
+    #: mode + the schema in a system message), "tool" (a forced call of an output tool) or
+    #: "prompt" (the schema in a system message only). A mechanism the protocol lacks
+    #: falls back along json_schema -> json_object -> tool -> prompt.
+    structured: str = "json_schema"
 
     def with_base_url(self, base_url: str) -> Provider:
         return replace(self, base_url=base_url)
@@ -62,7 +68,7 @@ _BUILTIN: tuple[Provider, ...] = (
     ),
     Provider(
         "anthropic", "anthropic", "https://api.anthropic.com", ("ANTHROPIC_API_KEY",),
-        ("ANTHROPIC_BASE_URL",), supports_prefill=True, description="Anthropic Messages",
+        ("ANTHROPIC_BASE_URL",), supports_prefill=True, description="Anthropic Messages", structured="tool",
     ),
     Provider(
         "gemini", "gemini", "https://generativelanguage.googleapis.com/v1beta",
@@ -82,10 +88,12 @@ _BUILTIN: tuple[Provider, ...] = (
         "cohere-v1", "cohere_v1", "https://api.cohere.com", ("CO_API_KEY", "COHERE_API_KEY"),
         ("CO_BASE_URL", "COHERE_BASE_URL"), description="Cohere v1 /v1/chat (legacy NDJSON)",
     ),
+    # Groq: json_schema only on some models (400 elsewhere); JSON mode works on all
     _compat("groq", "https://api.groq.com/openai/v1", ("GROQ_API_KEY",), base_url_env=("GROQ_BASE_URL",),
-            description="Groq (OpenAI-compatible)"),
+            structured="json_object", description="Groq (OpenAI-compatible)"),
     _compat("deepseek", "https://api.deepseek.com", ("DEEPSEEK_API_KEY",), base_url_env=("DEEPSEEK_API_BASE",),
-            supports_prefill=False, reasoning_echo="reasoning_content", description="DeepSeek (OpenAI-compatible)"),
+            supports_prefill=False, reasoning_echo="reasoning_content", structured="json_object",
+            description="DeepSeek (OpenAI-compatible)"),
     _compat("mistral", "https://api.mistral.ai/v1", ("MISTRAL_API_KEY",), base_url_env=("MISTRAL_API_BASE",),
             supports_prefill=True, unsupported=frozenset({"seed"}),
             # Mistral rejects stream_options (422 extra_forbidden) and always sends usage in its last chunk

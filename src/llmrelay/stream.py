@@ -527,7 +527,10 @@ def observe(events: Iterator[Any], observers: tuple[Any, ...]) -> Iterator[Any]:
             if e is None:
                 break
             if type(e) is list:
-                yield from _observe_rest(e, observers, i + 1)
+                if i + 1 == len(observers):
+                    yield from e
+                else:
+                    yield from _observe_rest(e, observers, i + 1)
                 break
         else:
             yield e

@@ -71,6 +71,8 @@ class Call:
     tool_choice: str | None = None
     #: `llmrelay.Timeouts` for this call (None: the client's).
     timeouts: Any = None
+    #: Structured output: a `llmrelay.structured.OutputSchema` (name, JSON schema, strict flag), or None.
+    output: Any = None
 
 
 @dataclass(slots=True)

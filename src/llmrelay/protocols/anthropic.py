@@ -151,6 +151,10 @@ def encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str, 
 
 
 def encode(call: Call) -> HTTPRequest:
+    if call.output is not None:  # structured output: an output tool (see llmrelay.structured)
+        from ..structured import shape
+
+        call, _ = shape(call)
     p = call.params
     system, messages = encode_messages(call.messages)
     budget = p.thinking_budget

@@ -89,6 +89,11 @@ def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def encode(call: Call) -> HTTPRequest:
+    native = None
+    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
+        from ..structured import shape
+
+        call, native = shape(call)
     p = call.params
     body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages), "stream": True}
     if p.temperature is not None:
@@ -115,6 +120,10 @@ def encode(call: Call) -> HTTPRequest:
         ]
     if choice in ("none", "required"):
         body["tool_choice"] = choice.upper()
+    if native == "json_schema":
+        body["response_format"] = {"type": "json_object", "json_schema": call.output.schema}
+    elif native == "json_object":
+        body["response_format"] = {"type": "json_object"}
     headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/v2/chat", body, headers)
 

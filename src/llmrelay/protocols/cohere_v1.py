@@ -55,6 +55,11 @@ def _check(m: Message) -> None:
 
 
 def encode(call: Call) -> HTTPRequest:
+    native = None
+    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
+        from ..structured import shape
+
+        call, native = shape(call)
     if getattr(call, "tools", None):
         raise UnsupportedParameterError("cohere-v1", "tools", "Use the 'cohere' (v2) provider for tools.")
     messages = call.messages
@@ -85,6 +90,10 @@ def encode(call: Call) -> HTTPRequest:
         body["stop_sequences"] = p.stop
     if p.seed is not None:
         body["seed"] = p.seed
+    if native == "json_schema":
+        body["response_format"] = {"type": "json_object", "schema": call.output.schema}
+    elif native == "json_object":
+        body["response_format"] = {"type": "json_object"}
     headers = {"accept": "application/stream+json"}
     if call.api_key:
         headers["authorization"] = f"Bearer {call.api_key}"

@@ -204,11 +204,20 @@ def generation_config(call: Call) -> dict[str, Any]:
 
 
 def encode(call: Call) -> HTTPRequest:
+    native = None
+    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
+        from ..structured import shape
+
+        call, native = shape(call)
     system, contents = encode_contents(call.messages)
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
     cfg = generation_config(call)
+    if native is not None:
+        cfg["responseMimeType"] = "application/json"
+        if native == "json_schema":
+            cfg["responseJsonSchema"] = call.output.schema
     if cfg:
         body["generationConfig"] = cfg
     tools = getattr(call, "tools", None)

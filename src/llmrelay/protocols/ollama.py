@@ -104,6 +104,11 @@ def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def encode(call: Call) -> HTTPRequest:
+    native = None
+    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
+        from ..structured import shape
+
+        call, native = shape(call)
     p = call.params
     body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages), "stream": True}
     options: dict[str, Any] = {}
@@ -131,6 +136,8 @@ def encode(call: Call) -> HTTPRequest:
     if tools and choice != "none":
         body["tools"] = [{"type": "function", "function": {
             "name": t.name, "description": t.description, "parameters": t.parameters}} for t in tools]
+    if native is not None:
+        body["format"] = call.output.schema if native == "json_schema" else "json"
     headers = {"accept": "application/x-ndjson"}
     if call.api_key:
         headers["authorization"] = f"Bearer {call.api_key}"

@@ -77,6 +77,11 @@ def _part(p: Any) -> dict[str, Any]:
 
 
 def encode(call: Call) -> HTTPRequest:
+    native = None
+    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
+        from ..structured import shape
+
+        call, native = shape(call)
     p = call.params
     body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages, call.provider.reasoning_echo), "stream": True}
     if call.provider.stream_usage:
@@ -99,6 +104,11 @@ def encode(call: Call) -> HTTPRequest:
         body["tools"] = [encode_tool(t) for t in call.tools]
     if call.tool_choice is not None:
         body["tool_choice"] = encode_tool_choice(call.tool_choice)
+    if native == "json_schema":
+        schema, strict = call.output.openai()
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": call.output.name, "schema": schema, "strict": strict}}
+    elif native == "json_object":
+        body["response_format"] = {"type": "json_object"}
     headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/chat/completions", body, headers)
 

@@ -149,6 +149,11 @@ def reasoning_signature(item: dict[str, Any]) -> str | None:
 
 
 def encode(call: Call) -> HTTPRequest:
+    native = None
+    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
+        from ..structured import shape
+
+        call, native = shape(call)
     p = call.params
     items, instructions = encode_input(call.messages)
     body: dict[str, Any] = {"model": call.model}
@@ -169,6 +174,11 @@ def encode(call: Call) -> HTTPRequest:
         body["tools"] = [encode_tool(t) for t in call.tools]
     if call.tool_choice is not None:
         body["tool_choice"] = encode_tool_choice(call.tool_choice)
+    if native == "json_schema":
+        schema, strict = call.output.openai()
+        body["text"] = {"format": {"type": "json_schema", "name": call.output.name, "schema": schema, "strict": strict}}
+    elif native == "json_object":
+        body["text"] = {"format": {"type": "json_object"}}
     headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/responses", body, headers)
 
