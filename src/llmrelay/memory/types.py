@@ -1,0 +1,111 @@
+"""Memory records and the store interface every backend implements.
+
+Every record is scoped by `user_id`; every read filters on it, so no query can
+return another user's rows. Backends: SQLite (embedded default, FTS5) and
+Postgres (many processes), both behind `MemoryStore`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence
+
+Tier = Literal["fast", "balanced", "deep"]
+FactStatus = Literal["active", "archived", "superseded", "expired"]
+
+
+@dataclass(slots=True)
+class NewFact:
+    """A fact to store (what extraction produces)."""
+
+    text: str
+    importance: float = 0.5  # 0..1
+    #: Seconds since the epoch after which the fact is no longer true (None: never).
+    expires_at: float | None = None
+    #: Where it came from (the correlation id of the conversation), for audit.
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class Fact:
+    id: int
+    user_id: str
+    text: str
+    importance: float
+    created_at: float
+    updated_at: float
+    expires_at: float | None = None
+    status: FactStatus = "active"
+    access_count: int = 0
+    last_accessed_at: float | None = None
+    source: str | None = None
+    #: The fact that replaced this one (consolidation), if any.
+    superseded_by: int | None = None
+
+
+@dataclass(slots=True)
+class Entity:
+    name: str
+    type: str = "thing"
+    id: int | None = None
+    user_id: str | None = None
+
+
+@dataclass(slots=True)
+class Relation:
+    subject: str
+    predicate: str
+    object: str
+    id: int | None = None
+    user_id: str | None = None
+    fact_id: int | None = None
+
+
+@dataclass(slots=True)
+class Hit:
+    """One search result: the fact, its score, and why it matched ("text", "graph", "vector")."""
+
+    fact: Fact
+    score: float
+    via: str = "text"
+    related: list[Relation] = field(default_factory=list)
+
+
+class MemoryStore(Protocol):
+    """What `Memory` needs from a backend. All methods are synchronous and thread-safe
+    (writes serialized); async callers run them in a thread."""
+
+    def add_facts(self, user_id: str, facts: Sequence[NewFact]) -> list[int]: ...
+
+    def add_entities(self, user_id: str, entities: Sequence[Entity]) -> None: ...
+
+    def add_relations(self, user_id: str, relations: Sequence[Relation]) -> None: ...
+
+    def search(self, user_id: str, query: str, *, limit: int = 5, tier: Tier = "balanced",
+               now: float | None = None) -> list[Hit]:
+        """Full-text (and, for tier "deep", graph expansion from the entities named in the query;
+        vector similarity when the store has an embedder). Never returns archived, superseded
+        or expired facts, nor another user's. Counts an access on every returned fact."""
+        ...
+
+    def list_facts(self, user_id: str, *, status: FactStatus | None = "active") -> list[Fact]: ...
+
+    def similar_facts(self, user_id: str, text: str, *, limit: int = 5) -> list[Fact]:
+        """Active facts likely about the same thing as `text` (for consolidation)."""
+        ...
+
+    def supersede(self, user_id: str, old_id: int, new_id: int) -> None: ...
+
+    def update_fact(self, user_id: str, fact_id: int, *, text: str | None = None,
+                    importance: float | None = None, expires_at: float | None = None) -> None: ...
+
+    def curate(self, *, now: float | None = None, stale_after: float = 90 * 86400,
+               archive_below: float = 0.3) -> dict[str, int]:
+        """Mark expired facts expired, archive stale low-importance ones. Returns counts."""
+        ...
+
+    def forget(self, user_id: str) -> int:
+        """Delete every row stored for the user (facts, entities, relations, vectors). Returns rows deleted."""
+        ...
+
+    def close(self) -> None: ...
