@@ -29,7 +29,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .events import ToolResult
 from .messages import ToolCall
 from .tools import Tool, check_call, result_of
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import events as ev
 from ..errors import UnsupportedParameterError
-from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
+from ..messages import ImagePart, Message, ReasoningPart, ToolCall
 from ..usage import Usage
 from ..wire import NDJSONParser
 from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, malformed, parse_arguments
