@@ -15,6 +15,7 @@ import pytest
 
 import llmrelay
 from llmrelay import cost as costmod
+from llmrelay import pricedb, prices
 from llmrelay.cost import Cost, PriceTable, call_cost, clear_prices, cost_of, set_price, sum_costs
 from llmrelay.response import Attempt, Response
 from llmrelay.testing import Reply
@@ -193,11 +194,11 @@ def test_missing_usage_and_missing_model_have_reasons():
 
 
 def test_without_genai_prices_the_reason_says_how_to_install(monkeypatch):
-    g = costmod._Genai
+    g = pricedb._Genai
     for name in ("loaded", "missing", "module", "types", "version"):
         monkeypatch.setattr(g, name, getattr(g, name))
     monkeypatch.setattr(g, "loaded", False)
-    monkeypatch.setattr(costmod, "_RESULTS", {})
+    monkeypatch.setattr(prices, "_RESULTS", {})
     monkeypatch.setitem(sys.modules, "genai_prices", None)  # import fails
     c = cost_of("openai", "gpt-4o", Usage(10, 10))
     assert c.total is None and c.reason.startswith("install llmrelay[prices] for prices")
@@ -210,8 +211,8 @@ def test_a_failing_price_computation_is_a_reason(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("bad data")
 
-    monkeypatch.setattr(costmod, "_calc", boom)
-    monkeypatch.setattr(costmod, "_RESULTS", {})
+    monkeypatch.setattr(pricedb, "_calc", boom)
+    monkeypatch.setattr(prices, "_RESULTS", {})
     c = cost_of("openai", "gpt-4o", Usage(10, 10))
     assert c.total is None and c.reason == "cost computation failed: RuntimeError: bad data"
 
@@ -508,8 +509,8 @@ def test_repeated_pricing_is_memoized(monkeypatch):
         return original(self, *a, **k)
 
     monkeypatch.setattr(data_snapshot.DataSnapshot, "find_provider_model", counting)
-    monkeypatch.setattr(costmod._Genai, "lookups", {})
-    monkeypatch.setattr(costmod, "_RESULTS", {})
+    monkeypatch.setattr(pricedb._Genai, "lookups", {})
+    monkeypatch.setattr(prices, "_RESULTS", {})
     for n in range(1, 50):
         cost_of("openai", "gpt-4o", Usage(100, n))
         cost_of("openai", "gpt-4o", Usage(100, n))
