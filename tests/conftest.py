@@ -10,6 +10,9 @@ from llmrelay.testing import ReplayServer, client_for
 
 IN_CI = os.environ.get("CI") == "true"
 
+# A developer's own LLMRELAY_LOG must not send the test suite's calls to their log database.
+os.environ.pop("LLMRELAY_LOG", None)
+
 
 @pytest.fixture
 def server():

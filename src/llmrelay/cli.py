@@ -1,4 +1,4 @@
-"""The `llmrelay` command: `chat`, `models`, `demo`.
+"""The `llmrelay` command: `chat`, `models`, `demo`, `logs`.
 
     llmrelay chat "Explain SSE in two lines" -m openai:gpt-4o-mini
     echo "Hi" | llmrelay chat -m ollama:gemma3:1b
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream LLM responses from any provider behind one interface.",
     )
     parser.add_argument("--version", action="version", version=f"llmrelay {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{chat,models,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{chat,models,demo,logs}")
 
     chat = sub.add_parser(
         "chat",
@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo: real recorded streams from a local replay server")
     demo.add_argument("--fast", action="store_true", help="no pacing (for tests)")
     demo.add_argument("--plain", action="store_true", help="plain text even on a terminal")
+
+    from .logs.cli import register as register_logs
+
+    register_logs(sub)
     return parser
 
 
@@ -331,13 +335,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(fast=args.fast, plain=args.plain)
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from .logs.cli import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handler = {"chat": cmd_chat, "models": cmd_models, "demo": cmd_demo}[args.command]
+    handler = {"chat": cmd_chat, "models": cmd_models, "demo": cmd_demo, "logs": cmd_logs}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ for every later call on the same client.
 from __future__ import annotations
 
 from dataclasses import replace
+import os
 from typing import Any, Mapping
 
 from .errors import AllModelsFailedError, InvalidRequestError, MissingAPIKeyError, UnsupportedParameterError
@@ -53,6 +54,8 @@ class Client:
     - `fallback_mode` / `resume_prompt`: for model lists (see `llmrelay.fallback`).
     - `hooks`: `Hooks` instances observing every call (logs and tracing are hooks).
     - `prices`: a `llmrelay.cost.PriceTable` (or mapping) overriding the price database.
+    - `log`: True (the default SQLite file), a path, a `postgresql://` DSN, or a
+      `llmrelay.logs.LogHook`; None lets `LLMRELAY_LOG` decide (1 / path / DSN).
     - `http_client` / `async_http_client`: your own `httpx.Client` / `httpx.AsyncClient`;
       or `transport` / `async_transport`: an httpx transport (e.g. `httpx.MockTransport`).
     """
@@ -71,6 +74,7 @@ class Client:
         resume_prompt: str = DEFAULT_RESUME_PROMPT,
         hooks: list[Hooks] | tuple[Hooks, ...] = (),
         prices: Any = None,
+        log: Any = None,
         http_client: Any = None,
         async_http_client: Any = None,
         transport: Any = None,
@@ -87,6 +91,12 @@ class Client:
         self.fallback_mode = fallback_mode
         self.resume_prompt = resume_prompt
         self.hooks = list(hooks)
+        if log is not None or (os.environ if env is None else env).get("LLMRELAY_LOG"):
+            from .logs import hook_from  # sqlite3 and the writer load only when logging is on
+
+            log_hook = hook_from(log, env)
+            if log_hook is not None and log_hook not in self.hooks:
+                self.hooks.append(log_hook)
         self.prices: Any = None
         if prices is not None:
             from .cost import PriceTable  # lazy: only clients with their own prices pay for it
