@@ -85,11 +85,16 @@ class FallbackMiddleware(Middleware):
         shown = ""  # answer text the caller has seen, across failed attempts
         seen_content = False
         previous: tuple[str, BaseException] | None = None
+        for i, skipped in enumerate(attempts):  # models that could not be prepared (no API key...)
+            to = attempts[i + 1].model if i + 1 < len(attempts) else model_label(call)
+            yield Emit(FallbackEvent(skipped.model, to, skipped.error, "fresh"))
         for index in range(start, len(router.models)):
             model = router.models[index]
             try:
                 target = call if index == start else self.retarget(call, model)
             except router.fallback_on as error:
+                if previous is not None:
+                    yield Emit(FallbackEvent(previous[0], model, previous[1], router.mode if seen_content else "fresh"))
                 attempts.append(Attempt(model, None, error))
                 errors.append(error)
                 previous = (model, error)
@@ -116,7 +121,8 @@ class FallbackMiddleware(Middleware):
                     if router.mode == "none":
                         raise
                     seen_content = True
-                    shown += error.partial.text if error.partial is not None else ""
+                    text = error.partial.text if error.partial is not None else ""
+                    shown += text.lstrip() if observer is not None else text  # the caller never saw that whitespace
                 previous = (model_label(target), error)
                 continue
             if mode in ("prefill", "user_turn") and shown:

@@ -54,7 +54,7 @@ def run_turn(call: Call, chain: Sequence[Middleware], index: int = 0, observers:
         return (yield Send(call, observers))
 
     def send(c: Call, on_event: Callable[[Any], Any] | None = None) -> Plan:
-        return run_turn(c, chain, index + 1, observers + (on_event,) if on_event is not None else observers)
+        return run_turn(c, chain, index + 1, (on_event,) + observers if on_event is not None else observers)
 
     return (yield from chain[index].turn(call, send))
 

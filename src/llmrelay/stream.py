@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from . import events as ev
-from .errors import APIError, StreamResetError
+from .errors import APIError, StreamInterruptedError, StreamResetError
 from .hooks import CallContext, Hooks, notify
 from .plan import Emit, RunTools, Send, Sleep
 from .response import Response
@@ -196,15 +196,28 @@ class Stream(_BaseStream):
         with self._turn_scope(core):
             body = open_body()
             core.headers(body.headers)
+            watchdog = _first_token_watchdog(core, body)
+            feed = observed(core, observers)
             try:
-                if observers:
-                    for chunk in body.iter_bytes():
-                        yield from observe(core.feed(chunk), observers)
-                    yield from observe(core.finish(), observers)
-                else:
-                    for chunk in body.iter_bytes():
-                        yield from core.feed(chunk)
-                    yield from core.finish()
+                try:
+                    chunks = body.iter_bytes()
+                    if watchdog is not None:  # until the first token, then the plain loop
+                        for chunk in chunks:
+                            yield from feed(chunk)
+                            if core.t_first is not None:
+                                watchdog.cancel()
+                                break
+                    for chunk in chunks:
+                        yield from feed(chunk)
+                except StreamInterruptedError:
+                    if watchdog is not None and watchdog.fired and core.t_first is None:
+                        raise core._timed_out() from None
+                    if not core.decoder.complete:  # closed after the final event: nothing is missing
+                        raise
+                finally:
+                    if watchdog is not None:
+                        watchdog.cancel()
+                yield from observe(core.finish(), observers)
             finally:
                 body.close()
         return core.response()
@@ -295,14 +308,31 @@ class AsyncStream(_BaseStream):
             raise
 
     async def _turn(self, call: Call, observers: tuple[Any, ...]) -> AsyncIterator[Any]:
+        import asyncio
+
         core, open_body = self._begin_turn(call)
         with self._turn_scope(core):
             body = await open_body()
             core.headers(body.headers)
+            feed = observed(core, observers)
             try:
-                async for chunk in body.aiter_bytes():
-                    for e in observe(core.feed(chunk), observers):
-                        yield e
+                chunks = body.aiter_bytes().__aiter__()
+                try:
+                    while True:
+                        try:
+                            if core.t_first is None and core.deadline is not None:  # first_token, even in silence
+                                chunk = await asyncio.wait_for(chunks.__anext__(), max(0.0, core.deadline - time.perf_counter()))
+                            else:
+                                chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        except asyncio.TimeoutError:
+                            raise core._timed_out() from None
+                        for e in feed(chunk):
+                            yield e
+                except StreamInterruptedError:
+                    if not core.decoder.complete:  # closed after the final event: nothing is missing
+                        raise
                 for e in observe(core.finish(), observers):
                     yield e
             finally:
@@ -329,6 +359,13 @@ class AsyncStream(_BaseStream):
             self._abandon()
         else:
             await self._gen.aclose()
+
+
+def observed(core: StreamCore, observers: tuple[Any, ...]) -> Any:
+    """`core.feed` itself when no middleware watches events (no extra layer per chunk)."""
+    if not observers:
+        return core.feed
+    return lambda chunk: observe(core.feed(chunk), observers)
 
 
 def observe(events: Iterator[Any], observers: tuple[Any, ...]) -> Iterator[Any]:
@@ -391,3 +428,37 @@ def raise_reset(event: ev.Reset) -> None:
 async def _empty() -> AsyncIterator[Any]:
     return
     yield  # pragma: no cover
+
+
+class _Watchdog:
+    """Sync streams: enforce the first-token deadline on a silent body by shutting the socket down."""
+
+    def __init__(self, seconds: float, sock: Any):
+        import threading
+
+        self.fired = False
+        self._sock = sock
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        import socket
+
+        self.fired = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _first_token_watchdog(core: StreamCore, body: Any) -> _Watchdog | None:
+    if core.t_first is not None or core.deadline is None:
+        return None
+    sock = getattr(body, "socket", None)
+    if sock is None:
+        return None
+    return _Watchdog(max(0.0, core.deadline - time.perf_counter()), sock)

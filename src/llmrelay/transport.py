@@ -184,6 +184,12 @@ class _Body:
 class SyncBody(_Body):
     __slots__ = ()
 
+    @property
+    def socket(self) -> Any:
+        """The underlying socket, when the transport exposes one (for the first-token watchdog)."""
+        stream = self._resp.extensions.get("network_stream")
+        return stream.get_extra_info("socket") if stream is not None else None
+
     def iter_bytes(self) -> Iterator[bytes]:
         try:
             yield from self._resp.iter_bytes()

@@ -4,12 +4,18 @@
   bytes split at random (or realistic) boundaries, recording every request.
 - `recordings`: the bundled real streams and their provenance.
 - `client_for(server)`: a `Client` whose every provider points at the server.
+- `faults`: scripted failures per request (HTTP errors with `Retry-After`,
+  resets, cuts after N events, in-band error events in each protocol's own
+  format, stalls, malformed chunks, slow drips), to test retries and fallback:
+
+      server.enqueue(faults.status(503), faults.cut("anthropic/text_basic.sse", after=5))
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import faults
 from .recordings import index, provider_for, read_recording, recording_path, request_for, wire_recordings
 from .server import RecordedRequest, ReplayServer, Reply
 
@@ -38,6 +44,7 @@ def client_for(server: ReplayServer, **kwargs: Any):
 
 
 __all__ = [
+    "faults",
     "ReplayServer",
     "Reply",
     "RecordedRequest",

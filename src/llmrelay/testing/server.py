@@ -16,6 +16,12 @@ send them, "whole", or a fixed size), optionally paced with `delay` seconds
 between pieces. The server runs its own event loop in a background thread, so
 sync and async clients can both use it, and it notices at once when a client
 closes the connection (`server.wait_disconnect()`).
+
+A reply can also fail the way real providers do: `Reply(reset=True)` resets
+the connection before any header, `Reply(cut_after=N)` drops it after N pieces
+without ending the body, `Reply(stall_after=N, stall=seconds)` goes silent
+after N pieces. `llmrelay.testing.faults` builds these (and HTTP errors with
+`Retry-After`, in-band error events, malformed chunks) from recordings.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import random
 import re
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,6 +56,20 @@ class Reply:
     first_byte_delay: float = 0.0
     seed: int | None = 0
     max_piece: int = 64
+    #: Faults (see `llmrelay.testing.faults` for helpers that build them):
+    #: close the connection (TCP reset) after reading the request, before any header.
+    reset: bool = False
+    #: Close the connection abruptly after this many body pieces (0: right after
+    #: the headers), without the chunked terminator: a connection cut mid-stream.
+    cut_after: int | None = None
+    #: Pause `stall` seconds after this many body pieces (0: right after the
+    #: headers), then go on: a stream that stops moving.
+    stall_after: int | None = None
+    stall: float = 0.0
+    #: During the stall, send `keepalive_bytes` every `keepalive` seconds (0: a
+    #: silent stall): headers and pings but no tokens, as a stuck provider does.
+    keepalive: float = 0.0
+    keepalive_bytes: bytes = b": keep-alive\n\n"
 
     @classmethod
     def recording(cls, name: str, **kw: Any) -> Reply:
@@ -281,6 +302,9 @@ class ReplayServer:
         try:
             if await pause(reply.first_byte_delay):
                 return self._hung_up(request)
+            if reply.reset:
+                _abort(writer, reset=True)
+                return False
             headers = {"content-type": "text/event-stream", **{k.lower(): v for k, v in reply.headers.items()}}
             headers["transfer-encoding"] = "chunked"
             headers.pop("content-length", None)
@@ -288,13 +312,24 @@ class ReplayServer:
             head = f"HTTP/1.1 {reply.status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
             writer.write(head.encode("latin-1"))
             await writer.drain()
-            for piece in reply.pieces():
+            pieces = reply.pieces()
+            for sent, piece in enumerate(pieces):
+                if sent == reply.cut_after:
+                    _abort(writer)
+                    return False
+                if sent == reply.stall_after and await self._stall(writer, reply, pause):
+                    return self._hung_up(request)
                 if eof.done():
                     return self._hung_up(request)
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
                 if reply.delay and await pause(reply.delay):
                     return self._hung_up(request)
+            if reply.cut_after is not None and reply.cut_after >= len(pieces):
+                _abort(writer)  # everything written, but never the chunked terminator
+                return False
+            if reply.stall_after is not None and reply.stall_after >= len(pieces) and await self._stall(writer, reply, pause):
+                return self._hung_up(request)
             if eof.done():
                 return self._hung_up(request)
             # stop watching before the last bytes: the client's next request must reach _read_request
@@ -311,8 +346,36 @@ class ReplayServer:
                 eof.cancel()
                 await asyncio.gather(eof, return_exceptions=True)
 
+    @staticmethod
+    async def _stall(writer: asyncio.StreamWriter, reply: Reply, pause: Callable[[float], Any]) -> bool:
+        """The stall of a reply (with keep-alive pings if asked). True if the client hung up."""
+        if not reply.keepalive or not reply.keepalive_bytes:
+            return await pause(reply.stall)
+        end = time.monotonic() + reply.stall
+        while (left := end - time.monotonic()) > 0:
+            if await pause(min(reply.keepalive, left)):
+                return True
+            if time.monotonic() < end:
+                ping = reply.keepalive_bytes
+                writer.write(b"%x\r\n%s\r\n" % (len(ping), ping))
+                await writer.drain()
+        return False
+
     def _hung_up(self, request: RecordedRequest) -> bool:
         with self._disconnect:
             request.disconnected_at = time.monotonic()
             self._disconnect.notify_all()
         return False
+
+
+def _abort(writer: asyncio.StreamWriter, *, reset: bool = False) -> None:
+    """Drop the connection now. `reset`: with a TCP RST (SO_LINGER 0), as a crashed
+    proxy does; otherwise a plain close after what was written (the client reads
+    it all, then an incomplete chunked body)."""
+    sock = writer.get_extra_info("socket")
+    if reset and sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    writer.transport.abort() if reset else writer.close()
