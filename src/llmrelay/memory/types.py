@@ -81,7 +81,7 @@ class MemoryStore(Protocol):
 
     def add_relations(self, user_id: str, relations: Sequence[Relation]) -> None: ...
 
-    def search(self, user_id: str, query: str, *, limit: int = 5, tier: Tier = "balanced",
+    def search(self, user_id: str, query: str, *, limit: int | None = None, tier: Tier = "balanced",
                now: float | None = None) -> list[Hit]:
         """Full-text (and, for tier "deep", graph expansion from the entities named in the query;
         vector similarity when the store has an embedder). Never returns archived, superseded

@@ -1,0 +1,164 @@
+"""`MemoryClient`: a `Client` with one user's memory, the same four calls.
+
+    chat = with_memory(client, user_id="alice")                  # a new Memory (SQLite in memory)
+    chat = with_memory(client, "alice", memory)                  # a shared Memory / store
+    with chat.stream("openai:gpt-4o", "What should I cook tonight?") as s:
+        for text in s.text_stream: ...
+    chat.flush()                                                 # wait for learning (tests, scripts)
+
+On every call:
+
+- the `search_memory` tool (bound to this user) is added to the caller's
+  `tools=` (never replacing them: a caller tool with the same name is refused
+  with `InvalidRequestError`), so the tool loop runs it mid-stream;
+- with `inject=N` the N most relevant memories go into the system prompt first;
+- a per-call hook is added to the caller's `hooks=`. Its `on_call_end` only
+  queues the exchange (the user's last message, and the response whose
+  assistant turns after the request are read on the worker thread); the
+  stream's caller is never delayed. Calls whose status is not in
+  `memory.learn_on` (default: aborted and failed ones) are not queued, only
+  counted in `not_learned`.
+
+Extraction calls go through the wrapped client (not through memory, so they
+are never learned from), tagged `{"llmrelay.memory": "extract"}`.
+
+With `run_tools=False` (manual mode) the loop does not run `search_memory`
+either: run it yourself with `chat.memory.tool()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..errors import InvalidRequestError
+from ..hooks import CallContext, Hooks
+from ..messages import Message, normalize_messages
+from .memory import Memory, UserMemory
+
+
+def _reply_after(response: Any, n: int) -> str:
+    """The assistant's text after the request's `n` messages: every turn, tool rounds included."""
+    messages = getattr(response, "messages", None)
+    if not messages:
+        return response.text or ""
+    texts = [m.text for m in messages[n:] if m.role == "assistant"]
+    return "\n".join(t for t in texts if t)
+
+
+class _LearnHook(Hooks):
+    """Per call: on `on_call_end`, queue the exchange (nothing else on the stream's thread)."""
+
+    __slots__ = ("owner", "user_text", "n")
+
+    def __init__(self, owner: MemoryClient, user_text: str, n: int):
+        self.owner = owner
+        self.user_text = user_text
+        self.n = n
+
+    def on_call_end(self, ctx: CallContext, response: Any, error: BaseException | None) -> None:
+        owner = self.owner
+        status = "error" if error is not None or response is None else response.status
+        if status not in owner.memory_store.learn_on:
+            owner.not_learned[status] = owner.not_learned.get(status, 0) + 1
+            return
+        n = self.n
+        owner.memory_store.submit(owner.user_id, self.user_text, lambda: _reply_after(response, n),
+                                  client=owner.client, correlation_id=ctx.correlation_id)
+
+
+class MemoryClient:
+    """A `Client` wrapper for one user (see the module docstring). `learn=False` only searches;
+    `inject` overrides `memory.inject` for this client."""
+
+    def __init__(self, client: Any, user_id: str, memory: Memory | None = None, *, learn: bool = True,
+                 inject: int | None = None):
+        if isinstance(client, MemoryClient):
+            raise InvalidRequestError("this client already has memory (for user "
+                                      f"{client.user_id!r}); wrap the underlying client instead")
+        self.client = client
+        self.memory_store = memory if memory is not None else Memory(client=client)
+        self.memory: UserMemory = self.memory_store.user(user_id)
+        self.user_id = user_id
+        self.learn = learn
+        self.inject = self.memory_store.inject if inject is None else int(inject)
+        self._tool = self.memory_store.tool(user_id)
+        #: Calls not learned from, by status ("aborted", "error"...).
+        self.not_learned: dict[str, int] = {}
+
+    # -- one call -----------------------------------------------------------------------------------
+    def _prepare(self, messages: Any, params: dict[str, Any]) -> tuple[list[Message], dict[str, Any]]:
+        msgs = normalize_messages(messages)
+        user_text = next((m.text for m in reversed(msgs) if m.role == "user"), "")
+        tools = params.get("tools")
+        if tools:
+            from ..tools import as_tools
+
+            mine = as_tools(tools)
+            name = self._tool.name
+            if name in mine:
+                raise InvalidRequestError(
+                    f"a tool named {name!r} was given, but memory adds its own {name!r} tool; rename yours "
+                    f"(or build the Memory with tool_name=...)")
+            params["tools"] = [*mine.values(), self._tool]
+        else:
+            params["tools"] = [self._tool]
+        if self.inject and user_text:
+            msgs = self.memory_store.inject_into(self.user_id, msgs, user_text, self.inject)
+        if self.learn:
+            hooks = params.get("hooks")
+            params["hooks"] = [*(hooks or ()), _LearnHook(self, user_text, len(msgs))]
+        return msgs, params
+
+    def stream(self, model: Any, messages: Any, **params: Any) -> Any:
+        msgs, params = self._prepare(messages, params)
+        return self.client.stream(model, msgs, **params)
+
+    def astream(self, model: Any, messages: Any, **params: Any) -> Any:
+        msgs, params = self._prepare(messages, params)
+        return self.client.astream(model, msgs, **params)
+
+    def complete(self, model: Any, messages: Any, **params: Any) -> Any:
+        msgs, params = self._prepare(messages, params)
+        return self.client.complete(model, msgs, **params)
+
+    async def acomplete(self, model: Any, messages: Any, **params: Any) -> Any:
+        if self.inject:  # the injection search is store I/O: off the event loop
+            msgs, params = await asyncio.to_thread(self._prepare, messages, params)
+        else:
+            msgs, params = self._prepare(messages, params)
+        return await self.client.acomplete(model, msgs, **params)
+
+    # -- learning ---------------------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the exchanges queued so far are learned (or failed). False on timeout."""
+        return self.memory_store.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Drain the learning queue and stop the worker (the wrapped client and the store stay open)."""
+        return self.memory_store.worker.close(timeout)
+
+    def forget(self) -> int:
+        """Delete everything stored for this user."""
+        return self.memory.forget()
+
+    def __getattr__(self, name: str) -> Any:  # everything else of the Client (prepare, aclose...)
+        if name.startswith("__") or name in ("client", "memory_store"):
+            raise AttributeError(name)
+        return getattr(self.client, name)
+
+    def __repr__(self) -> str:
+        return f"MemoryClient(user_id={self.user_id!r}, client={self.client!r})"
+
+
+def with_memory(client: Any, user_id: str, memory: Memory | None = None, *, learn: bool = True,
+                inject: int | None = None, **memory_options: Any) -> MemoryClient:
+    """`client` with memory for `user_id`. `memory`: a shared `Memory`; without one, a new
+    `Memory(**memory_options)` (extraction through `client`). See `MemoryClient`."""
+    if memory is None:
+        memory_options.setdefault("client", client)
+        memory = Memory(**memory_options)
+    elif memory_options:
+        raise InvalidRequestError(f"memory options {sorted(memory_options)} need memory=None "
+                                  "(configure the Memory you pass instead)")
+    return MemoryClient(client, user_id, memory, learn=learn, inject=inject)

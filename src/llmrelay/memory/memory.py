@@ -1,0 +1,350 @@
+"""`Memory`: a store, scoped per user, with the `search_memory` tool and background learning.
+
+    memory = Memory(SQLiteMemoryStore("memory.db"), extract_model="openai:gpt-4o-mini")
+    chat = memory.wrap(client, user_id="alice")          # or with_memory(client, "alice", memory)
+    for text in chat.stream("anthropic:claude-sonnet-4-5", "Where do I live again?").text_stream:
+        ...
+    memory.add_text("alice", "The user is vegetarian.")
+    memory.search("alice", "food preferences")           # [Hit(...)]
+    memory.forget("alice")                               # every row of alice, gone
+
+Every method takes the `user_id` first and only ever reads or writes that
+user's rows (`memory.user("alice")` binds it). The `search_memory(query, tier)`
+tool built by `tool(user_id)` is bound to one user: the model cannot choose
+whose memory it reads. Tiers: "fast" (few results), "balanced", "deep" (the
+store also follows the knowledge graph from the entities named in the query);
+the counts are the store's (SQLite/Postgres: 3, 8, 8 + up to 8 graph hits) unless
+`limits={"fast": 2, ...}` sets them.
+
+`inject=N` (0: off, the default) also adds the N memories most relevant to the
+last user message to the system prompt before the call (a "fast" search on the
+caller's thread: it adds the search's time to time to first token).
+
+Learning (`llmrelay.memory.learn`) runs on a background `Worker`: `flush()`
+waits for it, `close()` drains it (and closes the store when Memory created
+it), `stats` counts outcomes, `on_event` receives every `MemoryEvent`.
+`learn_on` lists the response statuses learned from (default ok and truncated:
+aborted and failed streams are not). `forget(user_id)` also voids that user's
+exchanges still queued, so nothing learned before it is written after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import zlib
+from typing import Any, Callable, Iterable, Sequence
+
+from ..messages import Message, TextPart
+from .learn import DEFAULT_EXTRACT_MODEL, LearnResult, Learner, SalienceGate
+from .types import Entity, Fact, Hit, MemoryStore, NewFact, Relation, Tier
+from .worker import Job, MemoryEvent, MemoryStats, Worker
+
+TIERS: tuple[str, ...] = ("fast", "balanced", "deep")
+TOOL_NAME = "search_memory"
+TOOL_DESCRIPTION = (
+    "Search what you remember about the user from earlier conversations (their facts, preferences, "
+    "people, plans). Use it whenever the answer may depend on something the user told you before. "
+    "tier: 'fast' for a few best matches, 'balanced' (default), 'deep' to also follow related people, "
+    "places and things (slower)."
+)
+INJECT_HEADER = "What you remember about the user from earlier conversations (may be outdated):"
+_STRIPES = 64
+
+
+def format_hits(hits: Sequence[Hit], *, dates: bool = True) -> str:
+    """The text the `search_memory` tool returns to the model."""
+    if not hits:
+        return "No stored memories match this query."
+    lines = ["Memories about the user, most relevant first:"]
+    seen: set[tuple[str, str, str]] = set()
+    for i, h in enumerate(hits, 1):
+        when = time.strftime(" (noted %Y-%m-%d)", time.gmtime(h.fact.created_at)) if dates and h.fact.created_at else ""
+        lines.append(f"{i}. {h.fact.text}{when}")
+        for r in h.related:
+            key = (r.subject, r.predicate, r.object)
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"   related: {r.subject} {r.predicate} {r.object}")
+    return "\n".join(lines)
+
+
+class Memory:
+    """See the module docstring. `store`: any `MemoryStore` (default: an in-process
+    `SQLiteMemoryStore(path, embedder=embedder)`, created on first use)."""
+
+    def __init__(
+        self,
+        store: MemoryStore | None = None,
+        *,
+        path: str = ":memory:",
+        embedder: Any = None,
+        extract_model: str = DEFAULT_EXTRACT_MODEL,
+        learner: Learner | None = None,
+        gate: SalienceGate | None | bool = True,
+        extract_params: dict[str, Any] | None = None,
+        learn_on: Iterable[str] = ("ok", "truncated"),
+        inject: int = 0,
+        limits: dict[str, int] | None = None,
+        tool_name: str = TOOL_NAME,
+        queue_size: int = 256,
+        concurrency: int = 1,
+        on_event: Callable[[MemoryEvent], Any] | None = None,
+        client: Any = None,
+    ):
+        self._store = store
+        self._owns_store = store is None
+        self._path, self._embedder = path, embedder
+        if learner is None:
+            if gate is True:
+                gate = SalienceGate(embedder=None)
+            learner = Learner(model=extract_model, gate=gate or None, params=dict(extract_params or {}))
+        self.learner = learner
+        self.learn_on = frozenset(learn_on)
+        self.inject = int(inject or 0)
+        self.limits: dict[str, int] = dict(limits or {})
+        self.tool_name = tool_name
+        #: The client extraction calls go through when the exchange did not come from one (`learn()`).
+        self.client = client
+        self.worker = Worker(queue_size=queue_size, concurrency=concurrency, on_event=on_event)
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self._generations: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- the store ------------------------------------------------------------------------------------
+    @property
+    def store(self) -> MemoryStore:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    from .sqlite_store import SQLiteMemoryStore
+
+                    self._store = SQLiteMemoryStore(self._path, embedder=self._embedder)
+        return self._store
+
+    def user_lock(self, user_id: str) -> threading.Lock:
+        """Serializes learning writes and `forget` for one user (striped: bounded memory)."""
+        return self._stripes[zlib.crc32(user_id.encode()) % _STRIPES]
+
+    def generation(self, user_id: str) -> int:
+        """Bumped by each `forget(user_id)`: learning queued before it is dropped."""
+        return self._generations.get(user_id, 0)
+
+    def user(self, user_id: str) -> UserMemory:
+        return UserMemory(self, _check_user(user_id))
+
+    def wrap(self, client: Any, user_id: str, **options: Any) -> Any:
+        """`client` with memory for `user_id` (a `MemoryClient`; see `llmrelay.memory.with_memory`)."""
+        from .client import MemoryClient
+
+        return MemoryClient(client, user_id, self, **options)
+
+    # -- direct API ------------------------------------------------------------------------------------
+    def add_text(self, user_id: str, text: str, *, importance: float = 0.5, expires_at: float | None = None,
+                 source: str | None = None) -> int:
+        """Store `text` as one fact (no model call). A duplicate of an active fact updates that
+        fact instead (importance: the max) and returns its id."""
+        return self.add_facts(user_id, [NewFact(text, importance, expires_at, source)])[0]
+
+    def add_facts(self, user_id: str, facts: Iterable[NewFact | str], *, entities: Iterable[Entity | str] = (),
+                  relations: Iterable[Relation | tuple[str, str, str]] = (), dedupe: bool = True) -> list[int]:
+        """Store facts (and entities, relations) for the user; returns the fact ids in order.
+        `dedupe`: a fact with the same normalized text as an active one merges into it."""
+        _check_user(user_id)
+        new = [NewFact(f) if isinstance(f, str) else f for f in facts]
+        for f in new:
+            if not isinstance(f, NewFact) or not f.text.strip():
+                raise ValueError(f"a fact must be a non-empty str or NewFact, got {f!r}")
+        ents = [Entity(e) if isinstance(e, str) else e for e in entities]
+        rels = [Relation(*r) if isinstance(r, tuple) else r for r in relations]
+        store = self.store
+        with self.user_lock(user_id):
+            ids: list[int] = []
+            for f in new:
+                dup = None
+                if dedupe:
+                    dup = next((s for s in store.similar_facts(user_id, f.text, limit=5)
+                                if self.learner.same_fact(s.text, f.text)), None)
+                if dup is not None:
+                    store.update_fact(user_id, dup.id, importance=max(dup.importance, f.importance),
+                                      expires_at=f.expires_at if f.expires_at is not None else dup.expires_at)
+                    ids.append(dup.id)
+                else:
+                    ids.extend(store.add_facts(user_id, [f]))
+            if ents:
+                store.add_entities(user_id, ents)
+            if rels:
+                store.add_relations(user_id, rels)
+        return ids
+
+    def search(self, user_id: str, query: str, tier: Tier = "balanced", *, limit: int | None = None) -> list[Hit]:
+        """The user's active memories matching `query` (see the module docstring for tiers)."""
+        _check_user(user_id)
+        if tier not in TIERS:
+            raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
+        n = limit or self.limits.get(tier)
+        if n is None:  # the store's own count for the tier
+            return self.store.search(user_id, query, tier=tier)
+        return self.store.search(user_id, query, limit=n, tier=tier)
+
+    def list_facts(self, user_id: str, status: str | None = "active") -> list[Fact]:
+        """The user's facts with that status (None: every status)."""
+        return self.store.list_facts(_check_user(user_id), status=status)  # type: ignore[arg-type]
+
+    list = list_facts
+
+    def forget(self, user_id: str) -> int:
+        """Delete everything stored for the user, and void their exchanges still queued for learning.
+        Returns the rows deleted."""
+        _check_user(user_id)
+        with self.user_lock(user_id):
+            with self._lock:
+                self._generations[user_id] = self._generations.get(user_id, 0) + 1
+            return self.store.forget(user_id)
+
+    def curate(self, **options: Any) -> dict[str, int]:
+        """Expire, archive (see `MemoryStore.curate`)."""
+        return self.store.curate(**options)
+
+    def learn(self, user_id: str, user_text: str, reply: str = "", *, client: Any = None,
+              source: str | None = None) -> LearnResult:
+        """Run the whole learning pipeline now, on this thread (gate, extraction, consolidation)."""
+        return self.learner.learn(self, self._client(client), _check_user(user_id), user_text, reply, source)
+
+    async def asearch(self, user_id: str, query: str, tier: Tier = "balanced", *, limit: int | None = None) -> list[Hit]:
+        return await asyncio.to_thread(self.search, user_id, query, tier, limit=limit)
+
+    async def aadd_text(self, user_id: str, text: str, **kw: Any) -> int:
+        return await asyncio.to_thread(lambda: self.add_text(user_id, text, **kw))
+
+    async def aforget(self, user_id: str) -> int:
+        return await asyncio.to_thread(self.forget, user_id)
+
+    # -- what the model sees -----------------------------------------------------------------------------
+    def tool(self, user_id: str) -> Any:
+        """The `search_memory(query, tier)` tool, bound to `user_id`."""
+        from ..tools import Tool
+
+        _check_user(user_id)
+
+        def search_memory(query: str, tier: str = "balanced") -> str:
+            return format_hits(self.search(user_id, query, tier if tier in TIERS else "balanced"))  # type: ignore[arg-type]
+
+        schema = {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "What to look for, in a few words."},
+                "tier": {"type": "string", "enum": list(TIERS), "description": "fast | balanced | deep"},
+            },
+            "required": ["query"],
+        }
+        return Tool(self.tool_name, TOOL_DESCRIPTION, schema, search_memory)
+
+    def context(self, user_id: str, query: str, limit: int | None = None) -> str | None:
+        """The system-prompt text of the memories most relevant to `query` (None if none)."""
+        if not query.strip():
+            return None
+        hits = self.search(user_id, query, "fast", limit=limit or self.inject or None)
+        if not hits:
+            return None
+        return INJECT_HEADER + "\n" + "\n".join(f"- {h.fact.text}" for h in hits)
+
+    def inject_into(self, user_id: str, messages: list[Message], query: str, limit: int | None = None) -> list[Message]:
+        """`messages` with `context()` appended to the system message (or a new one first)."""
+        text = self.context(user_id, query, limit or self.inject)
+        if text is None:
+            return messages
+        if messages and messages[0].role == "system":
+            first = messages[0]
+            merged = Message("system", [*first.parts, TextPart("\n\n" + text)], first.tool_call_id, first.name)
+            return [merged, *messages[1:]]
+        return [Message.system(text), *messages]
+
+    # -- learning ------------------------------------------------------------------------------------------
+    def submit(self, user_id: str, user_text: str, reply: Callable[[], str] | str, *, client: Any = None,
+               correlation_id: str | None = None) -> bool:
+        """Queue an exchange for background learning (never blocks). `reply` may be a callable,
+        evaluated on the worker."""
+        generation = self.generation(user_id)
+        learner, extract_client = self.learner, client
+
+        def run() -> LearnResult:
+            text = reply() if callable(reply) else reply
+            return learner.learn(self, self._client(extract_client), user_id, user_text, text,
+                                 correlation_id, generation)
+
+        return self.worker.submit(Job(user_id, run, correlation_id))
+
+    def _client(self, client: Any) -> Any:
+        if client is not None:
+            return client
+        if self.client is not None:
+            return self.client
+        from ..client import default_client
+
+        return default_client()
+
+    @property
+    def stats(self) -> MemoryStats:
+        return self.worker.stats
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the exchanges queued so far are learned (or failed). False on timeout."""
+        return self.worker.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Drain the learning queue, stop the worker, close the store if this Memory created it."""
+        ok = self.worker.close(timeout)
+        if self._owns_store and self._store is not None:
+            self._store.close()
+            self._store = None
+        return ok
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class UserMemory:
+    """One user's view of a `Memory`: the same methods without `user_id`."""
+
+    __slots__ = ("memory", "user_id")
+
+    def __init__(self, memory: Memory, user_id: str):
+        self.memory = memory
+        self.user_id = user_id
+
+    def add_text(self, text: str, **kw: Any) -> int:
+        return self.memory.add_text(self.user_id, text, **kw)
+
+    def add_facts(self, facts: Iterable[NewFact | str], **kw: Any) -> list[int]:
+        return self.memory.add_facts(self.user_id, facts, **kw)
+
+    def search(self, query: str, tier: Tier = "balanced", *, limit: int | None = None) -> list[Hit]:
+        return self.memory.search(self.user_id, query, tier, limit=limit)
+
+    def list_facts(self, status: str | None = "active") -> list[Fact]:
+        return self.memory.list_facts(self.user_id, status)
+
+    list = list_facts
+
+    def forget(self) -> int:
+        return self.memory.forget(self.user_id)
+
+    def learn(self, user_text: str, reply: str = "", **kw: Any) -> LearnResult:
+        return self.memory.learn(self.user_id, user_text, reply, **kw)
+
+    def tool(self) -> Any:
+        return self.memory.tool(self.user_id)
+
+    def __repr__(self) -> str:
+        return f"UserMemory({self.user_id!r})"
+
+
+def _check_user(user_id: Any) -> str:
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError(f"user_id must be a non-empty str, got {user_id!r}")
+    return user_id

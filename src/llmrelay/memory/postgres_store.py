@@ -1,0 +1,183 @@
+"""The memory store for many processes: PostgreSQL through psycopg 3 (extra `postgres`).
+
+Same tables, behaviour and ranking as `SQLiteMemoryStore` (the search logic is
+shared: see `SQLMemoryStore.search`), in its own schema (default
+`llmrelay_memory`, created if missing):
+
+- text: a generated `tsvector` column (`to_tsvector('english', text)`, stemmed,
+  English stopwords dropped) with a GIN index, queried with
+  `websearch_to_tsquery` over the query's words OR-ed (that function never
+  raises on any input; the words are letters and digits only anyway), ranked
+  by `ts_rank_cd`;
+- graph: the `entities` and `relations` tables (names unique per user, case-folded);
+- vectors: `float8[]` per fact, cosine computed in Python over the user's
+  vectors. pgvector is not required nor used (an exact scan per user is fine
+  for the thousands of facts one user has).
+
+Every statement filters on `user_id` (except `curate`, a maintenance pass over
+all users unless given one). Migrations are numbered and recorded in
+`_migrations`, applied under a transaction-scoped advisory lock so processes
+starting together do not race. One connection per store, guarded by a lock
+(operations are serialized within a process; processes run concurrently and
+rely on PostgreSQL's row locks and unique constraints); a broken connection is
+reopened on the next operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+from .embed import Embedder
+from .sqlite_store import FACT_COLS, SQLMemoryStore
+from .types import Fact
+
+log = logging.getLogger("llmrelay.memory")
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        "CREATE TABLE IF NOT EXISTS facts (id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, text TEXT NOT NULL, "
+        "importance DOUBLE PRECISION NOT NULL DEFAULT 0.5, created_at DOUBLE PRECISION NOT NULL, "
+        "updated_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION, status TEXT NOT NULL DEFAULT 'active', "
+        "access_count INTEGER NOT NULL DEFAULT 0, last_accessed_at DOUBLE PRECISION, source TEXT, "
+        "superseded_by BIGINT, tsv tsvector GENERATED ALWAYS AS (to_tsvector('english'::regconfig, text)) STORED)",
+        "CREATE INDEX IF NOT EXISTS facts_user_status ON facts (user_id, status)",
+        "CREATE INDEX IF NOT EXISTS facts_tsv ON facts USING GIN (tsv)",
+        "CREATE TABLE IF NOT EXISTS entities (id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, "
+        "name_key TEXT NOT NULL, type TEXT NOT NULL DEFAULT 'thing', created_at DOUBLE PRECISION NOT NULL, "
+        "UNIQUE (user_id, name_key))",
+        "CREATE TABLE IF NOT EXISTS relations (id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, subject TEXT NOT NULL, "
+        "subject_key TEXT NOT NULL, predicate TEXT NOT NULL, object TEXT NOT NULL, object_key TEXT NOT NULL, "
+        "fact_id BIGINT REFERENCES facts (id) ON DELETE SET NULL, created_at DOUBLE PRECISION NOT NULL, "
+        "UNIQUE (user_id, subject_key, predicate, object_key))",
+        "CREATE INDEX IF NOT EXISTS relations_object ON relations (user_id, object_key)",
+        "CREATE TABLE IF NOT EXISTS vectors (fact_id BIGINT PRIMARY KEY REFERENCES facts (id) ON DELETE CASCADE, "
+        "user_id TEXT NOT NULL, model TEXT NOT NULL, dims INTEGER NOT NULL, vector DOUBLE PRECISION[] NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS vectors_user ON vectors (user_id)",
+    ]),
+]
+
+
+def websearch_query(phrases: list[list[str]]) -> str:
+    """A `websearch_to_tsquery` string: each phrase double-quoted, OR-ed."""
+    parts = [" ".join(t.replace('"', " ") for t in p) for p in phrases if p]
+    return " or ".join(f'"{p}"' for p in parts)
+
+
+class PostgresMemoryStore(SQLMemoryStore):
+    """`MemoryStore` on PostgreSQL. `dsn` is a libpq connection string or URL."""
+
+    def __init__(self, dsn: str, schema: str = "llmrelay_memory", embedder: Embedder | None = None, *,
+                 min_similarity: float = 0.2, connect_timeout: float = 10):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("PostgresMemoryStore needs psycopg: pip install 'llmrelay[postgres]'") from exc
+        self.dsn = dsn
+        self.schema = schema
+        self.embedder = embedder
+        self.min_similarity = min_similarity
+        self.connect_timeout = connect_timeout
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._closed = False
+        self._migrate()
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg import sql
+
+        conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=int(self.connect_timeout))
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        return conn
+
+    def _connection(self) -> Any:
+        if self._closed:
+            raise RuntimeError("the memory store is closed")
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            self._conn = self._connect()
+        return self._conn
+
+    def _migrate(self) -> None:
+        from psycopg import sql
+
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("llmrelay_memory:" + self.schema,))
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+                conn.execute("CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, "
+                             "applied_at DOUBLE PRECISION NOT NULL)")
+                done = {r[0] for r in conn.execute("SELECT version FROM _migrations").fetchall()}
+                for version, statements in MIGRATIONS:
+                    if version not in done:
+                        for stmt in statements:
+                            conn.execute(stmt)
+                        conn.execute("INSERT INTO _migrations (version, applied_at) VALUES (%s, %s)",
+                                     (version, time.time()))
+
+    @contextmanager
+    def _tx(self) -> Iterator[tuple[Callable[..., list[Any]], Callable[..., int]]]:
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+
+                def q(query: str, params: Sequence[Any] = ()) -> list[Any]:
+                    cur.execute(query.replace("?", "%s"), tuple(params))
+                    return cur.fetchall() if cur.description is not None else []
+
+                def run(query: str, params: Sequence[Any] = ()) -> int:
+                    cur.execute(query.replace("?", "%s"), tuple(params))
+                    return cur.rowcount
+
+                yield q, run
+
+    def _text_search(self, q: Any, user_id: str, phrases: list[list[str]], now: float,
+                     n: int) -> list[tuple[Fact, float]]:
+        import psycopg
+
+        text = websearch_query(phrases)
+        if not text:
+            return []
+        cols = ", ".join(f"f.{c.strip()}" for c in FACT_COLS.split(","))
+        try:
+            with self._conn.transaction():  # a savepoint: a failure leaves the outer transaction usable
+                rows = q(f"SELECT {cols}, ts_rank_cd(f.tsv, query) AS rank "
+                         f"FROM facts f, websearch_to_tsquery('english', ?) query "
+                         f"WHERE f.user_id = ? AND f.tsv @@ query AND f.status = 'active' "
+                         f"AND (f.expires_at IS NULL OR f.expires_at > ?) ORDER BY rank DESC, f.id LIMIT ?",
+                         (text, user_id, now, n))
+        except psycopg.Error as exc:  # never let a query string break a search
+            log.debug("memory: text query %r failed: %s", text, exc)
+            return []
+        return [(self._fact(r), max(0.0, float(r[-1]))) for r in rows]
+
+    def _pack(self, vec: list[float]) -> list[float]:
+        return [float(x) for x in vec]
+
+    def _unpack(self, raw: Any) -> list[float]:
+        return [float(x) for x in raw or ()]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> PostgresMemoryStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+__all__ = ["PostgresMemoryStore", "websearch_query"]
