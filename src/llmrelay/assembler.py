@@ -37,7 +37,12 @@ class _Text:
 
     def getvalue(self) -> str:
         if self.blocks:
-            return "".join(self.blocks) + "".join(self.pieces)
+            if self.pieces:
+                self.blocks.append("".join(self.pieces))
+                self.pieces.clear()
+            text = "".join(self.blocks)
+            self.blocks = [text]  # keep one copy, not blocks plus the joined text
+            return text
         return "".join(self.pieces)
 
 

@@ -100,6 +100,8 @@ class AiohttpTransport:
         loop = asyncio.get_running_loop()
         session = self._session
         if session is None or self._loop is not loop or session.closed:
+            if session is not None:
+                _discard(session)  # its loop is gone: close its sockets now, not in a GC warning
             aiohttp = _aiohttp()
             connector = aiohttp.TCPConnector(
                 limit=self._limit,
@@ -179,7 +181,25 @@ class AiohttpTransport:
             try:
                 await session.close()
             except RuntimeError:  # its event loop is gone
-                pass
+                _discard(session)
+
+    def close(self) -> None:
+        """Without an event loop (`Client.close()`): drop the session, closing its sockets."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            _discard(session)
+
+
+def _discard(session: Any) -> None:
+    """Close a session's connections synchronously (aiohttp 3.x `BaseConnector._close`)."""
+    connector = getattr(session, "_connector", None)
+    close = getattr(connector, "_close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:  # a half-dead loop: nothing more to release
+        pass
 
 
 class AiohttpBody:

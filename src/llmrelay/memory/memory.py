@@ -71,8 +71,18 @@ def format_hits(hits: Sequence[Hit], *, dates: bool = True) -> str:
 
 
 class Memory:
-    """See the module docstring. `store`: any `MemoryStore` (default: an in-process
-    `SQLiteMemoryStore(path, embedder=embedder)`, created on first use)."""
+    """See the module docstring.
+
+    - `store`: any `MemoryStore` (default: `SQLiteMemoryStore(path, embedder=embedder)`, created
+      on first use and closed by `close()`); `embedder` is the store's, for hybrid search.
+    - `extract_model` (default "openai:gpt-4o-mini"), `extract_params` (extra arguments of the
+      extraction call), `gate` (True: the default `SalienceGate`; False: none; or your own, e.g.
+      `SalienceGate(embedder=...)`); or a whole `learner=Learner(...)` instead of these three.
+    - `learn_on`: response statuses learned from; `inject`: memories put in the system prompt
+      (0: off); `limits`: results per tier; `tool_name`: the tool's name.
+    - `queue_size`, `concurrency`, `on_event`: the background `Worker`.
+    - `client`: what `learn()` extracts through when not given one (default: the default client).
+    """
 
     def __init__(
         self,
@@ -192,8 +202,6 @@ class Memory:
         """The user's facts with that status (None: every status)."""
         return self.store.list_facts(_check_user(user_id), status=status)  # type: ignore[arg-type]
 
-    list = list_facts
-
     def forget(self, user_id: str) -> int:
         """Delete everything stored for the user, and void their exchanges still queued for learning.
         Returns the rows deleted."""
@@ -307,6 +315,8 @@ class Memory:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    list = list_facts  # last in the class: `list[...]` annotations above still mean the builtin
+
 
 class UserMemory:
     """One user's view of a `Memory`: the same methods without `user_id`."""
@@ -329,8 +339,6 @@ class UserMemory:
     def list_facts(self, status: str | None = "active") -> list[Fact]:
         return self.memory.list_facts(self.user_id, status)
 
-    list = list_facts
-
     def forget(self) -> int:
         return self.memory.forget(self.user_id)
 
@@ -342,6 +350,8 @@ class UserMemory:
 
     def __repr__(self) -> str:
         return f"UserMemory({self.user_id!r})"
+
+    list = list_facts
 
 
 def _check_user(user_id: Any) -> str:

@@ -28,6 +28,17 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[Frame]:
         if not chunk:
             return []  # an empty read must not forget a pending CR (CRLF split across reads)
+        if (  # fast path: exactly one `data: ...` event, as most APIs write them (one per read)
+            chunk[:6] == b"data: "
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk[-1:] == b"\n"
+            and not self._buf
+            and self._data is None
+            and self._event is None
+            and not self._skip_lf
+            and b"\r" not in chunk
+        ):
+            return [(None, chunk[6:-2])]
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":
