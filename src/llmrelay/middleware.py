@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generator, Sequence
 
-from .plan import Plan, Send
+from .plan import Plan, Send, map_sends
 from .protocols._base import Call
 
 SendFn = Callable[..., Plan]
@@ -63,24 +63,7 @@ def with_middleware(plan: Plan, chain: Sequence[Middleware]) -> Plan:
     """Run `plan`, routing each of its `Send` actions through the middleware chain."""
     if not chain:
         return (yield from plan)
-    value: Any = None
-    exc: BaseException | None = None
-    while True:
-        try:
-            action = plan.throw(exc) if exc is not None else plan.send(value)
-        except StopIteration as stop:
-            return stop.value
-        value = exc = None
-        try:
-            if type(action) is Send:
-                value = yield from run_turn(action.call, chain, 0, action.observers)
-            else:
-                value = yield action
-        except GeneratorExit:
-            plan.close()
-            raise
-        except Exception as error:  # handed to the plan, which may handle it or let it rise
-            exc = error
+    return (yield from map_sends(plan, lambda send: run_turn(send.call, chain, 0, send.observers)))
 
 
 Gen = Generator[Any, Any, Any]

@@ -18,7 +18,7 @@ threads and no event loop, so they are tested by driving them by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from .errors import APIError, ToolExecutionError, ToolLoopLimitError
 from .messages import Message, ToolCall
@@ -56,6 +56,33 @@ class Sleep:
 
 
 Plan = Generator[Any, Any, Response]
+
+
+def map_sends(plan: Plan, handle: Callable[[Send], Plan]) -> Plan:
+    """Run `plan`, performing each of its `Send` actions with the sub-plan `handle(send)`.
+
+    Every other action passes through to the driver; results and errors go back
+    into `plan`, which may handle them or let them rise. Middleware and
+    structured output are both built on this.
+    """
+    value: Any = None
+    exc: BaseException | None = None
+    while True:
+        try:
+            action = plan.throw(exc) if exc is not None else plan.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value = exc = None
+        try:
+            if type(action) is Send:
+                value = yield from handle(action)
+            else:
+                value = yield action
+        except GeneratorExit:
+            plan.close()
+            raise
+        except Exception as error:
+            exc = error
 
 
 def single(call: Call) -> Plan:

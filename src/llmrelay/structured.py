@@ -82,7 +82,7 @@ from . import events as ev
 from .errors import InvalidRequestError, OutputRefusedError, OutputValidationError
 from .messages import Message, TextPart, ToolCall
 from .partial_json import MISSING, PartialJSONError, PartialJSONParser
-from .plan import Emit, Plan, Send, _merge
+from .plan import Emit, Plan, Send, _merge, map_sends
 from .protocols._base import Call
 from .response import Response
 
@@ -535,33 +535,19 @@ class _Turns:
         self.raw: str | None = None  # the output tool's arguments, in tool mode
 
     def drive(self, plan: Plan) -> Plan:
-        value: Any = None
-        exc: BaseException | None = None
-        while True:
-            try:
-                action = plan.throw(exc) if exc is not None else plan.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value = exc = None
-            try:
-                if type(action) is Send:
-                    call = action.call
-                    if call.output is None:  # a fallback target, built without it
-                        call.output = self.wire
-                    self.mode = mode_for(call)
-                    self.raw = None
-                    observers = action.observers
-                    if self.partials:
-                        observers = (*observers, _Watcher(self.spec, self.mode))
-                    response = yield Send(call, observers)
-                    value = self._fold(response)
-                else:
-                    value = yield action
-            except GeneratorExit:
-                plan.close()
-                raise
-            except Exception as error:  # handed to the inner plan, which may handle it or let it rise
-                exc = error
+        return (yield from map_sends(plan, self._send))
+
+    def _send(self, action: Send) -> Plan:
+        call = action.call
+        if call.output is None:  # a fallback target, built without it
+            call.output = self.wire
+        self.mode = mode_for(call)
+        self.raw = None
+        observers = action.observers
+        if self.partials:
+            observers = (*observers, _Watcher(self.spec, self.mode))
+        response = yield Send(call, observers)
+        return self._fold(response)
 
     def _fold(self, response: Response) -> Response:
         """Tool mode: the output tool's call becomes the answer's text (so the tool loop ends

@@ -69,13 +69,14 @@ def _body_read_timeout(t: Timeouts, started: float) -> float | None:
     return idle
 
 
-def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], timeouts: Timeouts, started: float) -> Exception:
-    """An httpx exception as one of ours. `phase` is "connect", "headers" or "body"."""
-    httpx = _httpx()
+def typed_error(exc: BaseException, *, timeout: bool, connect: bool, phase: str, ctx: dict[str, Any],
+                timeouts: Timeouts, started: float) -> Exception:
+    """A transport failure as one of ours, whatever the HTTP library. `timeout`: it was a timeout;
+    `connect`: getting a connection timed out; `phase`: "headers" (before the response) or "body"."""
     kw = {"provider": ctx.get("provider"), "model": ctx.get("model")}
     elapsed = time.perf_counter() - started
-    if isinstance(exc, httpx.TimeoutException):
-        if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+    if timeout:
+        if connect:
             kind = "connect"
         elif timeouts.total is not None and elapsed >= timeouts.total - 0.01:
             kind = "total"
@@ -87,6 +88,17 @@ def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], time
     if phase == "body":
         return StreamInterruptedError(f"connection to {kw['provider']} broke mid-stream: {exc}", **kw)
     return APIConnectionError(f"could not reach {kw['provider']}: {exc}", **kw)
+
+
+def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], timeouts: Timeouts, started: float) -> Exception:
+    """An httpx exception as one of ours."""
+    httpx = _httpx()
+    return typed_error(
+        exc,
+        timeout=isinstance(exc, httpx.TimeoutException),
+        connect=isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)),
+        phase=phase, ctx=ctx, timeouts=timeouts, started=started,
+    )
 
 
 class _Pools:

@@ -29,10 +29,10 @@ import functools
 import time
 from typing import Any, AsyncIterator
 
-from .errors import APIConnectionError, APITimeoutError, StreamInterruptedError, status_error
+from .errors import status_error
 from .protocols._base import HTTPRequest
 from .timeouts import Timeouts
-from .transport import ASYNC_MAX_CONNECTIONS, _verified_ssl_context
+from .transport import ASYNC_MAX_CONNECTIONS, _body_read_timeout, _verified_ssl_context, typed_error
 
 __all__ = ["AiohttpTransport", "AiohttpBody"]
 
@@ -48,39 +48,21 @@ def _aiohttp() -> Any:
 @functools.lru_cache(maxsize=64)
 def _client_timeout(t: Timeouts) -> Any:
     first = t.first_byte
-    if t.total is not None:
-        first = t.total if first is None else min(first, t.total)
+    for bound in (t.first_token, t.total):
+        if bound is not None:
+            first = bound if first is None else min(first, bound)
     return _aiohttp().ClientTimeout(total=t.total, connect=t.connect, sock_read=first)
 
 
-def _idle_timeout(t: Timeouts, started: float) -> float | None:
-    # `total` is enforced by aiohttp's own timer over the whole body; the idle
-    # gap is capped by what is left of it so the two never disagree.
-    idle = t.idle
-    if t.total is not None:
-        left = max(0.001, t.total - (time.perf_counter() - started))
-        idle = left if idle is None else min(idle, left)
-    return idle
-
-
 def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], timeouts: Timeouts, started: float) -> Exception:
-    """An aiohttp (or asyncio timeout) exception as one of ours; mirrors `transport.translate_error`."""
+    """An aiohttp (or asyncio timeout) exception as one of ours."""
     aiohttp = _aiohttp()
-    kw = {"provider": ctx.get("provider"), "model": ctx.get("model")}
-    elapsed = time.perf_counter() - started
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            kind = "connect"
-        elif timeouts.total is not None and elapsed >= timeouts.total - 0.01:
-            kind = "total"
-        elif phase == "body":
-            kind = "idle"
-        else:
-            kind = "first_byte"
-        return APITimeoutError(f"{kind} timeout after {elapsed:.2f}s talking to {kw['provider']}", kind=kind, **kw)
-    if phase == "body":
-        return StreamInterruptedError(f"connection to {kw['provider']} broke mid-stream: {exc}", **kw)
-    return APIConnectionError(f"could not reach {kw['provider']}: {exc}", **kw)
+    return typed_error(
+        exc,
+        timeout=isinstance(exc, (asyncio.TimeoutError, TimeoutError)),
+        connect=isinstance(exc, aiohttp.ConnectionTimeoutError),
+        phase=phase, ctx=ctx, timeouts=timeouts, started=started,
+    )
 
 
 class AiohttpTransport:
@@ -171,7 +153,7 @@ class AiohttpTransport:
         conn = resp.connection
         if conn is not None and conn.protocol is not None:
             # from here on, a read waits at most the idle gap
-            conn.protocol.read_timeout = _idle_timeout(timeouts, started)
+            conn.protocol.read_timeout = _body_read_timeout(timeouts, started)
             conn.protocol.start_timeout()
         return AiohttpBody(resp, timeouts, ctx, started)
 
