@@ -93,7 +93,7 @@ class Call:
     tool_choice: str | None = None
     #: `llmrelay.Timeouts` for this call (None: the client's).
     timeouts: Any = None
-    #: Structured output: a `llmrelay.structured.OutputSchema` (name, JSON schema, strict flag), or None.
+    #: Structured output: a `llmrelay.outputspec.OutputSchema` (name, JSON schema, strict flag), or None.
     output: Any = None
 
 
