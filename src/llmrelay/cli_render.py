@@ -98,8 +98,43 @@ def token_counts(response: Any, reported: Any = None) -> tuple[str, str]:
     return one("input_tokens"), one("output_tokens")
 
 
-def stats_line(response: Any, reported: Any = None, *, note: str | None = None, cost: bool = True) -> str:
-    """`TTFT 310 ms · 14 in / 30 out tokens · 233 tok/s · 1.20 s · cost n/a`."""
+def fmt_usd(total: float) -> str:
+    """`$0.000335`, `$0.0213`, `$0`: enough digits for one cheap call."""
+    if total == 0:
+        return "$0"
+    return f"${total:.6f}" if abs(total) < 0.01 else f"${total:.4f}"
+
+
+def cost_text(response: Any, *, verbose: bool = False) -> str:
+    """`cost $0.000335` (`~$` when the tokens were estimated) or `cost n/a`; `verbose` adds
+    where the price came from, or why there is none. Never raises."""
+    try:
+        cost = response.cost
+    except Exception as exc:  # a pricing bug must not hide the answer
+        return f"cost n/a ({type(exc).__name__}: {exc})" if verbose else "cost n/a"
+    if cost.total is None:
+        return f"cost n/a ({cost.reason})" if verbose and cost.reason else "cost n/a"
+    text = "cost " + ("~" if cost.estimated else "") + fmt_usd(cost.total)
+    if verbose:
+        why = cost.reason or " ".join(x for x in (cost.source, cost.priced_as and f"({cost.priced_as})") if x)
+        if why:
+            text += f" ({why})"
+    return text
+
+
+def cost_dict(response: Any) -> dict[str, Any]:
+    """The cost for JSON output: `usd` (None when unknown), `reason`, `source`, `estimated`."""
+    try:
+        cost = response.cost
+    except Exception as exc:
+        return {"usd": None, "reason": f"{type(exc).__name__}: {exc}", "source": None, "estimated": False}
+    return {"usd": cost.total, "reason": cost.reason, "source": cost.source, "estimated": cost.estimated,
+            "priced_as": cost.priced_as}
+
+
+def stats_line(response: Any, reported: Any = None, *, note: str | None = None, cost: bool = True,
+               verbose: bool = False) -> str:
+    """`TTFT 310 ms · 14 in / 30 out tokens · 233 tok/s · total 1.20 s · cost $0.000335`."""
     t = response.timings
     tin, tout = token_counts(response, reported)
     parts = [f"TTFT {fmt_seconds(t.time_to_first_token)}", f"{tin} in / {tout} out tokens"]
@@ -107,8 +142,7 @@ def stats_line(response: Any, reported: Any = None, *, note: str | None = None, 
         parts.append(f"{t.output_tokens_per_second:.0f} tok/s")
     parts.append(f"total {fmt_seconds(t.total)}")
     if cost:
-        pc = response.usage.provider_cost
-        parts.append(f"cost ${pc:.6f} (provider-reported)" if pc is not None else "cost n/a")
+        parts.append(cost_text(response, verbose=verbose))
     line = " · ".join(parts)
     if note:
         line += f" {note}"

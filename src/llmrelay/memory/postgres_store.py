@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from .embed import Embedder
-from .sqlite_store import FACT_COLS, SQLMemoryStore
+from .sqlbase import FACT_COLS, SQLMemoryStore
 from .types import Fact
 
 log = logging.getLogger("llmrelay.memory")
