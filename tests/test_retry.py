@@ -472,3 +472,13 @@ async def test_in_band_error_of_every_protocol_is_retried_before_content(server,
     (event,) = retries(events)
     assert isinstance(event.error, ProviderStreamError) and "busy, try again" in str(event.error)
     assert r.text and texts(events) == r.text
+
+
+async def test_failed_retries_stay_on_the_response(server, make_client, mode, how):
+    """Each failed request is on `response.attempts` (with what it reported), then the one that answered."""
+    server.enqueue(faults.status(500), faults.status(503), faults.ok(REC))
+    _, err, r = await run(make_client(), mode, how=how)
+    assert err is None
+    assert [type(a.error).__name__ if a.error else "ok" for a in r.attempts] == [
+        "InternalServerError", "ServiceUnavailableError", "ok"]
+    assert r.attempts[-1].response is r and all(a.model == r.attempts[0].model for a in r.attempts)

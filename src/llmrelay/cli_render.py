@@ -105,6 +105,9 @@ def fmt_usd(total: float) -> str:
     return f"${total:.6f}" if abs(total) < 0.01 else f"${total:.4f}"
 
 
+_SOURCES = {"provider": "reported by the provider", "override": "your prices", "mixed": "mixed sources"}
+
+
 def cost_text(response: Any, *, verbose: bool = False) -> str:
     """`cost $0.000335` (`~$` when the tokens were estimated) or `cost n/a`; `verbose` adds
     where the price came from, or why there is none. Never raises."""
@@ -116,7 +119,7 @@ def cost_text(response: Any, *, verbose: bool = False) -> str:
         return f"cost n/a ({cost.reason})" if verbose and cost.reason else "cost n/a"
     text = "cost " + ("~" if cost.estimated else "") + fmt_usd(cost.total)
     if verbose:
-        why = cost.reason or " ".join(x for x in (cost.source, cost.priced_as and f"({cost.priced_as})") if x)
+        why = cost.reason or cost.priced_as or _SOURCES.get(cost.source or "", cost.source)
         if why:
             text += f" ({why})"
     return text

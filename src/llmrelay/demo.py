@@ -2,7 +2,8 @@
 
 A `ReplayServer` on 127.0.0.1 sends the bundled recordings (byte for byte what
 the providers sent) one event at a time; a normal `Client` streams them over
-real HTTP. No key, no network.
+real HTTP. No key, no network. The demo's client logs every request to a
+temporary SQLite file (`llmrelay.logs`); the last section reads it back.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
+import tempfile
 import time
+from collections import Counter
 from typing import Any, Callable
 
 from . import events as ev
-from .cli_render import Out, fmt_seconds, feed_view, stats_line, token_counts
+from .cli_render import Out, cost_text, fmt_seconds, fmt_usd, feed_view, stats_line, token_counts
 from .errors import APIError, ProviderStreamError, StreamInterruptedError
 from .providers import PROVIDERS
 from .testing import ReplayServer, Reply, client_for, provider_for, read_recording, request_for
@@ -85,11 +89,14 @@ def cut_mid_event(body: bytes, after: bytes) -> bytes:
 
 
 class Demo:
-    def __init__(self, out: Out, server: ReplayServer, client: Any, fast: bool):
+    def __init__(self, out: Out, server: ReplayServer, client: Any, fast: bool,
+                 log_path: str = "", log_hook: Any = None):
         self.out = out
         self.server = server
         self.client = client
         self.fast = fast
+        self.log_path = log_path
+        self.log_hook = log_hook
         self.calls: list[list[str]] = []
         self.failures: list[str] = []
 
@@ -156,11 +163,12 @@ class Demo:
         self.calls.append([
             response.provider or "", response.model or "", status, tin, tout,
             fmt_seconds(response.timings.time_to_first_token), fmt_seconds(response.timings.total),
+            cost_text(response).removeprefix("cost "),
         ])
         return stream, response, error
 
     def stats(self, stream: Any, response: Any, note: str | None = None) -> None:
-        self.out.line(f"served by {response.model} · " + stats_line(response, stream.usage, note=note, cost=False), style="green")
+        self.out.line(f"served by {response.model} · " + stats_line(response, stream.usage, note=note), style="green")
 
     def section(self, title: str, body: Callable[[], None]) -> None:
         self.out.line()
@@ -348,8 +356,44 @@ class Demo:
 
     def summary(self) -> None:
         self.out.line()
-        self.out.table(["provider", "model", "status", "in", "out", "TTFT", "total"], self.calls,
-                       title="Every call in this demo (~ = estimated tokens)")
+        self.out.table(["provider", "model", "status", "in", "out", "TTFT", "total", "cost"], self.calls,
+                       title="Every call in this demo (~ = estimated tokens; cost: response.cost.total, USD)")
+
+    def logs(self) -> None:
+        """Every request above is a row in the log store: read it back like `llmrelay logs totals`."""
+        if self.log_hook is None:
+            raise Skip("logging could not start in this Python (sqlite3?)")
+        from .logs import default_path, open_store
+        from .logs.cli import money, ms, num
+        from .logs.sqlite import percentile
+
+        out, hook = self.out, self.log_hook
+        if not hook.flush(10) or hook.stats.lost:
+            raise AssertionError(f"log rows not written: {hook.stats.last_error or 'the writer timed out'}")
+        with open_store(self.log_path) as store:
+            rows, totals = store.rows(), store.totals("model")
+        out.line(f"The client above was client_for(server, log={self.log_path!r}): one row per HTTP request,\n"
+                 "written by a background thread, never on the stream's path. Read back from SQLite:", style="dim")
+        calls = {r["correlation_id"] for r in rows}
+        statuses = Counter(r["status"] for r in rows)
+        out.line(f"{len(rows)} rows for {len(calls)} calls (tool rounds and fallback attempts are rows of their call) · "
+                 "rows per status: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+        priced = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
+        ttfts = sorted(r["ttft"] for r in rows if r["ttft"] is not None)
+        out.line(f"tokens {sum(r['input_tokens'] or 0 for r in rows)} in / {sum(r['output_tokens'] or 0 for r in rows)} "
+                 f"out ({sum(1 for r in rows if r['usage_estimated'])} rows estimated) · cost {fmt_usd(sum(priced))} "
+                 f"({len(rows) - len(priced)} unpriced) · TTFT p50 {fmt_seconds(percentile(ttfts, 0.5))}", style="bold")
+        out.table(["model", "calls", "requests", "failed", "in", "out", "cost", "TTFT p50"],
+                  [[str(g["key"]), num(g["calls"]), num(g["requests"]), num(g["failed"]), num(g["input_tokens"]),
+                    num(g["output_tokens"]), money(g["cost_usd"]), ms(g["ttft_p50"])] for g in totals],
+                  title="store.totals('model'), the same as `llmrelay logs totals --db FILE`")
+        for model, reason in sorted({(f"{r['provider']}:{r['model']}", r["cost_reason"] or "unknown")
+                                     for r in rows if r["cost_usd"] is None}):
+            out.line(f"no cost for {model}: {_shorten(reason, 110)}", style="dim")
+        out.line(f"`llmrelay chat` logs like this by default, to {default_path()}; `llmrelay logs list` reads it.",
+                 style="dim")
+        if len(calls) != len(self.calls) or not statuses.get("ok") or not statuses.get("error"):
+            raise AssertionError(f"{len(self.calls)} calls made, {len(calls)} logged, statuses {dict(statuses)}")
 
 
 def _shorten(text: str, n: int) -> str:
@@ -359,10 +403,19 @@ def _shorten(text: str, n: int) -> str:
 
 def run_demo(*, fast: bool = False, plain: bool = False, out: Out | None = None) -> int:
     out = out or Out(plain=plain)
+    with tempfile.TemporaryDirectory(prefix="llmrelay-demo-", ignore_cleanup_errors=True) as log_dir:
+        return _run(out, fast, os.path.join(log_dir, "demo-logs.db"))
+
+
+def _run(out: Out, fast: bool, log_path: str) -> int:
     started = time.perf_counter()
     with ReplayServer() as server:
-        client = client_for(server)
-        demo = Demo(out, server, client, fast)
+        try:  # every request of the demo is logged to a temporary SQLite file (section 7 reads it)
+            client = client_for(server, log=log_path)
+            hook = next(h for h in client.hooks if type(h).__name__ == "LogHook")
+        except Exception:  # e.g. a Python without sqlite3: the demo runs, section 7 is skipped
+            client, hook = client_for(server), None
+        demo = Demo(out, server, client, fast, log_path, hook)
         out.rule("llmrelay demo")
         out.line("Real provider streams, recorded from the real APIs, replayed byte for byte by")
         out.line(f"llmrelay.testing.ReplayServer at {server.url}, one event at a time.")
@@ -386,6 +439,11 @@ def run_demo(*, fast: bool = False, plain: bool = False, out: Out | None = None)
             finally:
                 asyncio_log.setLevel(level)
     demo.summary()
+    try:
+        demo.section("7. Every call logged, read back from the log store", demo.logs)
+    finally:
+        if hook is not None:
+            hook.close(5)
     elapsed = time.perf_counter() - started
     if demo.failures:
         out.line(f"demo FAILED: {len(demo.failures)} problem(s) in {len(demo.calls)} calls", style="bold red")

@@ -128,7 +128,8 @@ class FallbackMiddleware(Middleware):
             if mode in ("prefill", "user_turn") and shown:
                 _stitch(response, shown)
                 response.resumed = True
-            attempts.append(Attempt(model_label(target), response, None))
+            # retries of this model that failed first (recorded by `Retry`), then the answer
+            attempts.extend(response.attempts or [Attempt(model_label(target), response, None)])
             response.attempts = attempts
             return response
         raise AllModelsFailedError(

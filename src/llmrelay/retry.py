@@ -20,6 +20,7 @@ from .events import RetryEvent
 from .middleware import Middleware, SendFn
 from .plan import Emit, Plan, Sleep
 from .protocols._base import Call
+from .response import Attempt
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -80,12 +81,15 @@ class Retry(Middleware):
 
     def turn(self, call: Call, send: SendFn) -> Plan:
         attempt = 0
+        failed: list[Attempt] = []
         while True:
             try:
-                return (yield from send(call))
+                response = yield from send(call)
             except APIError as error:
                 if attempt >= self.max_retries or not is_retryable(error):
                     raise
+                # the failed request stays on record (its usage and cost, if the provider reported any)
+                failed.append(Attempt(f"{call.provider.name}:{call.model}", error.partial, error))
                 delay = self.delay(attempt, error)
                 if delay is None:
                     raise
@@ -93,6 +97,10 @@ class Retry(Middleware):
                 yield Emit(RetryEvent(attempt, delay, error, call.provider.name, call.model))
                 if delay > 0:
                     yield Sleep(delay)
+                continue
+            if failed:
+                response.attempts = [*failed, *(response.attempts or [Attempt(failed[0].model, response, None)])]
+            return response
 
 
 def as_retry(value: Any) -> Retry | None:
