@@ -6,6 +6,11 @@ one server covers every benchmark (clients use `base_url = URL/<scenario>/v1`):
 
     /n<N>/v1/chat/completions        N content chunks, written as fast as the client reads
     /p<N>d<MS>/v1/chat/completions   N content chunks, MS milliseconds apart (paced)
+    /t<N>/v1/chat/completions        a tool round: a request without a tool result gets a short
+                                     tool-call stream (one call of `lookup`, arguments in fragments,
+                                     finish_reason "tool_calls"); one that carries a tool result
+                                     (`"tool_call_id"` in the body) gets the N-chunk answer, as fast
+                                     as the client reads
 
 Every body is: N content chunks (the first carries `role`), a `finish_reason`
 chunk, a usage chunk, then `data: [DONE]`, exactly as OpenAI sends them with
@@ -70,15 +75,41 @@ def text_of(n: int) -> str:
     return "".join(WORDS[i % len(WORDS)] for i in range(n))
 
 
-_SCENARIO = re.compile(rb"^/(?:n(\d+)|p(\d+)d(\d+))/")
+def _tool_delta(call: dict, first: bool = False) -> dict:
+    delta: dict = {"tool_calls": [call]}
+    if first:
+        delta = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+    return {**_HEAD, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}], "usage": None}
 
 
-async def _respond(writer: asyncio.StreamWriter, path: bytes) -> None:
+TOOL_NAME = "lookup"
+TOOL_ROUND = (
+    [_event(_tool_delta({"index": 0, "id": "call_bench0001", "type": "function",
+                         "function": {"name": TOOL_NAME, "arguments": ""}}, first=True))]
+    + [_event(_tool_delta({"index": 0, "function": {"arguments": a}})) for a in ('{"', "city", '":"', "Paris", '"}')]
+    + [_event({**_HEAD, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}],
+               "usage": None}), usage(7), DONE]
+)
+
+_SCENARIO = re.compile(rb"^/(?:n(\d+)|p(\d+)d(\d+)|t(\d+))/")
+
+
+async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"") -> None:
     m = _SCENARIO.match(path)
     if m is None:
         writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
         return
-    if m.group(1) is not None:
+    if m.group(4) is not None:
+        if b'"tool_call_id"' not in body:  # the first turn: the model calls the tool
+            writer.write(HEAD)
+            for event in TOOL_ROUND:  # one socket write per event, as below
+                writer.write(event)
+                await writer.drain()
+            writer.write(END)
+            await writer.drain()
+            return
+        n, delay = int(m.group(4)), 0.0
+    elif m.group(1) is not None:
         n, delay = int(m.group(1)), 0.0
     else:
         n, delay = int(m.group(2)), int(m.group(3)) / 1000
@@ -113,9 +144,8 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             m = re.search(rb"(?im)^content-length:\s*(\d+)", rest)
             if m:
                 length = int(m.group(1))
-            if length:
-                await reader.readexactly(length)
-            await _respond(writer, path)
+            body = await reader.readexactly(length) if length else b""
+            await _respond(writer, path, body)
             if re.search(rb"(?im)^connection:\s*close", rest):
                 break
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):

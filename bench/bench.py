@@ -1,8 +1,9 @@
-"""llmrelay benchmark: client CPU per chunk, fixed cost per request, concurrency, import time, memory.
+"""llmrelay benchmark: client CPU per chunk, fixed cost per request, concurrency, import time, memory,
+and the cost of the tool loop, logging, structured output and memory (`with_memory`); then the bars.
 
-    .venv/bin/python bench/bench.py              # everything, one table (~2.5 min on 2 cores)
+    .venv/bin/python bench/bench.py              # everything, one table (~2 min on 2 cores)
     .venv/bin/python bench/bench.py --quick      # fewer repeats, smaller concurrency (smoke test)
-    .venv/bin/python bench/bench.py --only chunks,fixed
+    .venv/bin/python bench/bench.py --only chunks,fixed,tools,logging
     .venv/bin/python bench/bench.py --profile sync   # cProfile of llmrelay on the 2,000-chunk stream
 
 The server (`bench/_server.py`) runs in its own process, so its CPU is never
@@ -138,8 +139,8 @@ def openai_sdk(client: Any) -> int:
     return n
 
 
-def relay_sync(client: Any, base: str) -> int:
-    s = client.stream(MODEL, MESSAGES, base_url=base)
+def relay_sync(client: Any, base: str, **params: Any) -> int:
+    s = client.stream(MODEL, MESSAGES, base_url=base, **params)
     n = 0
     for _e in s:
         n += 1
@@ -156,16 +157,43 @@ async def relay_async(client: Any, base: str) -> int:
     return n
 
 
-def relay_client(async_backend: str = "httpx") -> Any:
+def relay_client(async_backend: str = "httpx", **options: Any) -> Any:
+    """A Client on an explicit async backend (the default "auto" picks aiohttp when it is installed)."""
     import llmrelay
 
-    c = llmrelay.Client(api_keys={"openai": "x"}, base_urls={"openai": "http://127.0.0.1:1/v1"})
-    if async_backend == "aiohttp":
-        # not wired into Client yet: the lead's `Client(async_backend="aiohttp")` would do this
-        from llmrelay.transport_aiohttp import AiohttpTransport
-
-        c._async_transport = AiohttpTransport()
+    c = llmrelay.Client(api_keys={"openai": "x"}, base_urls={"openai": "http://127.0.0.1:1/v1"},
+                        async_backend=async_backend, **options)
+    assert c.async_backend == async_backend, (c.async_backend, async_backend)
     return c
+
+
+def _lookup_tool() -> Any:
+    import llmrelay
+
+    @llmrelay.tool
+    def lookup(city: str) -> str:
+        """Current weather for a city.
+
+        Args:
+            city: City name, e.g. "Paris".
+        """
+        return f"{city}: 21 C, clear"
+
+    return lookup
+
+
+def relay_sync_timed(client: Any, base: str, **params: Any) -> tuple[int, float]:
+    """relay_sync, plus the CPU spent from the first text event to the end (the answer's own cost)."""
+    clock = time.process_time
+    s = client.stream(MODEL, MESSAGES, base_url=base, **params)
+    n = 0
+    c0 = None
+    for e in s:
+        if c0 is None and e.type == "text":
+            c0 = clock()
+        n += 1
+    s.response  # noqa: B018
+    return n, clock() - (c0 if c0 is not None else clock())
 
 
 def check_relay(client: Any, base: str, n: int) -> None:
@@ -189,20 +217,19 @@ def _run(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> tuple[float,
 
 def interleaved(loop: asyncio.AbstractEventLoop, variants: dict[str, Callable[[], Any]], warmup: int, reps: int) -> dict[str, dict[str, Any]]:
     """Run every variant once per round (so drift hits all alike); keep the medians."""
-    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
-    results: dict[str, Any] = {}
+    samples: dict[str, list[tuple[float, float, Any]]] = {k: [] for k in variants}
     for rnd in range(warmup + reps):
         for name, fn in variants.items():
             cpu, wall, out = _run(loop, fn)
-            results[name] = out
             if rnd >= warmup:
-                samples[name].append((cpu, wall))
+                samples[name].append((cpu, wall, out))
     return {
         k: {
-            "cpu_s": statistics.median(c for c, _ in v),
-            "wall_s": statistics.median(w for _, w in v),
-            "cpu_all_s": [round(c, 5) for c, _ in v],
-            "out": results[k],
+            "cpu_s": statistics.median(c for c, _, _ in v),
+            "wall_s": statistics.median(w for _, w, _ in v),
+            "cpu_all_s": [round(c, 5) for c, _, _ in v],
+            "out": v[-1][2],
+            "outs": [o for _, _, o in v],
         }
         for k, v in samples.items()
     }
@@ -219,14 +246,14 @@ def bench_chunks(srv: Server, loop: asyncio.AbstractEventLoop, n: int, warmup: i
     hx = httpx.Client(timeout=None)
     oc = openai.OpenAI(base_url=base, api_key="x", max_retries=0)
     rs = relay_client()
-    ra = relay_client()
+    ra = relay_client("httpx")
     check_relay(rs, base, n)
     hxa = loop.run_until_complete(_make(lambda: httpx.AsyncClient(timeout=None)))
     variants: dict[str, Callable[[], Any]] = {
         "a raw httpx sync (iter_lines+json.loads)": lambda: raw_httpx_sync(hx, base),
         "b openai SDK sync": lambda: openai_sdk(oc),
         "c llmrelay sync": lambda: relay_sync(rs, base),
-        "d llmrelay async (httpx)": lambda: relay_async(ra, base),
+        "d llmrelay async, async_backend=httpx": lambda: relay_async(ra, base),
         "e raw httpx async (aiter_lines+json.loads)": lambda: raw_httpx_async(hxa, base),
     }
     if HAVE_AIOHTTP:
@@ -235,7 +262,7 @@ def bench_chunks(srv: Server, loop: asyncio.AbstractEventLoop, n: int, warmup: i
         session = loop.run_until_complete(_make(lambda: aiohttp.ClientSession()))
         rh = relay_client("aiohttp")
         variants["f raw aiohttp async (line iter+json.loads)"] = lambda: raw_aiohttp(session, base)
-        variants["g llmrelay async (aiohttp transport, prototype)"] = lambda: relay_async(rh, base)
+        variants["g llmrelay async, async_backend=aiohttp"] = lambda: relay_async(rh, base)
     res = interleaved(loop, variants, warmup, reps)
     hx.close()
     oc.close()
@@ -279,7 +306,7 @@ def bench_fixed(srv: Server, loop: asyncio.AbstractEventLoop, requests: int, war
     hx = httpx.Client(timeout=None)
     oc = openai.OpenAI(base_url=base, api_key="x", max_retries=0)
     rs = relay_client()
-    ra = relay_client()
+    ra = relay_client("httpx")
     check_relay(rs, base, 1)
     hxa = loop.run_until_complete(_make(lambda: httpx.AsyncClient(timeout=None)))
 
@@ -303,7 +330,7 @@ def bench_fixed(srv: Server, loop: asyncio.AbstractEventLoop, requests: int, war
         "llmrelay sync": many_sync(lambda: relay_sync(rs, base)),
         "openai SDK sync": many_sync(lambda: openai_sdk(oc)),
         "raw httpx async": many_async(lambda: raw_httpx_async(hxa, base)),
-        "llmrelay async (httpx)": many_async(lambda: relay_async(ra, base)),
+        "llmrelay async, async_backend=httpx": many_async(lambda: relay_async(ra, base)),
     }
     if HAVE_AIOHTTP:
         import aiohttp
@@ -311,7 +338,7 @@ def bench_fixed(srv: Server, loop: asyncio.AbstractEventLoop, requests: int, war
         session = loop.run_until_complete(_make(lambda: aiohttp.ClientSession()))
         rh = relay_client("aiohttp")
         variants["raw aiohttp async"] = many_async(lambda: raw_aiohttp(session, base))
-        variants["llmrelay async (aiohttp transport)"] = many_async(lambda: relay_async(rh, base))
+        variants["llmrelay async, async_backend=aiohttp"] = many_async(lambda: relay_async(rh, base))
     res = interleaved(loop, variants, warmup, reps)
     hx.close()
     oc.close()
@@ -366,17 +393,13 @@ def bench_concurrency(
         out = await coro
         return time.process_time() - c0, time.perf_counter() - w0, out
 
-    async def relay(backend: str, keepalive: int | None = None) -> list[tuple[float, float, Any]]:
+    async def relay(backend: str) -> list[tuple[float, float, Any]]:
         c = relay_client(backend)
-        saved = T.ASYNC_MAX_KEEPALIVE
-        if keepalive is not None:  # what the pool is built with (lazily, on the first request)
-            T.ASYNC_MAX_KEEPALIVE = keepalive
         try:
             cold = await timed(fan_out(lambda: relay_async(c, base)))
             warm = await timed(fan_out(lambda: relay_async(c, base)))
             return [cold, warm]
         finally:
-            T.ASYNC_MAX_KEEPALIVE = saved
             await c.aclose()
 
     async def hx(mod: Any, limits: Any) -> list[tuple[float, float, Any]]:
@@ -389,15 +412,11 @@ def bench_concurrency(
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) as s:
             return [await timed(fan_out(lambda: raw_aiohttp(s, base)))]
 
-    now = getattr(T, "ASYNC_MAX_KEEPALIVE", None)
     # name(s) of the row(s) a run fills -> the run
     variants: dict[tuple[str, ...], Callable[[], Any]] = {
-        (f"llmrelay async (httpx, max_conn=10k, keepalive={now})", WARM): lambda: relay("httpx"),
+        (f"llmrelay async, httpx (max_conn={T.ASYNC_MAX_CONNECTIONS:,}, keepalive={T.ASYNC_MAX_KEEPALIVE})", WARM):
+            lambda: relay("httpx"),
     }
-    if now is not None and now > 20:
-        # httpcore 1.0's pool scans every connection for each idle one on every request
-        # start/end: O(idle x total). Fewer idle connections kept = far less of that.
-        variants[("llmrelay async (httpx, keepalive=20: proposed)", WARM + ".")] = lambda: relay("httpx", keepalive=20)
     variants[("raw httpx.AsyncClient() default limits (100)",)] = lambda: hx(httpx, httpx.Limits())
     try:
         import httpx2  # the fork openai>=3.50 runs on; its pool is not O(n^2)
@@ -409,7 +428,7 @@ def bench_concurrency(
     if HAVE_AIOHTTP:
         variants[("raw aiohttp default connector (limit=100)",)] = lambda: aio(100)
         variants[("raw aiohttp TCPConnector(limit=0)",)] = lambda: aio(0)
-        variants[("llmrelay async (aiohttp transport, prototype)", WARM + "..")] = lambda: relay("aiohttp")
+        variants[(f"llmrelay async, aiohttp (limit={T.ASYNC_MAX_CONNECTIONS:,})", WARM + ".")] = lambda: relay("aiohttp")
     samples: dict[str, list[tuple[float, float]]] = {n: [] for names in variants for n in names}
     complete: dict[str, bool] = {}
     t_section = time.perf_counter()
@@ -531,17 +550,191 @@ def bench_stream_memory(srv: Server, sizes: list[int]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
+# 6. tool loop
+# ---------------------------------------------------------------------------
+def bench_tools(srv: Server, loop: asyncio.AbstractEventLoop, n: int, warmup: int, reps: int) -> dict[str, Any]:
+    """Sync, interleaved: the n-chunk stream with and without `tools=[lookup]` (no call in the
+    stream, so one turn), and a real tool round (`/t<n>`: a tool-call stream, `lookup` runs, then
+    the n-chunk answer). `answer us/chunk` is the CPU from the first text event to the end."""
+    from _server import TOOL_NAME
+
+    base, tbase = srv.base(f"n{n}"), srv.base(f"t{n}")
+    lookup = _lookup_tool()
+    assert lookup.name == TOOL_NAME
+    plain, tooled, rounds = relay_client(), relay_client(), relay_client()
+    check_relay(plain, base, n)
+    r = rounds.complete(MODEL, MESSAGES, base_url=tbase, tools=[lookup])
+    assert r.text == text_of(n) and r.finish_reason == "stop", r
+    PLAIN, TOOLS, ROUND = ("llmrelay sync, no tools", "llmrelay sync, tools=[lookup], no call (one turn)",
+                           f"llmrelay sync, tool round, then the {n:,}-chunk answer")
+    variants: dict[str, Callable[[], Any]] = {
+        PLAIN: lambda: relay_sync_timed(plain, base),
+        TOOLS: lambda: relay_sync_timed(tooled, base, tools=[lookup]),
+        ROUND: lambda: relay_sync_timed(rounds, tbase, tools=[lookup]),
+    }
+    res = interleaved(loop, variants, warmup, reps)
+    for c in (plain, tooled, rounds):
+        c.close()
+    base_cpu = res[PLAIN]["cpu_s"]
+    base_answer = statistics.median(a for _, a in res[PLAIN]["outs"])
+    rows = []
+    for name, v in res.items():
+        answer = statistics.median(a for _, a in v["outs"])
+        rows.append({
+            "variant": name,
+            "us_per_chunk": v["cpu_s"] / n * 1e6,
+            "answer_us_per_chunk": answer / n * 1e6,
+            "wall_ms": v["wall_s"] * 1e3,
+            "x_total": v["cpu_s"] / base_cpu,
+            "x_answer": answer / base_answer,
+            "events": v["out"][0],
+            "cpu_samples_s": v["cpu_all_s"],
+        })
+    rows[2]["tool_round_fixed_us"] = (res[ROUND]["cpu_s"] - base_cpu) * 1e6  # the extra turn + running the tool
+    return {"chunks": n, "reps": reps, "rows": rows,
+            "tools_ratio": res[TOOLS]["cpu_s"] / base_cpu,
+            "round_answer_ratio": rows[2]["x_answer"]}
+
+
+# ---------------------------------------------------------------------------
+# 7. logging
+# ---------------------------------------------------------------------------
+def _ttft_sync(client: Any, base: str) -> float:
+    t0 = time.perf_counter()
+    first = None
+    with client.stream(MODEL, MESSAGES, base_url=base) as s:
+        for e in s:
+            if first is None and e.type == "text":
+                first = time.perf_counter() - t0
+    assert first is not None
+    return first
+
+
+def bench_logging(srv: Server, loop: asyncio.AbstractEventLoop, n: int, warmup: int, reps: int,
+                  ttft_reps: int, paced: str = "p10d5") -> dict[str, Any]:
+    """Per-chunk CPU of the n-chunk stream with `Client(log=<temp sqlite>)` vs without: each logged
+    run ends with `hook.flush()`, so the writer thread's CPU (serialize, insert, commit) is counted.
+    Then TTFT (from `stream(...)` to the first text event) on a paced stream, alternating plain and
+    logged calls, without flushing: the writer runs in the background, as in an app."""
+    import shutil
+    import tempfile
+
+    from llmrelay.logs import LogHook
+
+    tmp = tempfile.mkdtemp(prefix="llmrelay-bench-")
+    path = os.path.join(tmp, "logs.db")
+    base, pbase = srv.base(f"n{n}"), srv.base(paced)
+    plain, logged = relay_client(), relay_client(log=path)
+    hook = next(h for h in logged.hooks if isinstance(h, LogHook))
+    check_relay(plain, base, n)
+    check_relay(logged, base, n)
+    hook.flush()
+    written0 = hook.stats.written
+
+    def logged_run() -> int:
+        out = relay_sync(logged, base)
+        hook.flush()
+        return out
+
+    PLAIN, LOGGED = "llmrelay sync", "llmrelay sync, log=<temp>.db (+ flush)"
+    res = interleaved(loop, {PLAIN: lambda: relay_sync(plain, base), LOGGED: logged_run}, warmup, reps)
+    rows = [{"variant": k, "us_per_chunk": v["cpu_s"] / n * 1e6, "wall_ms": v["wall_s"] * 1e3,
+             "x": v["cpu_s"] / res[PLAIN]["cpu_s"], "cpu_samples_s": v["cpu_all_s"]} for k, v in res.items()]
+    written = hook.stats.written - written0
+
+    for _ in range(5):  # warm the paced path
+        _ttft_sync(plain, pbase), _ttft_sync(logged, pbase)
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(ttft_reps):  # interleaved, alternating which goes first
+        if i % 2:
+            b.append(_ttft_sync(logged, pbase))
+            a.append(_ttft_sync(plain, pbase))
+        else:
+            a.append(_ttft_sync(plain, pbase))
+            b.append(_ttft_sync(logged, pbase))
+    hook.flush()
+    stats = hook.stats
+    out = {
+        "chunks": n, "reps": reps, "rows": rows, "rows_written": written,
+        "cpu_ratio": res[LOGGED]["cpu_s"] / res[PLAIN]["cpu_s"],
+        "ttft_scenario": paced, "ttft_reps": ttft_reps,
+        "ttft_p50_plain_ms": statistics.median(a) * 1e3,
+        "ttft_p50_logged_ms": statistics.median(b) * 1e3,
+        "ttft_p90_plain_ms": statistics.quantiles(a, n=10)[-1] * 1e3,
+        "ttft_p90_logged_ms": statistics.quantiles(b, n=10)[-1] * 1e3,
+        "ttft_ratio": statistics.median(y / x for x, y in zip(a, b)),  # median of paired ratios
+        "ttft_added_us": statistics.median(y - x for x, y in zip(a, b)) * 1e6,
+        "log_dropped": stats.dropped, "log_failed": stats.failed,
+    }
+    plain.close()
+    logged.close()
+    hook.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# 8. structured output, 9. memory (with_memory): the two bench modules
+# ---------------------------------------------------------------------------
+def bench_structured_section(quick: bool) -> dict[str, Any]:
+    import bench_structured
+
+    return bench_structured.run(reps=3 if quick else 7)
+
+
+def bench_memory_section(quick: bool) -> dict[str, Any]:
+    import logging
+
+    import bench_memory
+
+    class Once(logging.Filter):  # a failing learner logs once per exchange; show the first, count the rest
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = 0
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            self.seen += 1
+            return self.seen == 1
+
+    log = logging.getLogger("llmrelay.memory")
+    once = Once()
+    log.addFilter(once)
+    try:
+        out = bench_memory.run(reps=15, zero_latency_reps=41) if quick else bench_memory.run()
+    finally:
+        log.removeFilter(once)
+    out["memory_log_records"] = once.seen
+    return out
+
+
+# ---------------------------------------------------------------------------
 # profile
 # ---------------------------------------------------------------------------
 def profile(srv: Server, which: str, n: int = 2000, runs: int = 5, top: int = 15) -> None:
+    """cProfile llmrelay on the n-chunk stream: sync, async (httpx backend), aiohttp (aiohttp
+    backend), tools (sync, a tool round then the answer), log (sync, Client(log=...), flushed)."""
     import cProfile
     import pstats
+    import shutil
+    import tempfile
 
     base = srv.base(f"n{n}")
     loop = asyncio.new_event_loop()
-    client = relay_client("aiohttp" if which == "aiohttp" else "httpx")
+    tmp = tempfile.mkdtemp(prefix="llmrelay-bench-")
+    client = relay_client("aiohttp" if which == "aiohttp" else "httpx",
+                          **({"log": os.path.join(tmp, "logs.db")} if which == "log" else {}))
     if which == "sync":
         fn: Callable[[], Any] = lambda: relay_sync(client, base)  # noqa: E731
+    elif which == "tools":
+        lookup = _lookup_tool()
+        fn = lambda: relay_sync(client, srv.base(f"t{n}"), tools=[lookup])  # noqa: E731
+    elif which == "log":
+        hook = client.hooks[-1]
+
+        def fn() -> None:
+            relay_sync(client, base)
+            hook.flush()
     else:
         fn = lambda: loop.run_until_complete(relay_async(client, base))  # noqa: E731
     for _ in range(2):
@@ -551,11 +744,84 @@ def profile(srv: Server, which: str, n: int = 2000, runs: int = 5, top: int = 15
     for _ in range(runs):
         fn()
     prof.disable()
-    print(f"cProfile: llmrelay {which}, {runs} x {n}-chunk stream, top {top} by tottime")
+    print(f"cProfile: llmrelay {which}, {runs} x {n}-chunk stream, top {top} by tottime"
+          + (" (the log writer thread is not profiled: cProfile sees this thread only)" if which == "log" else ""))
     pstats.Stats(prof).strip_dirs().sort_stats("tottime").print_stats(top)
-    if which != "sync":
+    if which in ("async", "aiohttp"):
         loop.run_until_complete(client.aclose())
+    client.close()
     loop.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# bars
+# ---------------------------------------------------------------------------
+def _row(section: dict[str, Any] | None, key: str, prefix: str) -> dict[str, Any] | None:
+    for r in (section or {}).get("rows", []):
+        if r[key].startswith(prefix):
+            return r
+    return None
+
+
+def compute_bars(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """[{what, value, bar, ok}]: ok is None when the numbers are missing (section skipped or failed)."""
+    out: list[dict[str, Any]] = []
+
+    def bar(what: str, value: float | None, limit: float, fmt: str, op: str = "<=", note: str = "") -> None:
+        ok = None if value is None else (value <= limit if op == "<=" else value < limit)
+        out.append({"what": what, "value": value, "bar": f"{op} {format(limit, fmt)}", "ok": ok,
+                    "shown": "-" if value is None else format(value, fmt), "note": note})
+
+    def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> float | None:
+        return a[key] / b[key] if a and b else None
+
+    ch = res.get("chunks")
+    raw_s, raw_a = _row(ch, "variant", "a "), _row(ch, "variant", "e ")
+    bar("per-chunk CPU: llmrelay sync / raw httpx sync", ratio(_row(ch, "variant", "c "), raw_s, "us_per_chunk"), 2, ".2f")
+    bar("per-chunk CPU: llmrelay async httpx / raw httpx async",
+        ratio(_row(ch, "variant", "d "), raw_a, "us_per_chunk"), 2, ".2f")
+    if HAVE_AIOHTTP:
+        bar("per-chunk CPU: llmrelay async aiohttp / raw httpx async",
+            ratio(_row(ch, "variant", "g "), raw_a, "us_per_chunk"), 2, ".2f")
+    fx = res.get("fixed")
+    for label, prefix in (("sync", "llmrelay sync"), ("async httpx", "llmrelay async, async_backend=httpx"),
+                          ("async aiohttp", "llmrelay async, async_backend=aiohttp")):
+        if label == "async aiohttp" and not HAVE_AIOHTTP:
+            continue
+        r = _row(fx, "variant", prefix)
+        bar(f"fixed cost/request: llmrelay {label} / raw httpx {label.split()[0]}",
+            r["x_vs_raw_httpx"] if r else None, 1.5, ".2f")
+    imp = _row(res.get("import"), "what", "import llmrelay")
+    bar("import llmrelay (ms)", imp["ms"] if imp else None, 150, ".1f", "<")
+    mem = [r for r in (res.get("memory") or {}).get("rows", []) if r["variant"] == "llmrelay sync"]
+    flat = mem[-1]["peak_bytes_per_chunk"] / mem[0]["peak_bytes_per_chunk"] if len(mem) > 1 else None
+    bar("stream memory flat: peak B/chunk at 100k / at 10k", flat, 1.10, ".2f")
+    t = res.get("tools") or {}
+    bar("tools=[fn], no call: per-chunk CPU / without tools", t.get("tools_ratio"), 1.05, ".3f",
+        note="'no measurable cost'; 5% taken as the noise floor")
+    bar("tool round: answer per-chunk CPU / plain stream", t.get("round_answer_ratio"), 1.05, ".3f",
+        note="same 5%")
+    lg = res.get("logging") or {}
+    bar("log=<sqlite>: per-chunk CPU / without (writer incl.)", lg.get("cpu_ratio"), 1.10, ".3f", "<")
+    bar("log=<sqlite>: TTFT p50 / without (paired median)", lg.get("ttft_ratio"), 1.05, ".3f",
+        note="'nothing added'; 5% taken as the noise floor")
+    m = res.get("memory_ttft") or {}
+    bar("with_memory (no search): TTFT / without", m.get("ratio"), 1.05, ".3f")
+    st = res.get("structured") or {}
+    flat_st = (st["output_last_quarter_us_per_chunk"] / st["output_first_quarter_us_per_chunk"]
+               if st.get("output_first_quarter_us_per_chunk") else None)
+    bar("structured: output=Model per-chunk CPU, last / first quarter", flat_st, 1.5, ".2f",
+        note="flat: no re-parse of the prefix")
+    # No bar was set for output=; the per-chunk bar (<= 2x raw httpx) is applied to a stream with
+    # output=Model: llmrelay sync's us/chunk (section 1) plus what output= adds per chunk (section 8,
+    # measured in-process, so it adds the same absolute CPU whatever the transport).
+    c = _row(ch, "variant", "c ")
+    with_output = ((c["us_per_chunk"] + st["output_overhead_us_per_chunk"]) / raw_s["us_per_chunk"]
+                   if c and raw_s and "output_overhead_us_per_chunk" in st else None)
+    bar("structured: (llmrelay sync + output= cost) / raw httpx", with_output, 2, ".2f",
+        note="the per-chunk bar applied to output=Model")
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -623,8 +889,78 @@ def print_table(res: dict[str, Any]) -> None:
         out.append("   (text bytes = sys.getsizeof of the final str: 4 B/char here, the text has an emoji; "
                    "held after = still traced with the finished stream alive)")
         out.append("")
+    if "tools" in res:
+        t = res["tools"]
+        out.append(f"6. Tool loop: per-chunk client CPU, {t['chunks']:,}-chunk stream, sync (median of {t['reps']}; "
+                   "answer = CPU from the first text event on)")
+        out.append(f"   {'variant':<56}{'us/chunk':>10}{'answer us/chunk':>17}{'wall ms':>9}{'x':>7}{'x answer':>10}")
+        for r in t["rows"]:
+            out.append(f"   {r['variant']:<56}{r['us_per_chunk']:>10.2f}{r['answer_us_per_chunk']:>17.2f}"
+                       f"{r['wall_ms']:>9.1f}{r['x_total']:>7.3f}{r['x_answer']:>10.3f}")
+        out.append(f"   (the tool round adds {t['rows'][2]['tool_round_fixed_us']:.0f} us CPU in all: "
+                   "a second request, the tool-call turn, validating and running `lookup`)")
+        out.append("")
+    if "logging" in res:
+        lg = res["logging"]
+        out.append(f"7. Logging: Client(log=<temp sqlite>) vs none, sync (median of {lg['reps']}; "
+                   f"{lg['rows_written']} rows written, {lg['log_dropped']} dropped, {lg['log_failed']} failed)")
+        out.append(f"   {'variant':<56}{'us/chunk':>10}{'wall ms':>10}{'x':>8}")
+        for r in lg["rows"]:
+            out.append(f"   {r['variant']:<56}{r['us_per_chunk']:>10.2f}{r['wall_ms']:>10.1f}{r['x']:>8.3f}")
+        out.append(f"   TTFT, client-side (stream() to first text event), /{lg['ttft_scenario']} paced stream, "
+                   f"{lg['ttft_reps']} alternating pairs, writer in the background:")
+        out.append(f"   {'':<56}{'p50 ms':>10}{'p90 ms':>10}")
+        out.append(f"   {'without log':<56}{lg['ttft_p50_plain_ms']:>10.3f}{lg['ttft_p90_plain_ms']:>10.3f}")
+        out.append(f"   {'with log':<56}{lg['ttft_p50_logged_ms']:>10.3f}{lg['ttft_p90_logged_ms']:>10.3f}")
+        out.append(f"   paired: TTFT ratio {lg['ttft_ratio']:.3f} (median of with/without per pair), "
+                   f"{lg['ttft_added_us']:+.0f} us median difference; ratio of the p50s "
+                   f"{lg['ttft_p50_logged_ms'] / lg['ttft_p50_plain_ms']:.3f}")
+        out.append("")
+    if "structured" in res:
+        st = res["structured"]
+        out.append(f"8. Structured output: {int(st['chunks']):,}-chunk JSON object stream, in-process MockTransport "
+                   "(bench/bench_structured.py; client CPU, best of runs)")
+        for label, key in (
+            ("plain stream (no output=)", "plain_us_per_chunk"),
+            ("stream, output=Model", "output_model_us_per_chunk"),
+            ("stream, output=list[Entry]", "output_list_us_per_chunk"),
+            ("complete, output=Model", "complete_output_us_per_chunk"),
+            ("  overhead of output= (stream)", "output_overhead_us_per_chunk"),
+            ("stream, output=Model, first 500 chunks", "output_first_quarter_us_per_chunk"),
+            ("stream, output=Model, last 500 chunks", "output_last_quarter_us_per_chunk"),
+            ("parser alone, first 500 chunks", "parser_first_quarter_us_per_chunk"),
+            ("parser alone, last 500 chunks", "parser_last_quarter_us_per_chunk"),
+        ):
+            x = f"{st[key] / st['plain_us_per_chunk']:>8.2f}x plain" if key.startswith(("output_model", "output_list", "complete")) else ""
+            out.append(f"   {label:<56}{st[key]:>10.2f} us/chunk{x}")
+        out.append("")
+    if "memory_ttft" in res:
+        m = res["memory_ttft"]
+        out.append(f"9. Memory (with_memory, no search): TTFT, first token after {m['first_token_delay_ms']:.0f} ms, "
+                   f"{m['reps']} interleaved rounds (bench/bench_memory.py)")
+        out.append(f"   {'without memory':<56}{m['ttft_plain_ms']:>10.2f} ms")
+        out.append(f"   {'with memory':<56}{m['ttft_memory_ms']:>10.2f} ms")
+        out.append(f"   {'ratio (median of paired)':<56}{m['ratio']:>10.3f}     (ratio of medians {m['ratio_of_medians']:.3f})")
+        out.append(f"   zero-latency server: +{m['overhead_us']:.0f} us per call with memory "
+                   f"(TTFT {m['ttft_zero_latency_plain_us']:.0f} us without); MemoryClient._prepare {m['prepare_us']:.1f} us")
+        note = "" if not m["failed"] else "  <- learning FAILED, so its background work is missing from this TTFT"
+        out.append(f"   background learning during the run: {m['learned']} learned, {m['failed']} failed{note}")
+        out.append("")
+    for key, err in res.get("errors", {}).items():
+        out.append(f"!! section {key} failed: {err}")
+    if res.get("errors"):
+        out.append("")
+    if res.get("bars"):
+        out.append("Bars")
+        out.append(f"   {'':<62}{'value':>9}{'bar':>10}")
+        for b in res["bars"]:
+            verdict = {True: "PASS", False: "FAIL", None: "n/a"}[b["ok"]]
+            note = f"  ({b['note']})" if b["note"] else ""
+            out.append(f"   {b['what']:<62}{b['shown']:>9}{b['bar']:>10}  {verdict}{note}")
+        out.append("")
     secs = ", ".join(f"{k} {v:.0f}" for k, v in res["meta"].get("section_seconds", {}).items())
-    out.append(f"total bench time {res['meta']['seconds']:.0f} s ({secs}); JSON: .bench/results.json")
+    out.append(f"total bench time {res['meta']['seconds']:.0f} s ({secs}); load at the end "
+               f"{res['meta']['loadavg_end'][0]:.1f}; JSON: .bench/results.json")
     print("\n".join(out))
 
 
@@ -640,11 +976,15 @@ def versions() -> dict[str, str]:
     return out
 
 
+SECTIONS = ("chunks", "fixed", "concurrency", "tools", "logging", "import", "memory", "structured", "memory_ttft")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller runs (smoke test)")
-    ap.add_argument("--only", default="chunks,fixed,concurrency,import,memory", help="comma-separated sections")
-    ap.add_argument("--profile", choices=("sync", "async", "aiohttp"), help="cProfile llmrelay on the 2,000-chunk stream and exit")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--profile", choices=("sync", "async", "aiohttp", "tools", "log"),
+                    help="cProfile llmrelay on the 2,000-chunk stream and exit")
     ap.add_argument("--streams", type=int, default=500, help="concurrent streams in section 3")
     args = ap.parse_args()
     _raise_nofile()
@@ -670,20 +1010,34 @@ def main() -> None:
         asyncio.set_event_loop(loop)
         timing = res["meta"]["section_seconds"] = {}
 
+        errors = res["errors"] = {}
+
         def section(key: str, fn: Callable[[], Any]) -> None:
             if key in only:
                 t0 = time.perf_counter()
-                res[key] = fn()
+                try:
+                    res[key] = fn()
+                except Exception as exc:  # one broken section must not cost the rest of the run
+                    import traceback
+
+                    traceback.print_exc()
+                    errors[key] = f"{type(exc).__name__}: {exc}"
                 timing[key] = round(time.perf_counter() - t0, 1)
 
         section("chunks", lambda: bench_chunks(srv, loop, n=2000, warmup=2, reps=3 if q else 9))
         section("fixed", lambda: bench_fixed(srv, loop, requests=100 if q else 300, warmup=1, reps=2 if q else 3))
         section("concurrency", lambda: bench_concurrency(
             srv, loop, streams=min(args.streams, 100) if q else args.streams, chunks=20, delay_ms=50, reps=1 if q else 3))
+        section("tools", lambda: bench_tools(srv, loop, n=2000, warmup=2, reps=5 if q else 15))
+        section("logging", lambda: bench_logging(srv, loop, n=2000, warmup=2, reps=5 if q else 15,
+                                                 ttft_reps=21 if q else 61))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         section("import", lambda: bench_import(runs=3 if q else 5))
         section("memory", lambda: bench_stream_memory(srv, [10_000] if q else [10_000, 100_000]))
+    section("structured", lambda: bench_structured_section(q))
+    section("memory_ttft", lambda: bench_memory_section(q))
+    res["bars"] = compute_bars(res)
     res["meta"]["seconds"] = time.perf_counter() - t_start
     res["meta"]["loadavg_end"] = os.getloadavg()
     print_table(res)
