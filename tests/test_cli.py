@@ -1,5 +1,8 @@
 """The `llmrelay` command, run for real: in a pseudo-terminal (pexpect) or a subprocess,
-against a `ReplayServer` on 127.0.0.1. Never touches the network."""
+against a `ReplayServer` on 127.0.0.1. Never touches the network.
+
+`chat` logs by default: every test here points `LLMRELAY_LOG_DIR` (and `XDG_DATA_HOME`)
+at its own temporary directory, so nothing is ever written to the user's log file."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from llmrelay.logs import open_store
 from llmrelay.providers import PROVIDERS
 from llmrelay.testing import Reply
 
@@ -26,6 +30,27 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\r")
 
 TEXT_REC = "openai_chat/text_usage_chunk.sse"  # 34 events: "I'm unable to provide … or a weather app."
 FIRST_WORDS, LAST_WORDS = "unable to provide", "weather app"
+FULL_TEXT = ("I'm unable to provide real-time weather updates. To get the current weather in San Francisco, "
+             "I recommend checking a reliable weather website or a weather app.")
+#: gpt-4o, 14 in / 30 out tokens: priced by genai-prices when installed (the `prices` extra).
+HAS_PRICES = importlib.util.find_spec("genai_prices") is not None
+GPT4O_COST = "cost $0.000335" if HAS_PRICES else "cost n/a"
+
+
+@pytest.fixture(autouse=True)
+def log_db(tmp_path, monkeypatch) -> Path:
+    """The default log file of every command a test runs: in the test's own directory."""
+    monkeypatch.setenv("LLMRELAY_LOG_DIR", str(tmp_path / "logdir"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("LLMRELAY_LOG", raising=False)
+    monkeypatch.delenv("LLMRELAY_LOG_FILES", raising=False)
+    return tmp_path / "logdir" / "logs.db"
+
+
+def logged(path: Path) -> list[dict]:
+    assert path.exists(), f"no log database at {path}"
+    with open_store(str(path)) as store:
+        return store.rows()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -78,12 +103,12 @@ def test_chat_streams_incrementally_in_a_tty(server):
     child.close()
     assert child.exitstatus == 0, log.getvalue()
     out = ANSI.sub("", log.getvalue())
-    assert "TTFT" in out and "14 in / 30 out tokens" in out and "cost n/a" in out
+    assert "TTFT" in out and "14 in / 30 out tokens" in out and GPT4O_COST in out
     assert "Traceback" not in out
     assert server.requests[0].completed
 
 
-def test_ctrl_c_closes_the_stream_and_exits_130(server):
+def test_ctrl_c_closes_the_stream_and_exits_130(server, log_db):
     server.enqueue(paced(TEXT_REC, 0.3))  # ~10 s in all: plenty of time to interrupt
     child, log = spawn("chat", "What's the weather?", *openai_args(server))
     child.expect(FIRST_WORDS, timeout=5)
@@ -105,6 +130,13 @@ def test_ctrl_c_closes_the_stream_and_exits_130(server):
     if "\x1b[?25l" in raw:
         assert raw.rindex("\x1b[?25h") > raw.rindex("\x1b[?25l")
     assert "^C" not in raw
+    # the partial answer was kept on screen and logged, as "aborted"
+    [row] = logged(log_db)
+    assert row["status"] == "aborted" and row["usage_estimated"]
+    partial = row["text"]
+    assert partial.startswith("I'm unable to provide") and FULL_TEXT.startswith(partial) and partial != FULL_TEXT
+    assert partial.split()[-1].strip(".,") in out
+    assert row["request_messages"] == [{"role": "user", "content": "What's the weather?"}]
 
 
 def test_ctrl_c_restores_terminal_settings(server):
@@ -177,16 +209,131 @@ def test_in_band_error_keeps_partial_output(server):
     assert "Traceback" not in r.stderr
 
 
-def test_continue_is_not_available_yet():
-    r = run("chat", "hi", "-c", "-m", "openai:gpt-4o")
+def test_missing_model_is_a_usage_error():
+    r = run("chat", "hi")
     assert r.returncode == 2
-    assert "not available yet" in r.stderr
+    assert "llmrelay: error: -m/--model is required" in r.stderr
+
+
+def test_continue_with_nothing_logged_says_so(log_db):
+    r = run("chat", "-c", "and then?")
+    assert r.returncode == 1
+    assert r.stderr.startswith("llmrelay: error: nothing to continue: no conversation is logged at ")
+    assert str(log_db) in r.stderr and "Traceback" not in r.stderr
+    assert not log_db.exists()  # -c only reads; it does not create a store
+
+
+def test_continue_with_an_empty_log_says_so(tmp_path):
+    from llmrelay.logs.sqlite import SQLiteStore
+
+    empty = tmp_path / "empty.db"
+    SQLiteStore(str(empty)).open().close()
+    r = run("chat", "-c", "and then?", "--db", str(empty))
+    assert r.returncode == 1
+    assert "llmrelay: error: nothing to continue: " in r.stderr and "no conversation yet" in r.stderr
+
+
+# -- logging and -c ------------------------------------------------------------------------------
+
+
+def test_chat_logs_by_default_and_continue_sends_the_whole_conversation(server, log_db):
+    server.enqueue(Reply.recording(TEXT_REC), Reply.recording(TEXT_REC))
+    r = run("chat", "weather?", "-s", "Be brief.", *openai_args(server))
+    assert r.returncode == 0, r.stderr
+    [row] = logged(log_db)
+    assert row["status"] == "ok" and row["text"] == FULL_TEXT
+    assert (row["input_tokens"], row["output_tokens"]) == (14, 30)
+    if HAS_PRICES:
+        assert row["cost_usd"] == pytest.approx(0.000335)
+    # -c: no -m needed (the logged model is reused), the first exchange + the new prompt
+    r = run("chat", "-c", "And tomorrow?", "-v", "--base-url", server.url + "/v1", "--key", "test-key")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == FULL_TEXT
+    second = server.requests[1].json
+    assert second["model"] == "gpt-4o"
+    assert second["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": FULL_TEXT},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    assert f"continuing call {row['correlation_id']}" in r.stderr
+    assert f"logged to {log_db}" in r.stderr
+    rows = logged(log_db)
+    assert len(rows) == 2 and rows[1]["request_messages"] == second["messages"]
+
+
+def test_continue_after_ctrl_c_continues_the_partial_answer(server, log_db):
+    """The aborted row is a conversation too: -c sends the partial answer back."""
+    server.enqueue(paced(TEXT_REC, 0.3))
+    child, log = spawn("chat", "What's the weather?", *openai_args(server))
+    child.expect(FIRST_WORDS, timeout=5)
+    child.send("\x03")
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert child.exitstatus == 130, ANSI.sub("", log.getvalue())
+    [row] = logged(log_db)
+    server.enqueue(Reply.recording(TEXT_REC))
+    r = run("chat", "-c", "go on", *openai_args(server))
+    assert r.returncode == 0, r.stderr
+    assert server.requests[-1].json["messages"] == [
+        {"role": "user", "content": "What's the weather?"},
+        {"role": "assistant", "content": row["text"]},
+        {"role": "user", "content": "go on"},
+    ]
+
+
+def test_no_log_and_log_path(server, log_db, tmp_path):
+    server.enqueue(*(Reply.recording(TEXT_REC) for _ in range(4)))
+    assert run("chat", "one", "--no-log", *openai_args(server)).returncode == 0
+    assert run("chat", "two", *openai_args(server), env=clean_env(LLMRELAY_LOG="0")).returncode == 0
+    assert not log_db.exists()
+    mine = tmp_path / "mine.db"
+    r = run("chat", "three", *openai_args(server), f"--log={mine}", env=clean_env(LLMRELAY_LOG="0"))
+    assert r.returncode == 0, r.stderr
+    assert [row["request_messages"][-1]["content"] for row in logged(mine)] == ["three"]
+    assert not log_db.exists()
+    listed = run("logs", "list", "--db", str(mine))
+    assert listed.returncode == 0 and "openai:gpt-4o" in listed.stdout
+    from_env = tmp_path / "env.db"  # LLMRELAY_LOG=PATH
+    assert run("chat", "four", *openai_args(server), env=clean_env(LLMRELAY_LOG=str(from_env))).returncode == 0
+    assert len(logged(from_env)) == 1 and not log_db.exists()
+
+
+def test_a_log_store_that_cannot_be_written_does_not_fail_the_chat(server, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    server.enqueue(Reply.recording(TEXT_REC))
+    r = run("chat", "hi", *openai_args(server), env=clean_env(LLMRELAY_LOG_DIR=str(blocker)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == FULL_TEXT
+    assert "llmrelay: warning: this call was not logged: " in r.stderr
+    assert "Traceback" not in r.stderr and "LogStoreWarning" not in r.stderr
+
+
+def test_errors_are_logged_with_the_partial_answer(server, log_db):
+    server.enqueue(Reply.recording("groq/error_event_tool_use_failed.sse"))
+    r = run("chat", "call the tool", "-m", "groq:openai/gpt-oss-120b", "--base-url", server.url + "/v1", "--key", "k")
+    assert r.returncode == 1
+    [row] = logged(log_db)
+    assert row["status"] == "error" and row["error_type"] == "ProviderStreamError"
+    assert "We need to call the tool" in row["reasoning"]
+
+
+def test_verbose_says_why_there_is_no_cost_or_where_the_price_came_from(server):
+    server.enqueue(Reply.recording("ollama/chat_text_done_stop.ndjson"), Reply.recording(TEXT_REC))
+    r = run("chat", "hi", "-v", "-m", "ollama:gemma3:1b", "--base-url", server.url)
+    assert r.returncode == 0, r.stderr
+    assert "cost n/a (ollama serves local models" in r.stderr
+    r = run("chat", "hi", "-v", *openai_args(server))
+    assert r.returncode == 0, r.stderr
+    assert ("cost $0.000335 (genai-prices openai:gpt-4o)" if HAS_PRICES else "cost n/a (") in r.stderr
 
 
 # -- plain output, options, stdin ------------------------------------------------------------------
 
 
-def test_json_prints_one_typed_event_per_line(server):
+def test_json_prints_one_typed_event_per_line(server, log_db):
     server.enqueue(Reply.recording(TEXT_REC))
     r = run("chat", "weather?", "--json", *openai_args(server))
     assert r.returncode == 0, r.stderr
@@ -198,7 +345,13 @@ def test_json_prints_one_typed_event_per_line(server):
     assert text.startswith("I'm unable to provide") and text.endswith("weather app.")
     usage = next(obj for obj in lines if obj["type"] == "usage")["usage"]
     assert usage["input_tokens"] == 14 and usage["output_tokens"] == 30
-    assert lines[-1]["status"] == "ok"
+    done = lines[-1]
+    assert done["status"] == "ok"
+    if HAS_PRICES:
+        assert done["cost"]["usd"] == pytest.approx(0.000335) and done["cost"]["source"] == "prices"
+    else:
+        assert done["cost"]["usd"] is None and done["cost"]["reason"]
+    assert [row["correlation_id"] for row in logged(log_db)] == [done["correlation_id"]]
 
 
 def test_plain_output_options_and_system_prompt(server):
@@ -208,7 +361,7 @@ def test_plain_output_options_and_system_prompt(server):
     assert r.returncode == 0, r.stderr
     assert "\x1b[" not in r.stdout  # not a TTY: plain text
     assert r.stdout.strip().endswith("weather app.")
-    assert "cost n/a" in r.stderr and "TTFT" in r.stderr
+    assert GPT4O_COST in r.stderr and "TTFT" in r.stderr
     body = server.requests[0].json
     assert body["temperature"] == 0.2
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
@@ -272,6 +425,14 @@ def test_demo_fast_runs_offline_without_a_tty():
     assert "ToolCallEnd" in out and '"city": "Edinburgh"' in out
     assert "ProviderStreamError" in out and "tool_use_failed" in out
     assert "StreamInterruptedError" in out
+    # the last section reads the demo's own temporary log store back
+    logs = out[out.index("7. Every call logged"):]
+    calls = int(re.search(r"demo OK: (\d+) calls", out).group(1))
+    m = re.search(r"(\d+) rows for (\d+) calls .* rows per status: error (\d+), ok (\d+)", logs)
+    assert m, logs
+    assert int(m.group(2)) == calls and int(m.group(1)) == int(m.group(3)) + int(m.group(4)) > calls
+    assert "TTFT p50" in logs and re.search(r"cost \$\d", logs) and "store.totals('model')" in logs
+    assert "FAILED" not in out
 
 
 def test_without_rich_a_terminal_gets_plain_incremental_text(server):
@@ -292,4 +453,4 @@ def test_without_rich_a_terminal_gets_plain_incremental_text(server):
     out = log.getvalue()
     assert child.exitstatus == 0, out
     assert "\x1b[" not in out and "Traceback" not in out
-    assert "weather app." in out and "cost n/a" in out
+    assert "weather app." in out and GPT4O_COST in out

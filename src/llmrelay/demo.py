@@ -387,12 +387,12 @@ class Demo:
                   [[str(g["key"]), num(g["calls"]), num(g["requests"]), num(g["failed"]), num(g["input_tokens"]),
                     num(g["output_tokens"]), money(g["cost_usd"]), ms(g["ttft_p50"])] for g in totals],
                   title="store.totals('model'), the same as `llmrelay logs totals --db FILE`")
-        for model, reason in sorted({(f"{r['provider']}:{r['model']}", r["cost_reason"] or "unknown")
-                                     for r in rows if r["cost_usd"] is None}):
-            out.line(f"no cost for {model}: {_shorten(reason, 110)}", style="dim")
+        for why in sorted({f"{r['provider']}:{r['model']}: {r['cost_reason']}" for r in rows if r["cost_usd"] is None}):
+            out.line(f"no cost for {_shorten(why, 130)}", style="dim")
         out.line(f"`llmrelay chat` logs like this by default, to {default_path()}; `llmrelay logs list` reads it.",
                  style="dim")
-        if len(calls) != len(self.calls) or not statuses.get("ok") or not statuses.get("error"):
+        failed = sum(c[2] not in ("ok", "truncated") for c in self.calls)
+        if len(calls) != len(self.calls) or statuses.get("error", 0) < failed:
             raise AssertionError(f"{len(self.calls)} calls made, {len(calls)} logged, statuses {dict(statuses)}")
 
 
@@ -439,11 +439,9 @@ def _run(out: Out, fast: bool, log_path: str) -> int:
             finally:
                 asyncio_log.setLevel(level)
     demo.summary()
-    try:
-        demo.section("7. Every call logged, read back from the log store", demo.logs)
-    finally:
-        if hook is not None:
-            hook.close(5)
+    demo.section("7. Every call logged, read back from the log store", demo.logs)
+    if hook is not None:
+        hook.close(5)  # before the temporary directory goes
     elapsed = time.perf_counter() - started
     if demo.failures:
         out.line(f"demo FAILED: {len(demo.failures)} problem(s) in {len(demo.calls)} calls", style="bold red")
