@@ -474,7 +474,7 @@ def test_sum_of_costs_is_unknown_if_a_part_is():
 # Live cost on the stream
 # ---------------------------------------------------------------------------
 async def test_live_cost_mid_stream(server, client, mode):
-    server.enqueue(Reply.recording(OK, chunking="events"))
+    server.enqueue(Reply.recording(OK, chunking="events", delay=0.003))  # paced: one read per event
     seen = []
     s = client.stream("openai:gpt-4o", HI) if mode == "sync" else client.astream("openai:gpt-4o", HI)
 
