@@ -29,7 +29,7 @@ from llmrelay import (
 )
 from llmrelay.fallback import DEFAULT_RESUME_PROMPT
 from llmrelay.prepare import protocol_module
-from llmrelay.testing import client_for, faults, read_recording
+from llmrelay.testing import Reply, client_for, faults, read_recording
 
 OPENAI = "openai:gpt-4o"
 ANTHROPIC = "anthropic:claude-sonnet-4-5"
@@ -637,3 +637,17 @@ async def test_logging_records_each_model_tried(server, make_client, mode, caplo
         ("turn_start", "openai", None), ("turn_end", "openai", "error"),
         ("turn_start", "anthropic", None), ("turn_end", "anthropic", "ok"),
     ]
+
+
+async def test_retries_of_a_failed_model_stay_in_the_attempts(server):
+    """[429, cut after content, ok]: the 429 retried on the first model, whose retry is cut; the
+    second model answers. Every request is on response.attempts, in order."""
+    from llmrelay.testing import client_for
+
+    client = client_for(server, retry=llmrelay.Retry(2, initial_delay=0.01))
+    body = read_recording("openai_chat/text_usage_chunk.sse")
+    server.enqueue(faults.status(429), Reply(body[: body.index(b"data:", 1500)]), Reply.recording("anthropic/text_basic.sse"))
+    r = client.complete(["openai:gpt-4o", "anthropic:claude-x"], "hi")
+    assert [type(a.error).__name__ if a.error else "ok" for a in r.attempts] == [
+        "RateLimitError", "StreamInterruptedError", "ok"]
+    assert len(server.requests) == 3

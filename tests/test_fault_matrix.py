@@ -419,7 +419,9 @@ def test_faults_docstring_example_runs_as_documented(capsys):
     end = doc.index("\nThe faults:")
     exec(compile(textwrap.dedent(doc[start:end]), "faults-example", "exec"), {})
     out = capsys.readouterr().out
-    assert out == "I'm unable to- Captain\n- Scoop True ['openai:gpt-4o', 'anthropic:claude-sonnet-4-5']\n3\n"
+    # every request is an attempt: the 429, its retry (cut after content), the fallback that answered
+    assert out == ("I'm unable to- Captain\n- Scoop True "
+                   "['openai:gpt-4o', 'openai:gpt-4o', 'anthropic:claude-sonnet-4-5']\n3\n")
 
 
 # -- the other modes after content, over every pair ------------------------------------------------

@@ -79,6 +79,8 @@ class APIError(LLMRelayError):
         self.request_id = request_id
         self.body = body
         self.partial = partial
+        #: With `Retry`: the earlier attempts of the same request that failed (`Attempt`s).
+        self.retried: list[Any] = []
 
     @property
     def partial_text(self) -> str:

@@ -115,6 +115,7 @@ class FallbackMiddleware(Middleware):
             try:
                 response = yield from send(target, on_event=observer)
             except router.fallback_on as error:
+                attempts.extend(getattr(error, "retried", ()))  # this model's retries that failed first
                 attempts.append(Attempt(model_label(target), getattr(error, "partial", None), error))
                 errors.append(error)
                 if isinstance(error, APIError) and content_shown(error):

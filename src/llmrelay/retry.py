@@ -87,11 +87,13 @@ class Retry(Middleware):
                 response = yield from send(call)
             except APIError as error:
                 if attempt >= self.max_retries or not is_retryable(error):
+                    error.retried = failed  # the requests that failed before this one (fallback records them)
                     raise
                 # the failed request stays on record (its usage and cost, if the provider reported any)
                 failed.append(Attempt(f"{call.provider.name}:{call.model}", error.partial, error))
                 delay = self.delay(attempt, error)
                 if delay is None:
+                    error.retried = failed
                     raise
                 attempt += 1
                 yield Emit(RetryEvent(attempt, delay, error, call.provider.name, call.model))

@@ -102,17 +102,28 @@ def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], time
 
 
 class _Pools:
-    """Lazily built httpx clients, one per scheme (plain http never builds a CA context)."""
+    """Lazily built httpx clients, one per scheme (plain http never builds a CA context).
+
+    Async pools belong to the event loop that built them: a client used again
+    under a new loop (a second `asyncio.run`) gets new pools instead of
+    "Event loop is closed"."""
 
     def __init__(self, client: Any, transport: Any, is_async: bool):
         self._given = client
         self._transport = transport
         self._async = is_async
         self._by_scheme: dict[str, Any] = {}
+        self._loop: Any = None
 
     def get(self, url: str) -> Any:
         if self._given is not None:
             return self._given
+        if self._async:
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            if loop is not self._loop:
+                self._by_scheme, self._loop = {}, loop  # the old loop's connections die with it
         scheme = "https" if url.startswith("https:") else "http"
         client = self._by_scheme.get(scheme)
         if client is None:

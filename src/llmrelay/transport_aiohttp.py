@@ -25,8 +25,10 @@ Choices:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import time
+import weakref
 from typing import Any, AsyncIterator
 
 from .errors import status_error
@@ -70,6 +72,7 @@ class AiohttpTransport:
     per event loop with a connection limit of `limit` (0 = unlimited)."""
 
     def __init__(self, session: Any = None, *, limit: int = ASYNC_MAX_CONNECTIONS):
+        _LIVE.add(self)  # closed at exit if the caller never did (no "Unclosed ..." warnings)
         self._given = session
         self._limit = limit
         self._session: Any = None
@@ -170,6 +173,21 @@ class AiohttpTransport:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             _discard(session)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: modules may be half gone
+            pass
+
+
+_LIVE: weakref.WeakSet[AiohttpTransport] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for transport in list(_LIVE):
+        transport.close()
 
 
 def _discard(session: Any) -> None:

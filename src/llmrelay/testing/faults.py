@@ -15,6 +15,7 @@ takes the next reply, so a script reads as the story of the calls:
         client = client_for(server, retry=llmrelay.Retry(1, initial_delay=0.01))
         response = client.complete(["openai:gpt-4o", "anthropic:claude-sonnet-4-5"], "Hi")
         print(response.text, response.resumed, [a.model for a in response.attempts])
+        # ... True ['openai:gpt-4o', 'openai:gpt-4o', 'anthropic:claude-sonnet-4-5']
         print(len(server.requests))   # 3: the 429, its retry (cut), the fallback
 
 The faults:
