@@ -120,6 +120,25 @@ def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str
     return HTTPRequest(method, url, all_headers, dumps(body), body)
 
 
+def copy_params(params: Params, target: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """`target[wire] = params.<ours>` for each `ours -> wire` in `names` whose value is set."""
+    for ours, wire in names.items():
+        value = getattr(params, ours)
+        if value is not None:
+            target[wire] = value
+    return target
+
+
+def shaped(call: Call) -> tuple[Call, str | None]:
+    """Structured output: the call reshaped for the provider's mechanism (tool/prompt modes add a
+    tool or an instruction) and the native mode to encode, or (call, None) without `output=`."""
+    if call.output is None:
+        return call, None
+    from ..structured import shape
+
+    return shape(call)
+
+
 def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     """Tool-call arguments: `""` means `{}`; anything but a JSON object is an error, never a crash."""
     if not raw or raw.isspace():

@@ -44,7 +44,7 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, parse_arguments
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, parse_arguments, shaped, copy_params
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "reasoning_effort", "thinking_budget"})
 
@@ -151,10 +151,7 @@ def encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str, 
 
 
 def encode(call: Call) -> HTTPRequest:
-    if call.output is not None:  # structured output: an output tool (see llmrelay.structured)
-        from ..structured import shape
-
-        call, _ = shape(call)
+    call, _ = shaped(call)  # structured output: an output tool (llmrelay.structured)
     p = call.params
     system, messages = encode_messages(call.messages)
     budget = p.thinking_budget
@@ -166,12 +163,11 @@ def encode(call: Call) -> HTTPRequest:
     body: dict[str, Any] = {"model": call.model, "messages": messages, "max_tokens": max_tokens, "stream": True}
     if system:
         body["system"] = system[0] if len(system) == 1 else [{"type": "text", "text": s} for s in system]
-    if p.temperature is not None:
-        body["temperature"] = p.temperature
-    if p.top_p is not None:
-        body["top_p"] = p.top_p
-    if p.stop is not None:
-        body["stop_sequences"] = p.stop
+    copy_params(p, body, {
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "stop": "stop_sequences",
+    })
     if budget is not None:
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     tools = getattr(call, "tools", None)

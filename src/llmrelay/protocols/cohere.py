@@ -38,7 +38,7 @@ from .. import events as ev
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "thinking_budget"})
 
@@ -89,23 +89,16 @@ def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def encode(call: Call) -> HTTPRequest:
-    native = None
-    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
-        from ..structured import shape
-
-        call, native = shape(call)
+    call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
     body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages), "stream": True}
-    if p.temperature is not None:
-        body["temperature"] = p.temperature
-    if p.max_tokens is not None:
-        body["max_tokens"] = p.max_tokens
-    if p.top_p is not None:
-        body["p"] = p.top_p
-    if p.stop is not None:
-        body["stop_sequences"] = p.stop
-    if p.seed is not None:
-        body["seed"] = p.seed
+    copy_params(p, body, {
+        "temperature": "temperature",
+        "max_tokens": "max_tokens",
+        "top_p": "p",
+        "stop": "stop_sequences",
+        "seed": "seed",
+    })
     if p.thinking_budget is not None:
         body["thinking"] = {"type": "enabled", "token_budget": p.thinking_budget}
     tools = getattr(call, "tools", None) or []

@@ -29,7 +29,7 @@ from .. import events as ev
 from ..errors import InvalidRequestError, UnsupportedParameterError
 from ..messages import ImagePart, Message
 from ..wire import NDJSONParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
 from .cohere import cohere_usage
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed"})
@@ -55,11 +55,7 @@ def _check(m: Message) -> None:
 
 
 def encode(call: Call) -> HTTPRequest:
-    native = None
-    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
-        from ..structured import shape
-
-        call, native = shape(call)
+    call, native = shaped(call)  # structured output (llmrelay.structured)
     if getattr(call, "tools", None):
         raise UnsupportedParameterError("cohere-v1", "tools", "Use the 'cohere' (v2) provider for tools.")
     messages = call.messages
@@ -80,16 +76,13 @@ def encode(call: Call) -> HTTPRequest:
     if system:
         body["preamble"] = "\n\n".join(system)
     p = call.params
-    if p.temperature is not None:
-        body["temperature"] = p.temperature
-    if p.max_tokens is not None:
-        body["max_tokens"] = p.max_tokens
-    if p.top_p is not None:
-        body["p"] = p.top_p
-    if p.stop is not None:
-        body["stop_sequences"] = p.stop
-    if p.seed is not None:
-        body["seed"] = p.seed
+    copy_params(p, body, {
+        "temperature": "temperature",
+        "max_tokens": "max_tokens",
+        "top_p": "p",
+        "stop": "stop_sequences",
+        "seed": "seed",
+    })
     if native == "json_schema":
         body["response_format"] = {"type": "json_object", "schema": call.output.schema}
     elif native == "json_object":

@@ -62,7 +62,7 @@ from ..errors import InvalidRequestError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import JSONArrayParser, SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, malformed, parse_arguments
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, malformed, parse_arguments, shaped, copy_params
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "thinking_budget", "n"})
 
@@ -180,18 +180,14 @@ def encode_contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list
 def generation_config(call: Call) -> dict[str, Any]:
     p = call.params
     cfg: dict[str, Any] = {}
-    if p.temperature is not None:
-        cfg["temperature"] = p.temperature
-    if p.max_tokens is not None:
-        cfg["maxOutputTokens"] = p.max_tokens
-    if p.top_p is not None:
-        cfg["topP"] = p.top_p
-    if p.stop is not None:
-        cfg["stopSequences"] = p.stop
-    if p.seed is not None:
-        cfg["seed"] = p.seed
-    if p.n is not None:
-        cfg["candidateCount"] = p.n
+    copy_params(p, cfg, {
+        "temperature": "temperature",
+        "max_tokens": "maxOutputTokens",
+        "top_p": "topP",
+        "stop": "stopSequences",
+        "seed": "seed",
+        "n": "candidateCount",
+    })
     if p.thinking_budget is not None and p.reasoning_effort is not None:
         raise InvalidRequestError("Gemini takes either thinking_budget or reasoning_effort, not both")
     if p.thinking_budget is not None:
@@ -204,11 +200,7 @@ def generation_config(call: Call) -> dict[str, Any]:
 
 
 def encode(call: Call) -> HTTPRequest:
-    native = None
-    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
-        from ..structured import shape
-
-        call, native = shape(call)
+    call, native = shaped(call)  # structured output (llmrelay.structured)
     system, contents = encode_contents(call.messages)
     body: dict[str, Any] = {"contents": contents}
     if system:
@@ -332,15 +324,7 @@ class Decoder(_Decoder):
             self._parser = SSEParser()
         return super().end()
 
-    def _on(self, name: str | None, obj: Any, out: list) -> None:
-        try:
-            if type(obj) is not dict:
-                raise TypeError("not a JSON object")
-            self._chunk(obj, out)
-        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # an unexpected shape
-            out.append(malformed(dumps(obj), exc))
-
-    def _chunk(self, obj: dict[str, Any], out: list) -> None:
+    def _on(self, name: str | None, obj: Any, out: list) -> None:  # a wrong shape: see Decoder._frames
         err = obj.get("error")
         if err is not None:
             self._error(err, out)

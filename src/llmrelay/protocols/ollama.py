@@ -41,7 +41,7 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, ToolCall
 from ..usage import Usage
 from ..wire import NDJSONParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, malformed, parse_arguments
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, parse_arguments, shaped, copy_params
 from ._think import ThinkTags
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "thinking_budget"})
@@ -104,24 +104,17 @@ def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def encode(call: Call) -> HTTPRequest:
-    native = None
-    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
-        from ..structured import shape
-
-        call, native = shape(call)
+    call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
     body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages), "stream": True}
     options: dict[str, Any] = {}
-    if p.temperature is not None:
-        options["temperature"] = p.temperature
-    if p.max_tokens is not None:
-        options["num_predict"] = p.max_tokens
-    if p.top_p is not None:
-        options["top_p"] = p.top_p
-    if p.stop is not None:
-        options["stop"] = p.stop
-    if p.seed is not None:
-        options["seed"] = p.seed
+    copy_params(p, options, {
+        "temperature": "temperature",
+        "max_tokens": "num_predict",
+        "top_p": "top_p",
+        "stop": "stop",
+        "seed": "seed",
+    })
     if options:
         body["options"] = options
     if p.reasoning_effort is not None:
@@ -159,15 +152,7 @@ class Decoder(_Decoder):
         self._calls = 0
         self._think = ThinkTags()
 
-    def _on(self, name: str | None, obj: Any, out: list) -> None:
-        try:
-            if type(obj) is not dict:
-                raise TypeError("not a JSON object")
-            self._chunk(obj, out)
-        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # an unexpected shape
-            out.append(malformed(dumps(obj), exc))
-
-    def _chunk(self, obj: dict[str, Any], out: list) -> None:
+    def _on(self, name: str | None, obj: Any, out: list) -> None:  # a wrong shape: see Decoder._frames
         err = obj.get("error")
         if err is not None:
             if isinstance(err, dict):

@@ -9,7 +9,7 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, malformed
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
 from ._think import ThinkTags
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "n"})
@@ -77,29 +77,20 @@ def _part(p: Any) -> dict[str, Any]:
 
 
 def encode(call: Call) -> HTTPRequest:
-    native = None
-    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
-        from ..structured import shape
-
-        call, native = shape(call)
+    call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
     body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages, call.provider.reasoning_echo), "stream": True}
     if call.provider.stream_usage:
         body["stream_options"] = {"include_usage": True}
-    if p.temperature is not None:
-        body["temperature"] = p.temperature
-    if p.top_p is not None:
-        body["top_p"] = p.top_p
-    if p.max_tokens is not None:
-        body[call.provider.max_tokens_field] = p.max_tokens
-    if p.stop is not None:
-        body["stop"] = p.stop
-    if p.seed is not None:
-        body["seed"] = p.seed
-    if p.n is not None:
-        body["n"] = p.n
-    if p.reasoning_effort is not None:
-        body["reasoning_effort"] = p.reasoning_effort
+    copy_params(p, body, {
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "max_tokens": call.provider.max_tokens_field,
+        "stop": "stop",
+        "seed": "seed",
+        "n": "n",
+        "reasoning_effort": "reasoning_effort",
+    })
     if call.tools:
         body["tools"] = [encode_tool(t) for t in call.tools]
     if call.tool_choice is not None:
@@ -180,14 +171,7 @@ class Decoder(_Decoder):
     def _done(self, out: list) -> None:
         self.complete = True
 
-    def _on(self, name: str | None, obj: Any, out: list) -> None:
-        # valid JSON of an unexpected shape is a malformed chunk, never a crash
-        try:
-            self._chunk(name, obj, out)
-        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
-            out.append(malformed(_json(obj).encode("utf-8", "replace"), exc))
-
-    def _chunk(self, name: str | None, obj: Any, out: list) -> None:
+    def _on(self, name: str | None, obj: Any, out: list) -> None:  # a wrong shape: see Decoder._frames
         if not self._started:
             self._started = True
             out.append(ev.StreamStart(obj.get("id"), obj.get("model")))

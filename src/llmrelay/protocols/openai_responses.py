@@ -49,7 +49,7 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, loads
+from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, loads, shaped, copy_params
 
 #: `stop`, `seed`, `n` and `thinking_budget` do not exist in the Responses API.
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "reasoning_effort"})
@@ -149,11 +149,7 @@ def reasoning_signature(item: dict[str, Any]) -> str | None:
 
 
 def encode(call: Call) -> HTTPRequest:
-    native = None
-    if call.output is not None:  # structured output: see llmrelay.structured (tool/prompt modes reshape the call)
-        from ..structured import shape
-
-        call, native = shape(call)
+    call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
     items, instructions = encode_input(call.messages)
     body: dict[str, Any] = {"model": call.model}
@@ -161,12 +157,11 @@ def encode(call: Call) -> HTTPRequest:
         body["instructions"] = instructions
     body["input"] = items
     body["stream"] = True
-    if p.temperature is not None:
-        body["temperature"] = p.temperature
-    if p.top_p is not None:
-        body["top_p"] = p.top_p
-    if p.max_tokens is not None:
-        body["max_output_tokens"] = p.max_tokens
+    copy_params(p, body, {
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "max_tokens": "max_output_tokens",
+    })
     if p.reasoning_effort is not None:
         body["reasoning"] = {"effort": p.reasoning_effort, "summary": "auto"}
         body["include"] = ["reasoning.encrypted_content"]
