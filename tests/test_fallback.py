@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import run as _run
+
 import llmrelay
 from llmrelay import (
     AllModelsFailedError,
@@ -94,25 +96,6 @@ class Outcome:
         return [e for e in self.events if type(e) is kind]
 
 
-async def run(client, mode, model, messages="hi", how="stream", **kw) -> Outcome:
-    events: list = []
-    if how == "complete":
-        try:
-            r = client.complete(model, messages, **kw) if mode == "sync" else await client.acomplete(model, messages, **kw)
-        except Exception as exc:  # noqa: BLE001
-            return Outcome(events, exc, None)
-        return Outcome(events, None, r)
-    s = client.stream(model, messages, **kw) if mode == "sync" else client.astream(model, messages, **kw)
-    try:
-        if mode == "sync":
-            for e in s:
-                events.append(e)
-        else:
-            async for e in s:
-                events.append(e)
-    except Exception as exc:  # noqa: BLE001
-        return Outcome(events, exc, s.response)
-    return Outcome(events, None, s.response)
 
 
 def check_no_duplication(out: Outcome) -> None:
@@ -651,3 +634,8 @@ async def test_retries_of_a_failed_model_stay_in_the_attempts(server):
     assert [type(a.error).__name__ if a.error else "ok" for a in r.attempts] == [
         "RateLimitError", "StreamInterruptedError", "ok"]
     assert len(server.requests) == 3
+
+
+async def run(client, mode, model, messages="hi", how="stream", **kw) -> Outcome:
+    events, error, response = await _run(client, mode, model, messages, how, **kw)
+    return Outcome(events, error, None if how == "complete" and error is not None else response)

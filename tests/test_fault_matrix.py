@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from helpers import run as _run, texts as shown_text
+
 from llmrelay import (
     APIConnectionError,
     APITimeoutError,
@@ -169,30 +171,8 @@ def how(request):
     return request.param
 
 
-async def run(client, mode, how, model, **kw):
-    """(events, error, response-or-partial). `complete` shows no events."""
-    events: list = []
-    if how == "complete":
-        try:
-            r = client.complete(model, "hi", **kw) if mode == "sync" else await client.acomplete(model, "hi", **kw)
-        except Exception as exc:  # noqa: BLE001
-            return events, exc, getattr(exc, "partial", None)
-        return events, None, r
-    s = client.stream(model, "hi", **kw) if mode == "sync" else client.astream(model, "hi", **kw)
-    try:
-        if mode == "sync":
-            for e in s:
-                events.append(e)
-        else:
-            async for e in s:
-                events.append(e)
-    except Exception as exc:  # noqa: BLE001
-        return events, exc, s.response
-    return events, None, s.response
 
 
-def shown_text(events) -> str:
-    return "".join(e.text for e in events if type(e) is TextDelta and e.choice == 0)
 
 
 def check_error(fault: Fault, error: BaseException) -> None:
@@ -469,3 +449,8 @@ async def test_user_turn_after_content(server, provider, mode, how):
         (fb,) = [e for e in events if type(e) is FallbackEvent]
         assert (fb.mode, fb.note) == ("user_turn", None)
         assert shown_text(events) == r.text
+
+
+async def run(client, mode, how, model, **kw):
+    """(events, error, response-or-partial). `complete` shows no events."""
+    return await _run(client, mode, model, "hi", how, **kw)

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from helpers import drain
+
 import llmrelay
 from llmrelay import (
     APITimeoutError,
@@ -62,20 +64,6 @@ async def call_with(client, way, model=MODEL, messages="hi", **kw):
     return [e async for e in s], s.response
 
 
-async def run(client, mode, model=MODEL, messages="hi", **kw):
-    """Stream to the end: (events, error or None, stream)."""
-    s = client.stream(model, messages, **kw) if mode == "sync" else client.astream(model, messages, **kw)
-    got: list = []
-    try:
-        if mode == "sync":
-            for e in s:
-                got.append(e)
-        else:
-            async for e in s:
-                got.append(e)
-    except Exception as exc:  # noqa: BLE001
-        return got, exc, s
-    return got, None, s
 
 
 def texts(events) -> str:
@@ -493,3 +481,10 @@ async def test_logging_default_logger_and_disabled_level(server, caplog, mode):
     assert [r for r in caplog.records if r.name == "llmrelay"] == []
     assert Logging().logger.name == "llmrelay"
     assert Logging("my.app").logger.name == "my.app"
+
+
+async def run(client, mode, model=MODEL, messages="hi", **kw):
+    """Stream to the end: (events, error or None, stream)."""
+    s = client.stream(model, messages, **kw) if mode == "sync" else client.astream(model, messages, **kw)
+    got, error = await drain(s, mode)
+    return got, error, s

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import drain
+
 from llmrelay import APIError
 from llmrelay.testing import Reply, provider_for, wire_recordings
 
@@ -25,17 +27,8 @@ async def _run(server, client, mode: str, name: str, chunking):
     """(events, error, response) for one replay of a recording."""
     server.enqueue(Reply.recording(name, chunking=chunking))
     s = _open(client, mode, name)
-    events: list = []
-    error = None
-    try:
-        if mode == "sync":
-            for e in s:
-                events.append(e)
-        else:
-            async for e in s:
-                events.append(e)
-    except APIError as exc:
-        error = exc
+    events, error = await drain(s, mode)
+    assert error is None or isinstance(error, APIError), repr(error)  # only typed errors, never another
     return events, error, s.response
 
 

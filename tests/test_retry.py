@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from helpers import run as _run, texts
+
 import llmrelay
 from llmrelay import (
     APIConnectionError,
@@ -54,30 +56,8 @@ def how(request):
     return request.param
 
 
-async def run(client, mode, model=MODEL, messages="hi", how="stream", **kw):
-    """(events seen, error raised or None, final response)."""
-    events: list = []
-    if how == "complete":
-        try:
-            r = client.complete(model, messages, **kw) if mode == "sync" else await client.acomplete(model, messages, **kw)
-        except Exception as exc:  # noqa: BLE001 - inspected by the test
-            return events, exc, getattr(exc, "partial", None)
-        return events, None, r
-    s = client.stream(model, messages, **kw) if mode == "sync" else client.astream(model, messages, **kw)
-    try:
-        if mode == "sync":
-            for e in s:
-                events.append(e)
-        else:
-            async for e in s:
-                events.append(e)
-    except Exception as exc:  # noqa: BLE001
-        return events, exc, s.response
-    return events, None, s.response
 
 
-def texts(events) -> str:
-    return "".join(e.text for e in events if type(e) is TextDelta and e.choice == 0)
 
 
 def retries(events) -> list[RetryEvent]:
@@ -482,3 +462,7 @@ async def test_failed_retries_stay_on_the_response(server, make_client, mode, ho
     assert [type(a.error).__name__ if a.error else "ok" for a in r.attempts] == [
         "InternalServerError", "ServiceUnavailableError", "ok"]
     assert r.attempts[-1].response is r and all(a.model == r.attempts[0].model for a in r.attempts)
+
+
+async def run(client, mode, model=MODEL, messages="hi", how="stream", **kw):
+    return await _run(client, mode, model, messages, how, **kw)

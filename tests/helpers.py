@@ -1,0 +1,40 @@
+"""Helpers shared by the test modules: run a call sync or async and keep what the caller saw."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmrelay import TextDelta
+
+
+async def drain(stream: Any, mode: str) -> tuple[list, BaseException | None]:
+    """Iterate a `Stream` (mode "sync") or `AsyncStream` to its end: (events seen, error raised or None)."""
+    events: list = []
+    try:
+        if mode == "sync":
+            for e in stream:
+                events.append(e)
+        else:
+            async for e in stream:
+                events.append(e)
+    except Exception as exc:  # noqa: BLE001 - inspected by the test
+        return events, exc
+    return events, None
+
+
+async def run(client: Any, mode: str, model: Any, messages: Any = "hi", how: str = "stream", **kw: Any):
+    """One call, streamed or completed, sync or async: (events seen, error or None, final or partial response)."""
+    if how == "complete":
+        try:
+            r = client.complete(model, messages, **kw) if mode == "sync" else await client.acomplete(model, messages, **kw)
+        except Exception as exc:  # noqa: BLE001
+            return [], exc, getattr(exc, "partial", None)
+        return [], None, r
+    s = client.stream(model, messages, **kw) if mode == "sync" else client.astream(model, messages, **kw)
+    events, error = await drain(s, mode)
+    return events, error, s.response
+
+
+def texts(events: list) -> str:
+    """The answer text the caller saw (choice 0)."""
+    return "".join(e.text for e in events if type(e) is TextDelta and e.choice == 0)
