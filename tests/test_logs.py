@@ -756,3 +756,42 @@ def test_cli_without_a_database(tmp_path):
     out = logs_cli("list", "--db", str(tmp_path / "none.db"))
     assert out.returncode == 1 and "cannot read the logs" in out.stderr
     assert not (tmp_path / "none.db").exists()  # reading never creates one
+
+
+def test_structured_output_is_stored_on_the_answering_row(tmp_path):
+    """`output=`: the validated object lands, as JSON, on the row of the request that produced it."""
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        temperature: int
+        units: str
+
+    path = tmp_path / "logs.db"
+    from llmrelay.testing import ReplayServer
+
+    with ReplayServer() as server:
+        server.enqueue(Reply.recording("openai_chat/n3_multiple_choices.sse"))
+        client = client_for(server, retry=0, log=str(path))
+        r = client.complete("openai:gpt-4o", "weather?", output=Weather)
+        assert client.hooks[-1].flush(5)
+    rows = sqlite3.connect(path).execute("SELECT output, status FROM turns").fetchall()
+    assert [(json.loads(o), s) for o, s in rows] == [(r.output.model_dump(), "ok")]
+
+
+def test_m003_upgrades_a_database_made_before_it(tmp_path):
+    """A log database created by m001+m002 only gains the `output` column, keeping its rows."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    import llmrelay.logs.migrations as m
+
+    old = m.MIGRATIONS
+    try:
+        m.MIGRATIONS = tuple(x for x in old if x.version < 3)
+        apply_sqlite(conn)
+        conn.execute("INSERT INTO turns (correlation_id, started_at, status) VALUES ('c1', 1.0, 'ok')")
+    finally:
+        m.MIGRATIONS = old
+    assert apply_sqlite(conn) == ["m003_output"]
+    assert apply_sqlite(conn) == []  # idempotent
+    assert conn.execute("SELECT correlation_id, output FROM turns").fetchall() == [("c1", None)]

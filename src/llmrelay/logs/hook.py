@@ -152,6 +152,9 @@ class LogHook(Hooks):
             return
         if not state.early:
             link_attempts(state.turns, response, error)
+        output = getattr(response, "output", None)
+        if output is not None and error is None:
+            state.turns[-1].output = output  # the last request produced the validated object
         self.writer.submit(state.turns)
 
     # -- control --------------------------------------------------------------------------------

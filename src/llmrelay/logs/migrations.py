@@ -60,7 +60,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "duration": ("REAL", "DOUBLE PRECISION"),
     "attempts": ("TEXT", "JSONB"),
     "tags": ("TEXT", "JSONB"),
+    #: Structured output (`output=`): the validated object, as JSON (m003).
+    "output": ("TEXT", "JSONB"),
 }
+#: Columns that arrived after m001: m001 creates the table without them, a later migration adds them.
+_LATER = {"output": 3}
 JSON_COLUMNS = frozenset(name for name, (_, pg) in COLUMNS.items() if pg == "JSONB")
 BOOL_COLUMNS = frozenset(name for name, (_, pg) in COLUMNS.items() if pg == "BOOLEAN")
 
@@ -74,7 +78,7 @@ SEARCH_VECTOR = (
 def _create_turns(dialect: str) -> str:
     index = 0 if dialect == "sqlite" else 1
     pk = "id INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite" else "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
-    cols = ",\n  ".join(f"{name} {types[index]}" for name, types in COLUMNS.items())
+    cols = ",\n  ".join(f"{name} {types[index]}" for name, types in COLUMNS.items() if name not in _LATER)
     return f"CREATE TABLE IF NOT EXISTS turns (\n  {pk},\n  {cols}\n)"
 
 
@@ -105,6 +109,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         (f"CREATE INDEX IF NOT EXISTS turns_search ON turns USING GIN ({SEARCH_VECTOR})",),
         optional="fts5",
     ),
+    Migration(3, "m003_output", ("ALTER TABLE turns ADD COLUMN output TEXT",),
+              ("ALTER TABLE turns ADD COLUMN IF NOT EXISTS output JSONB",)),
 )
 
 _MIGRATIONS_TABLE = {

@@ -22,7 +22,7 @@ class TurnRecord:
     """One model request as the hook saw it: references only, serialized later."""
 
     __slots__ = ("correlation_id", "turn", "started_at", "ended_at", "call", "request", "response",
-                 "call_info", "tool_results", "attempts")
+                 "call_info", "tool_results", "attempts", "output")
 
     def __init__(self, correlation_id: str, turn: int, started_at: float, ended_at: float,
                  call: Any, request: Any, response: Any, call_info: Any):
@@ -38,6 +38,8 @@ class TurnRecord:
         self.tool_results: list[Any] | None = None
         #: Set on the row that answered (or the last row of a failed round): Attempt objects or dicts.
         self.attempts: list[Any] | None = None
+        #: Structured output: the validated object of the call, on the row that produced it.
+        self.output: Any = None
 
     @property
     def status(self) -> str:
@@ -218,11 +220,25 @@ def build_row(rec: TurnRecord, scrub: Scrubber) -> dict[str, Any]:
         "duration": timings.total,
         "attempts": dumps([attempt_dict(a) for a in rec.attempts]) if rec.attempts else None,
         "tags": dumps(tags) if tags else None,
+        "output": dumps(output_value(rec.output)) if rec.output is not None else None,
     }
     for name, value in row.items():
         if isinstance(value, str) and name not in ("correlation_id", "status"):
             row[name] = scrub.text(value)
     return row
+
+
+def output_value(value: Any) -> Any:
+    """A validated structured output as plain JSON data (pydantic model, dataclass, or already plain)."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [output_value(v) for v in value]
+    return value
 
 
 def search_texts(rec: TurnRecord, row: dict[str, Any], scrub: Scrubber) -> tuple[str, str]:
