@@ -211,7 +211,7 @@ class Stream(_BaseStream):
                         yield from feed(chunk)
                 except StreamInterruptedError:
                     if watchdog is not None and watchdog.fired and core.t_first is None:
-                        raise core._timed_out() from None
+                        raise core.timed_out() from None
                     if not core.decoder.complete:  # closed after the final event: nothing is missing
                         raise
                 finally:
@@ -327,7 +327,7 @@ class AsyncStream(_BaseStream):
                         except StopAsyncIteration:
                             break
                         except asyncio.TimeoutError:
-                            raise core._timed_out() from None
+                            raise core.timed_out() from None
                         for e in feed(chunk):
                             yield e
                 except StreamInterruptedError:

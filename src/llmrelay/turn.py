@@ -72,7 +72,7 @@ class StreamCore:
             first = now + t.first_token if t.first_token is not None else None
             self.deadline = min(d for d in (first, self.end_by) if d is not None) if (first or self.end_by) else None
 
-    def _timed_out(self) -> APITimeoutError:
+    def timed_out(self) -> APITimeoutError:
         if self.t_first is None and self.timeouts is not None and self.timeouts.first_token is not None and (
             self.end_by is None or _perf() < self.end_by
         ):
@@ -89,7 +89,7 @@ class StreamCore:
         if self.pending is not None:
             raise self.pending
         if self.deadline is not None and _perf() > self.deadline:
-            raise self._timed_out()
+            raise self.timed_out()
         events = self._fold(self.decoder.feed(data))
         for e in events:
             self.busy += _perf() - self.t_resume
