@@ -665,3 +665,22 @@ async def test_next_after_exhaustion_stops(server, client, mode):
         with pytest.raises(StopAsyncIteration):
             await s.__anext__()
     assert len(server.requests) == 1
+
+
+async def test_on_length_raise(server, client, mode):
+    """Opt-in: a truncated answer raises LengthFinishReasonError carrying the response (usage kept);
+    a tool call cut by the limit raises IncompleteToolCallError. By default both just return."""
+    from llmrelay import IncompleteToolCallError, LengthFinishReasonError
+
+    server.enqueue(Reply.recording("openai_chat/finish_length.sse"))
+    r = client.complete("openai:gpt-4o", "hi") if mode == "sync" else await client.acomplete("openai:gpt-4o", "hi")
+    assert r.status == "truncated"
+    for name, model, cls in (("openai_chat/finish_length.sse", "openai:gpt-4o", LengthFinishReasonError),
+                             ("anthropic/tool_use_max_tokens_incomplete_json.sse", "anthropic:claude-x", IncompleteToolCallError)):
+        server.enqueue(Reply.recording(name))
+        with pytest.raises(cls) as info:
+            if mode == "sync":
+                client.complete(model, "hi", on_length="raise")
+            else:
+                await client.acomplete(model, "hi", on_length="raise")
+        assert info.value.response.status == "truncated" and info.value.response.usage.output_tokens

@@ -15,7 +15,7 @@ from .fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
 from .hooks import CallContext, Hooks
 from .messages import normalize_messages
 from .middleware import Middleware, with_middleware
-from .plan import single, tool_loop
+from .plan import raise_on_length, single, tool_loop
 from .prepare import (
     CALL_OPTIONS,
     FLOW_OPTIONS,
@@ -179,8 +179,14 @@ class Client:
 
             plan = structured_plan(call, lambda c: with_middleware(self._base_plan(c, flow), chain), spec,
                                    retries=output_retries, partials=streaming)
-            return plan, call, request, timeouts, flow
-        return with_middleware(self._base_plan(call, flow), chain), call, request, timeouts, flow
+        else:
+            plan = with_middleware(self._base_plan(call, flow), chain)
+        on_length = flow.get("on_length", "return")
+        if on_length not in ("return", "raise"):
+            raise InvalidRequestError(f"on_length must be 'return' or 'raise', got {on_length!r}")
+        if on_length == "raise":
+            plan = raise_on_length(plan)
+        return plan, call, request, timeouts, flow
 
     @staticmethod
     def _first_target(settings: Settings, router: Router, messages: Any, params: Any, options: dict[str, Any],

@@ -209,11 +209,16 @@ class AllModelsFailedError(ExceptionGroup, LLMRelayError):  # type: ignore[misc]
 
 
 class LengthFinishReasonError(LLMRelayError):
-    """Raised only for callers who opt into raising on truncation."""
+    """The answer was cut by the output limit, for callers who ask to raise (`on_length="raise"`).
+    `.response` is the truncated response (text, usage, cost)."""
+
+    def __init__(self, message: str, *, response: Any = None):
+        super().__init__(message)
+        self.response = response
 
 
-class IncompleteToolCallError(LLMRelayError):
-    pass
+class IncompleteToolCallError(LengthFinishReasonError):
+    """A tool call was cut by the output limit (its arguments are not valid JSON), with `on_length="raise"`."""
 
 
 class ToolLoopLimitError(LLMRelayError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
-from .errors import APIError, ToolExecutionError, ToolLoopLimitError
+from .errors import APIError, IncompleteToolCallError, LengthFinishReasonError, ToolExecutionError, ToolLoopLimitError
 from .messages import Message, ToolCall
 from .protocols._base import Call
 from .response import Response
@@ -168,6 +168,20 @@ def tool_loop(
                 raise ToolExecutionError(results[failed], messages=messages) from cause
         choice = call.tool_choice if call.tool_choice in (None, "auto", "none") else None
         current = replace(call, messages=messages, tool_choice=choice)
+
+
+def raise_on_length(plan: Plan) -> Plan:
+    """`on_length="raise"`: a final answer cut by the output limit raises instead of returning
+    (`IncompleteToolCallError` when a tool call was cut, else `LengthFinishReasonError`)."""
+    response = yield from plan
+    if response.finish_reason == "length":
+        cut = [c for c in response.tool_calls if c.arguments is None]
+        if cut:
+            raise IncompleteToolCallError(
+                f"the output limit cut tool call {cut[0].name!r} ({cut[0].error})", response=response
+            )
+        raise LengthFinishReasonError("the answer was cut by the output limit (finish_reason 'length')", response=response)
+    return response
 
 
 def _merge(turns: list[Response], messages: list[Message]) -> Response:

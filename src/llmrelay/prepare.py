@@ -22,7 +22,7 @@ CALL_OPTIONS = ("extra_body", "extra_headers", "timeout", "api_key", "base_url",
 #: Per-call options of the control flow around requests.
 FLOW_OPTIONS = (
     "max_tool_rounds", "run_tools", "tool_errors", "retry", "middleware", "fallback_mode", "resume_prompt",
-    "hooks", "tags",
+    "hooks", "tags", "on_length",
 )
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
