@@ -38,3 +38,13 @@ async def run(client: Any, mode: str, model: Any, messages: Any = "hi", how: str
 def texts(events: list) -> str:
     """The answer text the caller saw (choice 0)."""
     return "".join(e.text for e in events if type(e) is TextDelta and e.choice == 0)
+
+
+async def collect(client: Any, mode: str, model: Any, messages: Any, **kw: Any) -> tuple[list, Any]:
+    """Stream a call to its end, sync or async: (every event, the final response). Errors propagate."""
+    s = client.stream(model, messages, **kw) if mode == "sync" else client.astream(model, messages, **kw)
+    if mode == "sync":
+        events = list(s)
+    else:
+        events = [e async for e in s]
+    return events, s.response

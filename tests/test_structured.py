@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional
 
 import pytest
+
+from helpers import collect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -111,15 +113,7 @@ def mode(request):
 
 
 # -- driving --------------------------------------------------------------------------------------
-async def run(client, mode: str, model: Any, messages: Any, **kw: Any) -> tuple[list, Any]:
-    """Every event and the final response (exceptions propagate)."""
-    if mode == "sync":
-        s = client.stream(model, messages, **kw)
-        events = list(s)
-        return events, s.response
-    s = client.astream(model, messages, **kw)
-    events = [e async for e in s]
-    return events, s.response
+run = collect  # every event and the final response (exceptions propagate)
 
 
 async def run_until_error(client, mode: str, model: Any, messages: Any, **kw: Any) -> tuple[list, BaseException]:

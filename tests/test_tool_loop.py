@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from helpers import collect
+
 import llmrelay
 from llmrelay import (
     Finish,
@@ -48,15 +50,7 @@ def mode(request):
 
 
 # -- helpers --------------------------------------------------------------------------------
-async def run(client, mode: str, model: str, messages: Any, **kw: Any) -> tuple[list, Any]:
-    """All events and the final response (exceptions propagate)."""
-    if mode == "sync":
-        s = client.stream(model, messages, **kw)
-        events = list(s)
-        return events, s.response
-    s = client.astream(model, messages, **kw)
-    events = [e async for e in s]
-    return events, s.response
+run = collect  # every event and the final response (exceptions propagate)
 
 
 async def run_until_error(client, mode: str, model: str, messages: Any, **kw: Any) -> tuple[list, BaseException]:

@@ -184,31 +184,33 @@ class SyncTransport:
                 resp.close()
             raise status_error(resp.status_code, body, resp.headers, **_error_ctx(resp, ctx))
         _after_headers(request, timeouts, started)
-        return SyncBody(resp, timeouts, ctx, started)
+        return SyncBody(resp, resp.status_code, timeouts, ctx, started)
 
     def close(self) -> None:
         for client in self._pools.owned():
             client.close()
 
 
-class _Body:
-    """An open response: status checked; the body is read by the subclass's iterator."""
+class Body:
+    """An open response (status already checked) whose bytes a subclass iterates; shared by
+    every transport. `_errors` turns the HTTP library's exceptions into ours."""
 
     __slots__ = ("_resp", "_timeouts", "_ctx", "_started", "status_code", "headers")
+    _errors: Any = staticmethod(lambda *a, **kw: translate_error(*a, **kw))
 
-    def __init__(self, resp: Any, timeouts: Timeouts, ctx: dict[str, Any], started: float):
+    def __init__(self, resp: Any, status_code: int, timeouts: Timeouts, ctx: dict[str, Any], started: float):
         self._resp = resp
         self._timeouts = timeouts
         self._ctx = ctx
         self._started = started
-        self.status_code = resp.status_code
+        self.status_code = status_code
         self.headers = resp.headers
 
     def _translate(self, exc: BaseException) -> Exception:
-        return translate_error(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started)
+        return self._errors(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started)
 
 
-class SyncBody(_Body):
+class SyncBody(Body):
     __slots__ = ()
 
     @property
@@ -248,14 +250,14 @@ class AsyncTransport:
                 await resp.aclose()
             raise status_error(resp.status_code, body, resp.headers, **_error_ctx(resp, ctx))
         _after_headers(request, timeouts, started)
-        return AsyncBody(resp, timeouts, ctx, started)
+        return AsyncBody(resp, resp.status_code, timeouts, ctx, started)
 
     async def aclose(self) -> None:
         for client in self._pools.owned():
             await client.aclose()
 
 
-class AsyncBody(_Body):
+class AsyncBody(Body):
     __slots__ = ()
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:

@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator
 from .errors import status_error
 from .protocols._base import HTTPRequest
 from .timeouts import Timeouts
-from .transport import ASYNC_MAX_CONNECTIONS, _body_read_timeout, _verified_ssl_context, typed_error
+from .transport import ASYNC_MAX_CONNECTIONS, Body, _body_read_timeout, _verified_ssl_context, typed_error
 
 __all__ = ["AiohttpTransport", "AiohttpBody"]
 
@@ -158,7 +158,7 @@ class AiohttpTransport:
             # from here on, a read waits at most the idle gap
             conn.protocol.read_timeout = _body_read_timeout(timeouts, started)
             conn.protocol.start_timeout()
-        return AiohttpBody(resp, timeouts, ctx, started)
+        return AiohttpBody(resp, resp.status, timeouts, ctx, started)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -202,16 +202,9 @@ def _discard(session: Any) -> None:
         pass
 
 
-class AiohttpBody:
-    __slots__ = ("_resp", "_timeouts", "_ctx", "_started", "status_code", "headers")
-
-    def __init__(self, resp: Any, timeouts: Timeouts, ctx: dict[str, Any], started: float):
-        self._resp = resp
-        self._timeouts = timeouts
-        self._ctx = ctx
-        self._started = started
-        self.status_code = resp.status
-        self.headers = resp.headers
+class AiohttpBody(Body):
+    __slots__ = ()
+    _errors = staticmethod(lambda *a, **kw: translate_error(*a, **kw))
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         aiohttp = _aiohttp()
@@ -223,7 +216,7 @@ class AiohttpBody:
                     return
                 yield chunk
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
-            raise translate_error(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started) from exc
+            raise self._translate(exc) from exc
 
     async def aclose(self) -> None:
         resp = self._resp
