@@ -61,13 +61,13 @@ from .events import (
     ToolResult,
     UsageEvent,
 )
-from .fallback import Router
-from .hooks import CallContext, Hooks
+from .reliability.fallback import Router
+from .observability.hooks import CallContext, Hooks
 from .messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
-from .middleware import Middleware
+from .reliability.middleware import Middleware
 from .providers import PROVIDERS, Provider
 from .response import Attempt, Choice, Response, Timings
-from .retry import Retry
+from .reliability.retry import Retry
 from .stream import AsyncStream, Stream
 from .timeouts import Timeouts
 from .usage import Usage

@@ -147,7 +147,7 @@ def enable(path: str | os.PathLike[str] | None = None, *, dsn: str | None = None
     """Log the module-level calls (`llmrelay.stream`, `llmrelay.complete`, …) and return the hook.
 
     For your own `Client`, pass `log=...` (or `hooks=[hook]`)."""
-    from ..client import default_client
+    from ..observability.hooks import DEFAULT_CLIENT_HOOKS
     from .hook import LogHook
 
     if options:
@@ -155,9 +155,8 @@ def enable(path: str | os.PathLike[str] | None = None, *, dsn: str | None = None
     else:
         hook = hook_from(dsn if dsn is not None else (path if path is not None else True))
         assert hook is not None
-    client = default_client()
-    if hook not in client.hooks:
-        client.hooks.append(hook)
+    if hook not in DEFAULT_CLIENT_HOOKS:  # the default client's own hook list (see llmrelay.default_client)
+        DEFAULT_CLIENT_HOOKS.append(hook)
     return hook
 
 

@@ -29,7 +29,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-from ..hooks import Hooks
+from ..observability.hooks import Hooks
 from .rows import OK_STATUSES, TurnRecord
 from .writer import LogStats, LogStoreFailure, Writer
 

@@ -32,7 +32,7 @@ import asyncio
 from typing import Any
 
 from ..errors import InvalidRequestError
-from ..hooks import CallContext, Hooks
+from ..observability.hooks import CallContext, Hooks
 from ..messages import Message, normalize_messages
 from .memory import Memory, UserMemory
 
@@ -92,7 +92,7 @@ class MemoryClient:
         user_text = next((m.text for m in reversed(msgs) if m.role == "user"), "")
         tools = params.get("tools")
         if tools:
-            from ..tools import as_tools
+            from ..tools.tool import as_tools
 
             mine = as_tools(tools)
             name = self._tool.name

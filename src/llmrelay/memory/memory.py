@@ -232,7 +232,7 @@ class Memory:
     # -- what the model sees -----------------------------------------------------------------------------
     def tool(self, user_id: str) -> Any:
         """The `search_memory(query, tier)` tool, bound to `user_id`."""
-        from ..tools import Tool
+        from ..tools.tool import Tool
 
         _check_user(user_id)
 
@@ -289,9 +289,11 @@ class Memory:
             return client
         if self.client is not None:
             return self.client
-        from ..client import default_client
+        from ..errors import InvalidRequestError
 
-        return default_client()
+        raise InvalidRequestError(
+            "this Memory has no client to learn with: pass Memory(client=...), learn(..., client=...), "
+            "or use it through client.with_memory(...)")
 
     @property
     def stats(self) -> MemoryStats:
