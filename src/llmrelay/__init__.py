@@ -32,6 +32,7 @@ from .errors import (
     ProviderStreamError,
     RateLimitError,
     RequestTooLargeError,
+    ResponseTooLargeError,
     ServiceUnavailableError,
     StreamInterruptedError,
     StreamResetError,
@@ -39,6 +40,7 @@ from .errors import (
     Timeout,
     ToolExecutionError,
     ToolLoopLimitError,
+    UnexpectedResponseError,
     UnknownProviderError,
     UnprocessableEntityError,
     UnsupportedParameterError,
@@ -69,6 +71,7 @@ from .providers import PROVIDERS, Provider
 from .response import Attempt, Choice, Response, Timings
 from .reliability.retry import Retry
 from .stream import AsyncStream, Stream
+from .limits import Limits
 from .timeouts import Timeouts
 from .usage import Usage
 

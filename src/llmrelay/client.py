@@ -21,8 +21,10 @@ from .engine.prepare import (
     FLOW_OPTIONS,
     Settings,
     build_call,
+    check_limits,
     check_options,
     check_params,
+    check_timeouts,
     protocol_module,
     resolve_model,
     retarget,
@@ -32,6 +34,7 @@ from .providers import PROVIDERS, Provider
 from .response import Attempt, Response
 from .reliability.retry import Retry, as_retry
 from .stream import AsyncStream, Stream, StreamCore
+from .limits import Limits
 from .timeouts import Timeouts
 
 __all__ = ["Client", "stream", "astream", "complete", "acomplete", "default_client", "protocol_module"]
@@ -54,6 +57,7 @@ class Client:
     - `fallback_mode` / `resume_prompt`: for model lists (see `llmrelay.fallback`).
     - `hooks`: `Hooks` instances observing every call (logs and tracing are hooks).
     - `prices`: a `llmrelay.cost.PriceTable` (or mapping) overriding the price database.
+    - `limits`: a `Limits` (longest line, whole body, error body: bytes); safe defaults.
     - `async_backend`: "auto" (default: aiohttp when installed, else httpx), "httpx" or
       "aiohttp"; `LLMRELAY_ASYNC_BACKEND` overrides "auto". With hundreds of concurrent
       streams aiohttp is several times faster (`make bench`); sync calls always use httpx.
@@ -79,6 +83,7 @@ class Client:
         prices: Any = None,
         log: Any = None,
         async_backend: str = "auto",
+        limits: Limits | None = None,
         http_client: Any = None,
         async_http_client: Any = None,
         transport: Any = None,
@@ -89,7 +94,8 @@ class Client:
         self.base_urls = dict(base_urls or {})
         self.providers: dict[str, Provider] = {**PROVIDERS, **(providers or {})}
         self.aliases = dict(aliases or {})
-        self.timeouts = Timeouts.of(timeout)
+        self.timeouts = check_timeouts(Timeouts.of(timeout), "timeout")
+        self.limits = check_limits(limits)
         self.retry = as_retry(retry)
         self.middleware = list(middleware)
         self.fallback_mode = fallback_mode
@@ -164,7 +170,7 @@ class Client:
         if spec is not None:
             call.output = spec.wire
         request = protocol_module(call.provider.protocol).encode(call)  # a bad request fails here
-        timeouts = Timeouts.of(options["timeout"]) if "timeout" in options else self.timeouts
+        timeouts = check_timeouts(options["timeout"]) if "timeout" in options else self.timeouts
         call.timeouts = timeouts
         chain: list[Middleware] = []
         if router is not None:
@@ -245,7 +251,7 @@ class Client:
         if not isinstance(tags, dict):
             raise InvalidRequestError(f"tags must be a dict, got {type(tags).__name__}")
         context = CallContext(tags=dict(tags), requested=model, stream=streaming)
-        return cls(plan, _Engine(transport, timeouts, call, request, self.prices), hooks, context)
+        return cls(plan, _Engine(transport, timeouts, call, request, self.prices, self.limits.max_line), hooks, context)
 
     def with_memory(self, user_id: str, memory: Any = None, **options: Any) -> Any:
         """This client with user-scoped memory: a `search_memory` tool and background
@@ -259,7 +265,7 @@ class Client:
         if self._sync_transport is None:
             from .transports.httpx import SyncTransport
 
-            self._sync_transport = SyncTransport(*self._http_args)
+            self._sync_transport = SyncTransport(*self._http_args, limits=self.limits)
         return self._sync_transport
 
     def _async(self) -> Any:
@@ -270,11 +276,11 @@ class Client:
                     raise InvalidRequestError("async_transport= is an httpx transport; it needs async_backend='httpx'")
                 from .transports.aiohttp import AiohttpTransport
 
-                self._async_transport = AiohttpTransport(client)
+                self._async_transport = AiohttpTransport(client, limits=self.limits)
             else:
                 from .transports.httpx import AsyncTransport
 
-                self._async_transport = AsyncTransport(client, transport)
+                self._async_transport = AsyncTransport(client, transport, limits=self.limits)
         return self._async_transport
 
     def close(self) -> None:
@@ -330,9 +336,11 @@ class _Engine:
 
     The first turn reuses the request encoded (and so validated) when the stream was created."""
 
-    __slots__ = ("transport", "timeouts", "first_call", "first_request", "prices")
+    __slots__ = ("transport", "timeouts", "first_call", "first_request", "prices", "max_line")
 
-    def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any, prices: Any = None):
+    def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any, prices: Any = None,
+                 max_line: int | None = None):
+        self.max_line = max_line
         self.transport = transport
         self.timeouts = timeouts
         self.first_call = first_call
@@ -347,7 +355,10 @@ class _Engine:
             request = None
         if request is None:
             request = module.encode(call)
-        core = StreamCore(call, request, module.Decoder())
+        decoder = module.Decoder()
+        if self.max_line != decoder.max_line:
+            decoder.limit(self.max_line)
+        core = StreamCore(call, request, decoder)
         core.prices = self.prices
         transport = self.transport
         timeouts = core.timeouts = call.timeouts or self.timeouts

@@ -39,6 +39,7 @@ class _BaseStream:
         self._hooks = hooks
         self.context = context if context is not None else CallContext()
         self._started = False
+        self._closing = False  # close() was called (else a GeneratorExit comes from the garbage collector)
 
     @property
     def call(self) -> Call | None:
@@ -195,9 +196,10 @@ class Stream(_BaseStream):
         core, open_body = self._begin_turn(call)
         with self._turn_scope(core):
             body = open_body()
-            core.headers(body.headers)
+            core.headers(body.headers, body)
             watchdog = _first_token_watchdog(core, body)
             feed = observed(core, observers)
+            dropped = False
             try:
                 try:
                     chunks = body.iter_bytes()
@@ -218,8 +220,16 @@ class Stream(_BaseStream):
                     if watchdog is not None:
                         watchdog.cancel()
                 yield from observe(core.finish(), observers)
+            except GeneratorExit:
+                # Not closed by close(): the garbage collector is finalizing a dropped stream, maybe
+                # inside another request that holds the pool's lock. Take no lock here.
+                dropped = not self._closing
+                raise
             finally:
-                body.close()
+                if dropped and hasattr(body, "abandon"):
+                    body.abandon()
+                else:
+                    body.close()
         return core.response()
 
     @property
@@ -247,6 +257,7 @@ class Stream(_BaseStream):
 
     def close(self) -> None:
         """Close the HTTP connection now. What arrived stays in `.response` (status "aborted")."""
+        self._closing = True
         if self._gen is None:
             self._gen = iter(())
             self._abandon()
@@ -313,7 +324,7 @@ class AsyncStream(_BaseStream):
         core, open_body = self._begin_turn(call)
         with self._turn_scope(core):
             body = await open_body()
-            core.headers(body.headers)
+            core.headers(body.headers, body)
             feed = observed(core, observers)
             try:
                 chunks = body.aiter_bytes().__aiter__()

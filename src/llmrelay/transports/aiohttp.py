@@ -33,7 +33,9 @@ from typing import Any, AsyncIterator
 
 from ..errors import status_error
 from ..call import HTTPRequest
+from ..limits import DEFAULT_LIMITS, Limits
 from ..timeouts import Timeouts
+from .decode import ACCEPT_ENCODING, ErrorBody
 from .httpx import ASYNC_MAX_CONNECTIONS, Body, _body_read_timeout, _verified_ssl_context, typed_error
 
 __all__ = ["AiohttpTransport", "AiohttpBody"]
@@ -71,8 +73,9 @@ class AiohttpTransport:
     """`session`: your own `aiohttp.ClientSession` (never closed here). Otherwise one is built
     per event loop with a connection limit of `limit` (0 = unlimited)."""
 
-    def __init__(self, session: Any = None, *, limit: int = ASYNC_MAX_CONNECTIONS):
+    def __init__(self, session: Any = None, *, limit: int = ASYNC_MAX_CONNECTIONS, limits: Limits = DEFAULT_LIMITS):
         _LIVE.add(self)  # closed at exit if the caller never did (no "Unclosed ..." warnings)
+        self.limits = limits
         self._given = session
         self._limit = limit
         self._session: Any = None
@@ -98,7 +101,8 @@ class AiohttpTransport:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),
                 trust_env=False,
-                auto_decompress=True,
+                auto_decompress=False,  # decoded in `Body.reader`, within Limits (a gzip bomb stops there)
+                headers={"accept-encoding": ACCEPT_ENCODING},
             )
             self._session, self._loop = session, loop
         return session
@@ -138,17 +142,22 @@ class AiohttpTransport:
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             raise translate_error(exc, phase="headers", ctx=ctx, timeouts=timeouts, started=started) from exc
         if resp.status >= 400:
-            try:
-                body = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
-                body = b""
-            finally:
-                resp.release()
             headers = resp.headers
+            decoded = session is self._given and getattr(session, "auto_decompress", True)
+            error = ErrorBody(None if decoded else headers.get("content-encoding"), self.limits)
+            try:
+                while chunk := await resp.content.readany():
+                    if error.add(chunk):
+                        break
+            except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
+                pass
+            finally:
+                resp.close()
             raise status_error(
                 resp.status,
-                body,
+                error.body,
                 headers,
+                truncated=error.truncated,
                 provider=ctx.get("provider"),
                 model=ctx.get("model"),
                 request_id=headers.get("x-request-id") or headers.get("request-id"),
@@ -158,7 +167,9 @@ class AiohttpTransport:
             # from here on, a read waits at most the idle gap
             conn.protocol.read_timeout = _body_read_timeout(timeouts, started)
             conn.protocol.start_timeout()
-        return AiohttpBody(resp, resp.status, timeouts, ctx, started)
+        # a session of the caller's may decode the body itself
+        decoded = session is self._given and getattr(session, "auto_decompress", True)
+        return AiohttpBody(resp, resp.status, timeouts, ctx, started, self.limits, decoded)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -209,12 +220,15 @@ class AiohttpBody(Body):
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         aiohttp = _aiohttp()
         readany = self._resp.content.readany
+        reader = self.reader
         try:
             while True:
                 chunk = await readany()
                 if not chunk:
                     return
-                yield chunk
+                yield reader.feed(chunk)
+                while reader.tail:
+                    yield reader.more()
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             raise self._translate(exc) from exc
 
