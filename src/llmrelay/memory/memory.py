@@ -348,6 +348,11 @@ class Memory:
         """Wait until the exchanges queued so far are learned (or failed). False on timeout."""
         return self.worker.flush(timeout)
 
+    def drain(self, timeout: float | None = None) -> bool:
+        """Learn every pending exchange in the store, also those other (e.g. crashed) processes left.
+        False on timeout."""
+        return self.worker.drain(timeout)
+
     def close(self, timeout: float | None = None) -> bool:
         """Drain the learning queue, stop the worker, close the store if this Memory created it."""
         ok = self.worker.close(timeout)

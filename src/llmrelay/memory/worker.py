@@ -187,6 +187,21 @@ class Worker:
                 self._cond.wait(min(0.05, left) if left is not None else 0.05)
         return True
 
+    def drain(self, timeout: float | None = None) -> bool:
+        """Start the threads and wait until the store has no pending exchange at all (any process's,
+        e.g. those a crashed process left). False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.start()
+        while self.memory.store.count_pending() or self._busy(1 << 62):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            with self._cond:
+                self._wakeups += 1
+                self._cond.notify_all()
+                self._cond.wait(min(0.05, left) if left is not None else 0.05)
+        return True
+
     def _busy(self, target: int) -> bool:
         with self._lock:
             return any(i <= target for i in self._inflight)
