@@ -9,7 +9,7 @@ from .messages import Message, Part, ReasoningPart, TextPart, ToolCall
 from .usage import Usage
 
 if TYPE_CHECKING:
-    from .cost import Cost
+    from .cost.model import Cost
 
 
 @dataclass(slots=True)
@@ -74,7 +74,7 @@ class Attempt:
     @property
     def cost(self) -> Cost:
         """What this attempt cost (estimated if it was cut); a model never sent to costs 0."""
-        from .cost import attempt_cost
+        from .cost.prices import attempt_cost
 
         return attempt_cost(self)
 
@@ -120,7 +120,7 @@ class Response:
         """What the served response cost in USD (`llmrelay.cost`): provider-reported, your
         prices, or genai-prices; `total` None with a `reason` when unknown. A tool loop: the
         sum of its turns. Failed fallback attempts are in `attempts[i].cost`."""
-        from .cost import response_cost
+        from .cost.prices import response_cost
 
         return response_cost(self)
 

@@ -43,6 +43,7 @@ import time
 import zlib
 from typing import Any, Callable, Iterable, Sequence
 
+from ..errors import InvalidRequestError
 from ..messages import Message, TextPart
 from .embed import AUTO
 from .learn import LearnError, LearnResult, Learner, SalienceGate, _similarity
@@ -263,7 +264,7 @@ class Memory:
     # -- what the model sees -----------------------------------------------------------------------------
     def tool(self, user_id: str) -> Any:
         """The `search_memory(query, tier)` tool, bound to `user_id`."""
-        from ..tools import Tool
+        from ..tools.tool import Tool
 
         _check_user(user_id)
 
@@ -325,7 +326,11 @@ class Memory:
         """Learn one pending exchange (the worker calls this; raises `LearnError`)."""
         with self._lock:
             client = self._clients.pop(exchange.id, None)
-        return self.learner.learn(self, self._client(client), exchange.user_id, exchange.user_text, exchange.reply,
+        try:
+            client = self._client(client)
+        except InvalidRequestError as exc:
+            raise LearnError("extract", str(exc)) from exc
+        return self.learner.learn(self, client, exchange.user_id, exchange.user_text, exchange.reply,
                                   exchange.source, self.generation(exchange.user_id), model=exchange.model)
 
     def subscribe(self, callback: Callable[[MemoryEvent], Any]) -> Callable[[], None]:
@@ -337,8 +342,9 @@ class Memory:
             return client
         if self.client is not None:
             return self.client
-        raise LearnError("extract", "no client to extract with: build the Memory with client=..., or use it "
-                         "through with_memory(client, ...)")
+        raise InvalidRequestError(
+            "this Memory has no client to learn with: pass Memory(client=...), learn(..., client=...), "
+            "or use it through client.with_memory(...)")
 
     @property
     def stats(self) -> MemoryStats:
@@ -407,3 +413,18 @@ class UserMemory:
 
 
 _check_user = check_user
+
+
+def with_memory(client: Any, user_id: str, memory: Memory | None = None, *, learn: bool = True,
+                inject: int | None = None, **memory_options: Any) -> Any:
+    """`client` with memory for `user_id`. `memory`: a shared `Memory`; without one, a new
+    `Memory(**memory_options)` (extraction through `client`). See `MemoryClient`."""
+    if memory is None:
+        memory_options.setdefault("client", client)
+        memory = Memory(**memory_options)
+    elif memory_options:
+        raise InvalidRequestError(f"memory options {sorted(memory_options)} need memory=None "
+                                  "(configure the Memory you pass instead)")
+    from .client import MemoryClient
+
+    return MemoryClient(client, user_id, memory, learn=learn, inject=inject)

@@ -58,7 +58,7 @@ def _iso(ts: float) -> str:
 
 
 def schedule_tool(memory: Memory, user_id: str) -> Any:
-    from ..tools import Tool
+    from ..tools.tool import Tool
 
     def schedule_task(task: str, due: str) -> str:
         try:

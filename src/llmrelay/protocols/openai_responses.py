@@ -49,7 +49,7 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, loads, shaped, copy_params
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, loads, shaped, copy_params
 
 #: `stop`, `seed`, `n` and `thinking_budget` do not exist in the Responses API.
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "reasoning_effort"})
