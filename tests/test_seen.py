@@ -155,3 +155,65 @@ async def test_every_tool_loop_collects_what_was_shown(server, client, mode, fir
         shown = "".join(t.text for t in r.turns)
     assert len(r.turns) == 2 and r.status == "ok"
     assert r.text == shown == r.turns[0].text + r.turns[1].text
+
+
+# -- item 3: one usage rule ---------------------------------------------------------------------
+def chat_stream(usage: dict, text: str = "Hi") -> Reply:
+    """SYNTHETIC OpenAI Chat Completions stream (the recorded shape) ending with `usage`."""
+    chunks = [
+        {"id": "c1", "object": "chat.completion.chunk", "model": "grok-3-mini",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}]},
+        {"id": "c1", "object": "chat.completion.chunk", "model": "grok-3-mini",
+         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
+    ]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    return Reply(body, headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize("usage, expected", [
+    # xAI (the issue's numbers): reasoning outside completion_tokens, the total says so
+    ({"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 303,
+      "completion_tokens_details": {"reasoning_tokens": 290}}, (12, 291, 290)),
+    # OpenAI / DeepSeek style: reasoning inside completion_tokens
+    ({"prompt_tokens": 12, "completion_tokens": 300, "total_tokens": 312,
+      "completion_tokens_details": {"reasoning_tokens": 290}}, (12, 300, 290)),
+    # no total: the protocol's documented default (inside, for Chat Completions)
+    ({"prompt_tokens": 12, "completion_tokens": 300, "completion_tokens_details": {"reasoning_tokens": 290}},
+     (12, 300, 290)),
+])
+async def test_output_includes_reasoning_whatever_the_provider_counted(server, client, mode, usage, expected):
+    server.enqueue(chat_stream(usage))
+    r = await complete(client, mode, "xai:grok-3-mini")
+    u = r.usage
+    assert (u.input_tokens, u.output_tokens, u.reasoning_tokens) == expected
+    assert u.reasoning_tokens <= u.output_tokens
+
+
+def test_the_usage_rule_is_one_function():
+    from llmrelay.usage import output_with_reasoning
+
+    assert output_with_reasoning(1, 290, 12, 303) == 291
+    assert output_with_reasoning(300, 290, 12, 312) == 300
+    assert output_with_reasoning(10, 5, None, None, outside=True) == 15  # Gemini without a total
+    assert output_with_reasoning(10, 5, None, None) == 10
+    assert output_with_reasoning(None, 5, outside=True) == 5
+    assert output_with_reasoning(10, None, 1, 11) == 10
+
+
+# -- item 4: in-band error codes ----------------------------------------------------------------
+async def test_cohere_error_type_is_the_error_code(server, client, mode):
+    """SYNTHETIC Cohere v2 stream (the recorded event shapes): message-end with finish_reason ERROR
+    and error_type INVALID_TOOL_GENERATION."""
+    body = (
+        b'event: message-start\ndata: {"id":"x1","type":"message-start","delta":{"message":{"role":"assistant"}}}\n\n'
+        b'event: content-delta\ndata: {"type":"content-delta","index":0,"delta":{"message":{"content":{"text":"Par"}}}}\n\n'
+        b'event: message-end\ndata: {"type":"message-end","delta":{"finish_reason":"ERROR",'
+        b'"error_type":"INVALID_TOOL_GENERATION","error":"the model generated an invalid tool call"}}\n\n'
+    )
+    server.enqueue(Reply(body, headers={"content-type": "text/event-stream"}))
+    with pytest.raises(llmrelay.ProviderStreamError) as info:
+        client.complete("cohere:command-a-03-2025", "hi") if mode == "sync" else await client.acomplete(
+            "cohere:command-a-03-2025", "hi")
+    assert info.value.code == "INVALID_TOOL_GENERATION"
+    assert "invalid tool call" in str(info.value)
+    assert info.value.partial.finish_reason == "error" and info.value.partial.raw_finish_reason == "ERROR"
