@@ -250,7 +250,7 @@ class Client:
     def with_memory(self, user_id: str, memory: Any = None, **options: Any) -> Any:
         """This client with user-scoped memory: a `search_memory` tool and background
         learning from each finished exchange (see `llmrelay.memory`)."""
-        from .memory.client import with_memory
+        from .memory.memory import with_memory
 
         return with_memory(self, user_id, memory, **options)
 

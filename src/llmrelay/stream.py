@@ -1,7 +1,7 @@
 """`Stream` and `AsyncStream`: the public iterators over one model call.
 
-A `Stream` runs a plan (`llmrelay.plan`: one request, or the tool loop, ...).
-Each model turn is a `StreamCore` (`llmrelay.turn`: decoder + assembler + clock); the two
+A `Stream` runs a plan (`llmrelay.engine.plan`: one request, or the tool loop, ...).
+Each model turn is a `StreamCore` (`llmrelay.engine.turn`: decoder + assembler + clock); the two
 drivers only perform the plan's actions and move bytes from the transport into
 the core, so sync and async share every rule. The request is sent when
 iteration starts.

@@ -4,7 +4,6 @@ See `llmrelay.structured` for the whole feature."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any, Callable
 
