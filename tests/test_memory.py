@@ -148,7 +148,7 @@ def events():
 
 @pytest.fixture
 def memory(events):
-    m = Memory(SQLiteMemoryStore(), extract_model="openai:gpt-4o-mini", on_event=events.append)
+    m = Memory(SQLiteMemoryStore(embedder=None), extract_model="openai:gpt-4o-mini", on_event=events.append)
     yield m
     m.close(5)
     m.store.close()
@@ -321,7 +321,7 @@ def test_a_failing_event_callback_does_not_stop_learning(client, script, caplog)
     def explode(event: MemoryEvent) -> None:
         raise RuntimeError("callback bug")
 
-    memory = Memory(SQLiteMemoryStore(), on_event=explode)
+    memory = Memory(SQLiteMemoryStore(embedder=None), on_event=explode)
     alice = with_memory(client, "alice", memory)
     script.chat(synthetic_text("Noted."), synthetic_text("Noted.")).extract(
         extraction(facts=[(LISBON, 0.8)])).extract(extraction(facts=[(REX, 0.5)]))
@@ -356,7 +356,7 @@ async def test_aborted_and_failed_streams_are_not_learned(client, memory, script
 
 
 def test_learn_on_can_include_aborted_streams(client, script):
-    memory = Memory(SQLiteMemoryStore(), learn_on=("ok", "aborted"))
+    memory = Memory(SQLiteMemoryStore(embedder=None), learn_on=("ok", "aborted"))
     alice = with_memory(client, "alice", memory)
     script.chat(synthetic_text("Lisbon is a lovely city to live in with a dog.", delay=0.05)).extract(LISBON_EXTRACTION)
     with alice.stream("openai:gpt-4o", STATEMENT) as s:
@@ -440,7 +440,7 @@ async def test_async_direct_api(memory):
 
 
 def test_learn_runs_the_pipeline_now(client, script):
-    memory = Memory(SQLiteMemoryStore(), client=client)
+    memory = Memory(SQLiteMemoryStore(embedder=None), client=client)
     script.extract(LISBON_EXTRACTION)
     result = memory.learn("alice", STATEMENT, "Nice!")
     assert len(result.added) == 2 and result.relations == 2 and result.entities == 2
@@ -454,7 +454,7 @@ def _extraction(**kw: Any) -> Any:
 
 
 def test_duplicates_merge_instead_of_piling_up():
-    store, learner = SQLiteMemoryStore(), Learner()
+    store, learner = SQLiteMemoryStore(embedder=None), Learner()
     first = learner.consolidate(store, "alice", _extraction(facts=[(LISBON, 0.4)]))
     again = learner.consolidate(store, "alice", _extraction(facts=[("the user lives in Lisbon", 0.9)]))
     assert again.added == [] and again.merged == first.added
@@ -463,7 +463,7 @@ def test_duplicates_merge_instead_of_piling_up():
 
 
 def test_a_fact_marked_replaces_supersedes_the_old_one():
-    store, learner = SQLiteMemoryStore(), Learner()
+    store, learner = SQLiteMemoryStore(embedder=None), Learner()
     old = learner.consolidate(store, "alice", _extraction(facts=[(LISBON, 0.8)])).added[0]
     r = learner.consolidate(store, "alice", _extraction(facts=[("The user lives in Porto.", 0.8, LISBON)]))
     assert r.superseded == [(old, r.added[0])]
@@ -473,7 +473,7 @@ def test_a_fact_marked_replaces_supersedes_the_old_one():
 
 
 def test_a_single_valued_relation_with_a_new_object_supersedes():
-    store, learner = SQLiteMemoryStore(), Learner()  # rule 2 uses the store's (optional) list_relations
+    store, learner = SQLiteMemoryStore(embedder=None), Learner()  # rule 2 uses the store's (optional) list_relations
     learner.consolidate(store, "alice", _extraction(facts=[(LISBON, 0.8), ("The user likes jazz.", 0.5)],
                                                     relations=[("user", "lives_in", "Lisbon"), ("user", "likes", "jazz")]))
     r = learner.consolidate(store, "alice", _extraction(
@@ -484,7 +484,7 @@ def test_a_single_valued_relation_with_a_new_object_supersedes():
 
 
 def test_expiring_facts_get_expires_at():
-    store, learner = SQLiteMemoryStore(), Learner(clock=lambda: 1_000_000.0)
+    store, learner = SQLiteMemoryStore(embedder=None), Learner(clock=lambda: 1_000_000.0)
     ex = extraction(facts=[("The user is in Tokyo this week.", 0.5)])
     ex["facts"][0]["expires_in_days"] = 7
     learner.consolidate(store, "alice", extraction_types()[0].model_validate(ex))
@@ -518,7 +518,7 @@ def test_embedding_gate():
 
 # -- worker (more in test_memory_durable.py) ----------------------------------------------------------
 def test_memory_close_drains_learning(client, script):
-    memory = Memory(SQLiteMemoryStore(), client=client)
+    memory = Memory(SQLiteMemoryStore(embedder=None), client=client)
     alice = with_memory(client, "alice", memory)
     script.chat(synthetic_text("Noted.")).extract(LISBON_EXTRACTION)
     alice.complete("openai:gpt-4o", STATEMENT)
@@ -527,7 +527,7 @@ def test_memory_close_drains_learning(client, script):
 
 
 def test_with_memory_builds_its_own_memory(client):
-    chat = with_memory(client, "alice", store=SQLiteMemoryStore(), inject=2)
+    chat = with_memory(client, "alice", store=SQLiteMemoryStore(embedder=None), inject=2)
     assert chat.inject == 2 and chat.memory.user_id == "alice"
     with pytest.raises(InvalidRequestError):
-        with_memory(client, "alice", chat.memory_store, store=SQLiteMemoryStore())
+        with_memory(client, "alice", chat.memory_store, store=SQLiteMemoryStore(embedder=None))
