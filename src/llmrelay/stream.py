@@ -28,7 +28,15 @@ __all__ = ["Stream", "AsyncStream", "StreamCore", "observe"]
 
 
 class _BaseStream:
-    """What `Stream` and `AsyncStream` share: the plan, the current turn, the final response."""
+    """What `Stream` and `AsyncStream` share: the plan, the current turn, the final response.
+
+    The event generator runs on a twin of the stream (`_runner`): the same attributes, but not
+    the same object, so the generator does not reference the stream and no reference cycle
+    holds them. A stream dropped without `close()` is then finalized at once by reference
+    counting, where the caller drops it, instead of at some later garbage collection (which may
+    run in the middle of another request, in any thread)."""
+
+    __slots__ = ("_gen", "__dict__", "__weakref__")
 
     def __init__(self, plan: Any, engine: Any, hooks: tuple[Hooks, ...] = (), context: CallContext | None = None):
         self._plan = plan
@@ -159,7 +167,7 @@ class Stream(_BaseStream):
 
     def __iter__(self) -> Iterator[Any]:
         if self._gen is None:
-            self._gen = self._drive()
+            self._gen = _runner(self)._drive()
         return self._gen
 
     def __next__(self) -> Any:
@@ -285,7 +293,7 @@ class AsyncStream(_BaseStream):
 
     def __aiter__(self) -> AsyncIterator[Any]:
         if self._gen is None:
-            self._gen = self._drive()
+            self._gen = _runner(self)._drive()
         return self._gen
 
     async def __anext__(self) -> Any:
@@ -379,6 +387,15 @@ class AsyncStream(_BaseStream):
             self._abandon()
         else:
             await self._gen.aclose()
+
+
+def _runner(stream: _BaseStream) -> Any:
+    """A second handle on `stream`'s state (it shares the attribute dict, not the `_gen` slot) for
+    the event generator to hold: see `_BaseStream`."""
+    twin = object.__new__(type(stream))
+    twin.__dict__ = stream.__dict__
+    twin._gen = None
+    return twin
 
 
 def observed(core: StreamCore, observers: tuple[Any, ...]) -> Any:

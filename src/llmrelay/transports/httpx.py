@@ -141,7 +141,7 @@ class _Pools:
                 client = self._by_scheme.get(scheme)
                 if client is None:
                     client = self._by_scheme[scheme] = self._build(scheme)
-                    self._built.append(client)
+                    self._built.append((client, loop))
         return client
 
     def _build(self, scheme: str) -> Any:
@@ -153,11 +153,24 @@ class _Pools:
             return httpx.AsyncClient(verify=verify, transport=self._transport, limits=limits, timeout=None, headers=headers)
         return httpx.Client(verify=verify, transport=self._transport, timeout=None, headers=headers)
 
-    def owned(self) -> list[Any]:
-        """Every client built so far (forgotten here: a later call builds new ones)."""
+    def owned(self) -> list[tuple[Any, Any]]:
+        """Every (client, event loop) built so far (forgotten here: a later call builds new ones)."""
         with self._lock:
             built, self._built, self._by_scheme, self._loop = self._built, [], {}, None
         return built
+
+
+def _drop_sockets(client: Any) -> None:
+    """Close the sockets of an async pool whose event loop is gone (it can no longer be awaited)."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    for conn in list(getattr(pool, "_connections", None) or ()):
+        stream = getattr(getattr(conn, "_connection", None), "_network_stream", None)
+        try:
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                sock.close()
+        except Exception:  # half torn down already: nothing more to release
+            pass
 
 
 def _send_args(pools: _Pools, req: HTTPRequest, timeouts: Timeouts) -> tuple[Any, Any]:
@@ -235,7 +248,7 @@ class SyncTransport:
         self.reap()
         for body in list(self._open):
             body.close()
-        for client in self._pools.owned():
+        for client, _ in self._pools.owned():
             client.close()
 
 
@@ -355,8 +368,14 @@ class AsyncTransport:
         return AsyncBody(resp, resp.status_code, timeouts, ctx, started, self.limits)
 
     async def aclose(self) -> None:
-        for client in self._pools.owned():
-            await client.aclose()
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for client, owner in self._pools.owned():
+            if owner is loop or owner is None:
+                await client.aclose()
+            else:  # built under an event loop that has ended
+                _drop_sockets(client)
 
 
 class AsyncBody(Body):
