@@ -142,7 +142,13 @@ def url_secrets(url: str | None) -> list[str]:
         return []
     out: list[str] = []
     if parts.password:
+        import base64
+        from urllib.parse import unquote
+
         out.append(parts.password)
+        # what an HTTP library sends for it: `Authorization: Basic base64(user:password)`
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password)}".encode()
+        out.append(base64.b64encode(pair).decode())
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
         if v and is_sensitive(k):
             out.append(v)

@@ -31,7 +31,7 @@ import time
 import weakref
 from typing import Any, AsyncIterator
 
-from ..errors import status_error
+from ..errors import InvalidRequestError, status_error
 from ..call import HTTPRequest
 from ..limits import DEFAULT_LIMITS, Limits
 from ..timeouts import Timeouts
@@ -141,6 +141,8 @@ class AiohttpTransport:
             )
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             raise translate_error(exc, phase="headers", ctx=ctx, timeouts=timeouts, started=started) from exc
+        except ValueError as exc:  # aiohttp refuses the request itself (e.g. a URL password and an auth header)
+            raise InvalidRequestError(f"the request to {ctx.get('provider')} cannot be sent: {exc}") from None
         if resp.status >= 400:
             headers = resp.headers
             decoded = session is self._given and getattr(session, "auto_decompress", True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ from ..errors import (
 )
 from ..call import HTTPRequest
 from ..limits import DEFAULT_LIMITS, Limits
+from ..redact import redact_url
 from ..timeouts import Timeouts
 from .decode import ACCEPT_ENCODING, BodyReader, ErrorBody, decodes_itself
 
@@ -55,7 +57,23 @@ def _verified_ssl_context() -> Any:
 def _httpx() -> Any:
     import httpx
 
+    if not _LOG_FILTER:
+        _LOG_FILTER.append(_RedactURLs())
+        logging.getLogger("httpx").addFilter(_LOG_FILTER[0])
     return httpx
+
+
+class _RedactURLs(logging.Filter):
+    """httpx logs each request's URL (INFO): no `?key=` value or URL password in those records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(type(a).__name__ == "URL" for a in args):
+            record.args = tuple(redact_url(str(a)) if type(a).__name__ == "URL" else a for a in args)
+        return True
+
+
+_LOG_FILTER: list[_RedactURLs] = []
 
 
 def _request_timeout(t: Timeouts) -> Any:
