@@ -6,6 +6,8 @@ one server covers every benchmark (clients use `base_url = URL/<scenario>/v1`):
 
     /n<N>/v1/chat/completions        N content chunks, written as fast as the client reads
     /p<N>d<MS>/v1/chat/completions   N content chunks, MS milliseconds apart (paced)
+    /c<N>/v1/chat/completions        N content chunks, then the connection is cut (no final event:
+                                     a fault, for the soak)
     /t<N>/v1/chat/completions        a tool round: a request without a tool result gets a short
                                      tool-call stream (one call of `lookup`, arguments in fragments,
                                      finish_reason "tool_calls"); one that carries a tool result
@@ -91,14 +93,22 @@ TOOL_ROUND = (
                "usage": None}), usage(7), DONE]
 )
 
-_SCENARIO = re.compile(rb"^/(?:n(\d+)|p(\d+)d(\d+)|t(\d+))/")
+_SCENARIO = re.compile(rb"^/(?:n(\d+)|p(\d+)d(\d+)|t(\d+)|c(\d+))/")
 
 
-async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"") -> None:
+async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"") -> bool:
+    """Write one response; False when the connection was cut (the scenario's fault)."""
     m = _SCENARIO.match(path)
     if m is None:
         writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-        return
+        return True
+    if m.group(5) is not None:
+        writer.write(HEAD)
+        for i in range(int(m.group(5))):
+            writer.write(FIRST if i == 0 else CONTENT[i % len(CONTENT)])
+            await writer.drain()
+        writer.transport.abort()
+        return False
     if m.group(4) is not None:
         if b'"tool_call_id"' not in body:  # the first turn: the model calls the tool
             writer.write(HEAD)
@@ -107,7 +117,7 @@ async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"")
                 await writer.drain()
             writer.write(END)
             await writer.drain()
-            return
+            return True
         n, delay = int(m.group(4)), 0.0
     elif m.group(1) is not None:
         n, delay = int(m.group(1)), 0.0
@@ -128,6 +138,7 @@ async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"")
     write(DONE)
     write(END)
     await drain()
+    return True
 
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -145,7 +156,8 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             if m:
                 length = int(m.group(1))
             body = await reader.readexactly(length) if length else b""
-            await _respond(writer, path, body)
+            if not await _respond(writer, path, body):
+                break
             if re.search(rb"(?im)^connection:\s*close", rest):
                 break
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):

@@ -68,19 +68,16 @@ def decodes_itself(encoding: str | None) -> bool:
 class BodyReader:
     """Decoded bytes of one response body, counted against `Limits.max_body`."""
 
-    __slots__ = ("total", "max_body", "head", "_inflate", "_ctx")
+    __slots__ = ("total", "max_body", "head", "tail", "_inflate", "_ctx")
 
     def __init__(self, encoding: str | None, limits: Limits, ctx: dict[str, Any]):
+        #: Decoded bytes of the last chunk still wait (take them with `more()`).
+        self.tail = False
         self.total = 0
         self.max_body = limits.max_body
         self.head = b""
         self._inflate = inflater_for(encoding)
         self._ctx = ctx
-
-    @property
-    def tail(self) -> bool:
-        """Decoded bytes of the last chunk still wait (take them with `more()`)."""
-        return self._inflate is not None and bool(self._inflate.tail)
 
     def feed(self, raw: bytes) -> bytes:
         if self._inflate is not None:
@@ -90,6 +87,7 @@ class BodyReader:
                 raise MalformedChunkError(f"could not decompress the body from {self._ctx.get('provider')}: {exc}",
                                           code="bad_encoding", provider=self._ctx.get("provider"),
                                           model=self._ctx.get("model")) from None
+            self.tail = bool(self._inflate.tail)
         n = self.total
         if n < HEAD:
             self.head += raw[: HEAD - n]

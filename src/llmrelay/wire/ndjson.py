@@ -25,11 +25,15 @@ class NDJSONParser:
             if chunk:
                 self._hold(chunk)
             return []
-        if self._buf:
-            self._buf.append(chunk)
-            chunk = b"".join(self._buf)
+        if self._buf:  # the held line ends in this chunk: join it once, copy nothing twice
+            nl = chunk.find(b"\n")
+            self._buf.append(chunk[:nl])
+            held = b"".join(self._buf)
             self._buf, self._size = [], 0
-        lines = chunk.split(b"\n")
+            lines = chunk[nl + 1:].split(b"\n")
+            lines.insert(0, held)
+        else:
+            lines = chunk.split(b"\n")
         rest = lines.pop()
         if rest:
             self._hold(rest)

@@ -68,11 +68,15 @@ class SSEParser:
             if chunk:
                 self._hold(chunk)
             return []
-        if self._buf:
-            self._buf.append(chunk)
-            chunk = b"".join(self._buf)
+        if self._buf:  # the held line ends in this chunk: join it once, copy nothing twice
+            nl = chunk.find(b"\n")
+            self._buf.append(chunk[:nl])
+            held = b"".join(self._buf)
             self._buf, self._size = [], 0
-        lines = chunk.split(b"\n")
+            lines = chunk[nl + 1:].split(b"\n")
+            lines.insert(0, held)
+        else:
+            lines = chunk.split(b"\n")
         rest = lines.pop()
         if rest:
             self._hold(rest)
@@ -102,9 +106,12 @@ class SSEParser:
                 continue
             if line[0] == 58:  # b":" comment / keep-alive
                 continue
-            name, _, value = line.partition(b":")
-            if value[:1] == b" ":
-                value = value[1:]
+            if line[:6] == b"data: ":  # the usual line: one copy of the value, not two
+                name, value = b"data", line[6:]
+            else:
+                name, _, value = line.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
             if name == b"data":
                 if data is None:
                     data = value
