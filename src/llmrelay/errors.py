@@ -113,6 +113,18 @@ class StreamInterruptedError(APIConnectionError):
     """The stream was cut (or ended) before its final event. `partial` holds what arrived."""
 
 
+class UnexpectedResponseError(StreamInterruptedError):
+    """An HTTP 200 whose body is not the stream asked for (an HTML page, a plain JSON completion,
+    an empty body). `content_type` and `body` (its first bytes, secrets redacted) say what came
+    instead. A kind of `StreamInterruptedError` (no stream came), so it is retried and falls back
+    like a 5xx."""
+
+    def __init__(self, message: str, *, status_code: int = 200, content_type: str | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.status_code = status_code
+        self.content_type = content_type
+
+
 class ProviderStreamError(APIError):
     """An error event inside an HTTP 200 stream. `code`/`status` come from the payload."""
 
@@ -195,17 +207,6 @@ class ResponseTooLargeError(APIError):
         super().__init__(message, **kw)
         self.limit = limit
         self.size = size
-
-
-class UnexpectedResponseError(APIError):
-    """An HTTP 200 whose body is not the stream asked for (an HTML page, a plain JSON completion,
-    an empty body). `content_type` and `body` (its first bytes, secrets redacted) say what came
-    instead. Retried and falling back like a 5xx."""
-
-    def __init__(self, message: str, *, status_code: int = 200, content_type: str | None = None, **kw: Any):
-        super().__init__(message, **kw)
-        self.status_code = status_code
-        self.content_type = content_type
 
 
 class StreamResetError(APIError):
