@@ -142,3 +142,167 @@ def test_by_request_picks_by_path_model_tools_and_schema():
 
         r = httpx.post(server.url + "/nowhere", json={})
         assert r.status_code == 404 and "no protocol uses POST /nowhere" in r.json()["error"]["message"]
+
+
+# -- default model, aliases, stored keys ------------------------------------------------------------
+
+
+def test_default_model_and_aliases(server, isolated):
+    server.default = by_request()
+    url = server.url + "/v1"
+    r = run("chat", "hi", "--base-url", url, "--key", "k")
+    assert r.returncode == 2 and "llmrelay models default" in r.stderr
+    child, log = spawn("models", "default")
+    assert "no default model" in finish(child, log, status=1)
+    child, log = spawn("models", "default", "nope:model")
+    assert "Unknown provider 'nope'" in finish(child, log, status=2)
+    child, log = spawn("models", "default", "openai:gpt-4o")
+    assert "default model: openai:gpt-4o" in finish(child, log)
+    child, log = spawn("chat", "hi", "--base-url", url, "--key", "k")  # no -m: the default
+    assert FIRST_WORDS in finish(child, log)
+    assert server.requests[-1].json["model"] == "gpt-4o"
+    # aliases: set, list, use, remove
+    child, log = spawn("aliases", "set", "mini", "openai:gpt-4o-mini")
+    assert "mini -> openai:gpt-4o-mini" in finish(child, log)
+    child, log = spawn("aliases", "set", "pair", "openai:gpt-4o", "anthropic:claude-sonnet-4-5")
+    finish(child, log)
+    child, log = spawn("aliases", "set", "a:b", "openai:gpt-4o")
+    assert "cannot contain" in finish(child, log, status=2)
+    child, log = spawn("aliases", "list")
+    out = finish(child, log)
+    assert re.search(r"mini\s+openai:gpt-4o-mini", out)
+    assert re.search(r"pair\s+openai:gpt-4o -> anthropic:claude-sonnet-4-5\s+\(cascade\)", out)
+    child, log = spawn("chat", "hi", "-m", "mini", "--base-url", url, "--key", "k")
+    finish(child, log)
+    assert server.requests[-1].json["model"] == "gpt-4o-mini"
+    child, log = spawn("models", "default", "mini")  # an alias can be the default
+    finish(child, log)
+    r = run("chat", "hi", "--base-url", url, "--key", "k")
+    assert r.returncode == 0 and server.requests[-1].json["model"] == "gpt-4o-mini"
+    child, log = spawn("aliases", "remove", "mini")
+    finish(child, log)
+    child, log = spawn("aliases", "remove", "mini")
+    assert "no alias 'mini'" in finish(child, log, status=1)
+    child, log = spawn("aliases", "path")
+    path = Path(finish(child, log).strip())
+    assert path == isolated.parent.parent / "config" / "config.json"
+    assert json.loads(path.read_text()) == {
+        "default_model": "mini", "aliases": {"pair": ["openai:gpt-4o", "anthropic:claude-sonnet-4-5"]}}
+
+
+def test_keys_are_stored_for_the_owner_only_and_env_vars_win(server, isolated):
+    server.default = by_request()
+    child, log = spawn("keys", "set", "openai")
+    child.expect("openai API key: ")
+    child.sendline("sk-stored-0123456789")
+    out = finish(child, log)
+    assert "sk-stored-0123456789" not in out  # not echoed
+    path = isolated.parent.parent / "config" / "keys.json"
+    assert json.loads(path.read_text()) == {"openai": "sk-stored-0123456789"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    child, log = spawn("keys", "list")
+    out = finish(child, log)
+    assert "openai  sk-...6789" in out and "0123456" not in out
+    child, log = spawn("keys", "path")
+    assert finish(child, log).strip() == str(path)
+    chat = ["chat", "hi", "-m", "openai:gpt-4o", "--base-url", server.url + "/v1"]
+    child, log = spawn(*chat)  # no env var, no --key: the stored key
+    finish(child, log)
+    assert server.requests[-1].headers["authorization"] == "Bearer sk-stored-0123456789"
+    child, log = spawn(*chat, env=clean_env(OPENAI_API_KEY="sk-from-env"))  # the env var wins
+    finish(child, log)
+    assert server.requests[-1].headers["authorization"] == "Bearer sk-from-env"
+    child, log = spawn(*chat, "--key", "sk-flag", env=clean_env(OPENAI_API_KEY="sk-from-env"))  # --key wins
+    finish(child, log)
+    assert server.requests[-1].headers["authorization"] == "Bearer sk-flag"
+    r = run("keys", "set", "groq", input="gsk-from-stdin\n")  # not a terminal: read from stdin
+    assert r.returncode == 0 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["groq"] == "gsk-from-stdin"
+    assert run("keys", "set", "nope", "--value", "x").returncode == 2
+    child, log = spawn("keys", "remove", "openai")
+    finish(child, log)
+    r = run(*chat)
+    assert r.returncode == 2 and "OPENAI_API_KEY" in r.stderr and "llmrelay keys set" in r.stderr
+
+
+# -- the interactive session ---------------------------------------------------------------------------
+
+
+def test_interactive_session_multi_line_ctrl_c_and_exit(server, log_db):
+    server.enqueue(Reply.recording(TEXT_REC), Reply.recording(TEXT_REC), paced(TEXT_REC, 0.3))
+    child, log = spawn("chat", *openai_args(server))
+    child.expect(r"Chatting with openai:gpt-4o · conversation ([0-9a-f]{12})")
+    cid = child.match.group(1)
+    child.expect("> ")
+    child.sendline("weather?")
+    child.expect(LAST_WORDS)
+    child.expect("tok/s")
+    child.expect("> ")
+    child.sendline("!multi")
+    child.expect(re.escape("... "))
+    child.sendline("line one")
+    child.sendline("line two")
+    child.sendline("!end")
+    child.expect("tok/s")
+    child.expect("> ")
+    child.sendline("and a slow one")
+    child.expect(FIRST_WORDS)
+    child.sendcontrol("c")  # stops this answer, not the session
+    child.expect(r"\(interrupted\)")
+    child.expect("> ")
+    child.sendcontrol("c")  # at the prompt: a fresh prompt
+    child.expect("> ")
+    child.sendline("exit")
+    out = finish(child, log)
+    assert f"llmrelay chat --cid {cid}" in out
+    bodies = [r.json["messages"] for r in server.requests]
+    assert bodies[0] == [{"role": "user", "content": "weather?"}]
+    assert bodies[1] == [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": FULL_TEXT},
+                         {"role": "user", "content": "line one\nline two"}]
+    assert bodies[2][:4] == bodies[1] + [{"role": "assistant", "content": FULL_TEXT}]
+    assert bodies[2][-1] == {"role": "user", "content": "and a slow one"}
+    rows = logged(log_db)
+    assert [row["status"] for row in rows] == ["ok", "ok", "aborted"]
+    assert {row["tags"]["conversation_id"][:12] for row in rows} == {cid}
+    partial = rows[2]["text"]
+    assert partial and FULL_TEXT.startswith(partial) and partial != FULL_TEXT
+    # --cid (a prefix) continues that conversation, partial answer included, same id
+    server.enqueue(Reply.recording(TEXT_REC))
+    r = run("chat", "--cid", cid[:8], "go on", "--base-url", server.url + "/v1", "--key", "k")
+    assert r.returncode == 0, r.stderr
+    assert server.requests[-1].json["messages"] == bodies[2] + [
+        {"role": "assistant", "content": partial}, {"role": "user", "content": "go on"}]
+    assert server.requests[-1].json["model"] == "gpt-4o"  # the conversation's model
+    last = logged(log_db)[-1]
+    assert last["tags"]["conversation_id"] == rows[0]["tags"]["conversation_id"]
+
+
+def test_interactive_cid_session_leaves_on_ctrl_d(server, log_db):
+    server.enqueue(Reply.recording(TEXT_REC), Reply.recording(TEXT_REC))
+    r = run("chat", "first", *openai_args(server))
+    assert r.returncode == 0, r.stderr
+    [row] = logged(log_db)
+    cid = row["tags"]["conversation_id"]
+    child, log = spawn("chat", "--cid", cid, "--base-url", server.url + "/v1", "--key", "k")
+    child.expect(f"conversation {cid[:12]} \\(continuing: 2 messages\\)")
+    child.expect("> ")
+    child.sendline("second")
+    child.expect("tok/s")
+    child.expect("> ")
+    child.sendeof()
+    finish(child, log)
+    assert server.requests[-1].json["messages"] == [
+        {"role": "user", "content": "first"}, {"role": "assistant", "content": FULL_TEXT},
+        {"role": "user", "content": "second"}]
+    rows = logged(log_db)
+    assert len(rows) == 2 and rows[1]["tags"]["conversation_id"] == cid
+
+
+def test_cid_that_is_not_logged_says_so(server, log_db):
+    server.enqueue(Reply.recording(TEXT_REC))
+    assert run("chat", "first", *openai_args(server)).returncode == 0
+    r = run("chat", "--cid", "feedface", "more", *openai_args(server))
+    assert r.returncode == 1
+    assert r.stderr.startswith("llmrelay: error: nothing to continue: no conversation 'feedface'")
+    r = run("chat", "-c", "--cid", "x", "more", *openai_args(server))
+    assert r.returncode == 2
