@@ -148,7 +148,8 @@ def stored_keys_for_client(providers: Mapping[str, Any], env: Mapping[str, str] 
             from_env = resolve_api_key(provider, None, env)
         except MissingAPIKeyError:
             from_env = None
-        if not from_env:
+        token = any(env.get(var) for var in getattr(provider, "token_env", ()))  # e.g. ANTHROPIC_AUTH_TOKEN
+        if not from_env and not token:
             out[name] = key
     return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from typing import Any
 
@@ -133,7 +134,7 @@ def check_model(model: str, aliases: dict[str, Any]) -> str | None:
     if model in aliases:
         return None
     try:
-        parse_model(model, PROVIDERS)
+        parse_model(model, PROVIDERS, os.environ.get("LLMRELAY_DEFAULT_PROVIDER") or None)
     except UnknownProviderError as exc:
         return f"{exc}\nRun `llmrelay models` for the providers, `llmrelay aliases list` for the aliases."
     return None
