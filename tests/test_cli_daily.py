@@ -306,3 +306,113 @@ def test_cid_that_is_not_logged_says_so(server, log_db):
     assert r.stderr.startswith("llmrelay: error: nothing to continue: no conversation 'feedface'")
     r = run("chat", "-c", "--cid", "x", "more", *openai_args(server))
     assert r.returncode == 2
+
+
+# -- attachments and structured output ----------------------------------------------------------------
+
+
+def test_attach_a_file_and_a_url(server, tmp_path):
+    image = tmp_path / "dot.png"
+    image.write_bytes(png())
+    server.enqueue(Reply.recording(TEXT_REC))
+    child, log = spawn("chat", "What is in this picture?", "-a", str(image), *openai_args(server))
+    finish(child, log)
+    content = server.requests[-1].json["messages"][-1]["content"]
+    assert content == [{"type": "text", "text": "What is in this picture?"},
+                       {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}]
+    # a URL goes as a URL to a protocol that fetches it (Anthropic)...
+    server.enqueue(Reply.recording("anthropic/text_basic.sse"))
+    child, log = spawn("chat", "Describe", "-a", "https://example.com/cat.png", "-m", "anthropic:claude-sonnet-4-5",
+                       "--base-url", server.url, "--key", "k")
+    finish(child, log)
+    content = server.requests[-1].json["messages"][-1]["content"]
+    assert {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}} in content
+    # ...and is downloaded first for one that takes inline data only (Ollama)
+    server.enqueue(Reply(png(2, 2), headers={"content-type": "image/png"}, chunking="whole"),
+                   Reply.recording("ollama/chat_text_done_stop.ndjson"))
+    child, log = spawn("chat", "Describe", "-a", server.url + "/cat.png", "-m", "ollama:gemma3:1b",
+                       "--base-url", server.url)
+    finish(child, log)
+    assert server.requests[-2].path == "/cat.png"
+    assert server.requests[-1].json["messages"][-1]["images"] == [base64.b64encode(png(2, 2)).decode()]
+
+
+def test_attachment_errors_are_usage_errors(server, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    r = run("chat", "hi", "-a", str(text), *openai_args(server))
+    assert r.returncode == 2 and "is not an image" in r.stderr
+    r = run("chat", "hi", "-a", str(tmp_path / "missing.png"), *openai_args(server))
+    assert r.returncode == 2 and "cannot read attachment" in r.stderr
+    image = tmp_path / "dot.png"
+    image.write_bytes(png())
+    r = run("chat", "hi", "-a", str(image), "-m", "cohere-v1:command-r", "--base-url", server.url, "--key", "k")
+    assert r.returncode == 2 and "images" in r.stderr and "Traceback" not in r.stderr
+    assert not server.requests
+
+
+def test_schema_concise_syntax_streams_then_prints_validated_json(server):
+    server.default = by_request()  # a response_format request gets the recorded JSON object
+    child, log = spawn("chat", "Weather in SF?", "--schema", "location: the city", *openai_args(server))
+    out = finish(child, log)
+    assert '"location": "San Francisco, CA"' in out and "tok/s" in out
+    sent = server.requests[-1].json["response_format"]["json_schema"]["schema"]
+    assert sent == {"type": "object", "properties": {"location": {"type": "string", "description": "the city"}},
+                    "required": ["location"]}
+    # not a terminal: only the validated JSON on stdout, ready for jq
+    r = run("chat", "Weather in SF?", "--schema", '{"type": "object", "properties": {"location": {"type": "string"}}}',
+            *openai_args(server))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["location"] == "San Francisco, CA"
+    r = run("chat", "x", "--schema", "age integer, name list", *openai_args(server))
+    assert r.returncode == 2 and "unknown type 'list'" in r.stderr
+
+
+def test_schema_that_does_not_validate_exits_1(server):
+    server.default = by_request()
+    r = run("chat", "Weather?", "--schema", "temperature int", *openai_args(server))  # the answer has no temperature
+    assert r.returncode == 1
+    assert "OutputValidationError" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_concise_schema():
+    from llmrelay.cli.inputs import concise_schema, parse_schema
+
+    assert concise_schema("name, age int, bio: one sentence, ok bool") == {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                       "bio": {"type": "string", "description": "one sentence"}, "ok": {"type": "boolean"}},
+        "required": ["name", "age", "bio", "ok"],
+    }
+    assert concise_schema("price float: in USD, with cents\ncity") == {  # newlines: commas stay in descriptions
+        "type": "object", "properties": {"price": {"type": "number", "description": "in USD, with cents"},
+                                         "city": {"type": "string"}}, "required": ["price", "city"]}
+    assert parse_schema('{"type": "string"}') == {"type": "string"}
+
+
+# -- models --provider -----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_PRICES, reason="the prices extra (genai-prices) is not installed")
+def test_models_for_a_provider_from_the_price_database():
+    child, log = spawn("models", "--provider", "openai")
+    out = finish(child, log)
+    assert re.search(r"openai:gpt-4o\s*│[^│\n]*│\s*2\.5\s*│\s*10\s*│", out), out
+    assert "openai:gpt-4o-mini" in out and "known to genai-prices" in out
+    r = run("models", "--provider", "anthropic", "--json")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert any(row["id"].startswith("claude-") and row["output_mtok"] for row in rows)
+    assert {row["provider"] for row in rows} == {"anthropic"}
+
+
+def test_models_for_a_provider_without_a_list():
+    child, log = spawn("models", "--provider", "ollama")
+    assert "serves local models" in finish(child, log, status=1)
+    child, log = spawn("models", "--provider", "nope")
+    assert "unknown provider 'nope'" in finish(child, log, status=2)
+    # without the prices extra: a clear message, not a traceback
+    code = "import sys; sys.modules['genai_prices'] = None; from llmrelay.cli import main; " \
+           "sys.exit(main(['models', '--provider', 'openai']))"
+    child, log = spawn("-c", code, program=[sys.executable])
+    out = finish(child, log, status=1)
+    assert "pip install 'llmrelay[prices]'" in out and "openai:MODEL" in out
