@@ -67,7 +67,8 @@ class _LearnHook(Hooks):
             return
         n = self.n
         owner.memory_store.submit(owner.user_id, self.user_text, lambda: _reply_after(response, n),
-                                  client=owner.client, correlation_id=ctx.correlation_id)
+                                  client=owner.client, correlation_id=ctx.correlation_id,
+                                  conversation_id=ctx.conversation_id)
 
 
 class MemoryClient:

@@ -272,16 +272,18 @@ class Memory:
 
     # -- learning ------------------------------------------------------------------------------------------
     def submit(self, user_id: str, user_text: str, reply: Callable[[], str] | str, *, client: Any = None,
-               correlation_id: str | None = None) -> bool:
+               correlation_id: str | None = None, conversation_id: str | None = None) -> bool:
         """Queue an exchange for background learning (never blocks). `reply` may be a callable,
-        evaluated on the worker."""
+        evaluated on the worker. A learned fact's `source` is the caller's conversation id when
+        given, else the call's correlation id."""
+        source = conversation_id or correlation_id
         generation = self.generation(user_id)
         learner, extract_client = self.learner, client
 
         def run() -> LearnResult:
             text = reply() if callable(reply) else reply
             return learner.learn(self, self._client(extract_client), user_id, user_text, text,
-                                 correlation_id, generation)
+                                 source, generation)
 
         return self.worker.submit(Job(user_id, run, correlation_id))
 
