@@ -80,8 +80,7 @@ class _LearnHook(Hooks):
             owner.not_learned[status] = owner.not_learned.get(status, 0) + 1
             return
         owner.memory_store.submit(owner.user_id, self.user_text, _reply_after(response, self.n),
-                                  client=owner.client, correlation_id=ctx.correlation_id, model=_model_of(ctx, response),
-                                  conversation_id=ctx.conversation_id)
+                                  client=owner.client, correlation_id=ctx.correlation_id, model=_model_of(ctx, response))
 
 
 class MemoryClient:

@@ -303,17 +303,13 @@ class Memory:
 
     # -- learning ------------------------------------------------------------------------------------------
     def submit(self, user_id: str, user_text: str, reply: str, *, client: Any = None,
-               correlation_id: str | None = None, model: str | None = None,
-               conversation_id: str | None = None) -> bool:
+               correlation_id: str | None = None, model: str | None = None) -> bool:
         """Write an exchange to the store's pending table for background learning and wake the
         worker (one small write; never raises). `model`: the conversation's model (extraction uses
-        it unless `extract_model` is set). False if the store could not be written ("dropped").
-        A learned fact's `source` is the caller's conversation id when given, else the call's
-        correlation id."""
+        it unless `extract_model` is set). False if the store could not be written ("dropped")."""
         try:
             _check_user(user_id)
-            pid = self.store.add_pending(user_id, user_text or "", reply or "", model=model,
-                                         source=conversation_id or correlation_id,
+            pid = self.store.add_pending(user_id, user_text or "", reply or "", model=model, source=correlation_id,
                                          origin=self.worker.origin)
         except Exception as exc:  # noqa: BLE001 - the stream's caller never sees memory's failures
             self.worker.dropped(user_id, exc, correlation_id)
