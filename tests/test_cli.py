@@ -260,12 +260,12 @@ def test_chat_logs_by_default_and_continue_sends_the_whole_conversation(server, 
         {"role": "user", "content": "And tomorrow?"},
     ]
     assert f"from call {row['correlation_id']}" in r.stderr
-    conversation = row["tags"]["conversation_id"]
-    assert f"continuing conversation {conversation[:12]} " in r.stderr
+    conversation = row["conversation_id"]
+    assert f"continuing conversation {conversation} " in r.stderr
     assert f"logged to {log_db}" in r.stderr
     rows = logged(log_db)
     assert len(rows) == 2 and rows[1]["request_messages"] == second["messages"]
-    assert rows[1]["tags"] == {"conversation_id": conversation}  # -c goes on in the same conversation
+    assert rows[1]["conversation_id"] == conversation  # -c goes on in the same conversation
 
 
 def test_continue_after_ctrl_c_continues_the_partial_answer(server, log_db):

@@ -231,7 +231,7 @@ def test_keys_are_stored_for_the_owner_only_and_env_vars_win(server, isolated):
 def test_interactive_session_multi_line_ctrl_c_and_exit(server, log_db):
     server.enqueue(Reply.recording(TEXT_REC), Reply.recording(TEXT_REC), paced(TEXT_REC, 0.3))
     child, log = spawn("chat", *openai_args(server))
-    child.expect(r"Chatting with openai:gpt-4o · conversation ([0-9a-f]{12})")
+    child.expect(r"Chatting with openai:gpt-4o · conversation ([0-9a-f]{32})")
     cid = child.match.group(1)
     child.expect("> ")
     child.sendline("weather?")
@@ -263,7 +263,7 @@ def test_interactive_session_multi_line_ctrl_c_and_exit(server, log_db):
     assert bodies[2][-1] == {"role": "user", "content": "and a slow one"}
     rows = logged(log_db)
     assert [row["status"] for row in rows] == ["ok", "ok", "aborted"]
-    assert {row["tags"]["conversation_id"][:12] for row in rows} == {cid}
+    assert {row["conversation_id"] for row in rows} == {cid}
     partial = rows[2]["text"]
     assert partial and FULL_TEXT.startswith(partial) and partial != FULL_TEXT
     # --cid (a prefix) continues that conversation, partial answer included, same id
@@ -274,7 +274,8 @@ def test_interactive_session_multi_line_ctrl_c_and_exit(server, log_db):
         {"role": "assistant", "content": partial}, {"role": "user", "content": "go on"}]
     assert server.requests[-1].json["model"] == "gpt-4o"  # the conversation's model
     last = logged(log_db)[-1]
-    assert last["tags"]["conversation_id"] == rows[0]["tags"]["conversation_id"]
+    assert last["conversation_id"] == cid
+    assert run("logs", "list", "--conversation", cid, "--json").stdout.count("\n") == 4  # 13's filter sees all four
 
 
 def test_interactive_cid_session_leaves_on_ctrl_d(server, log_db):
@@ -282,9 +283,9 @@ def test_interactive_cid_session_leaves_on_ctrl_d(server, log_db):
     r = run("chat", "first", *openai_args(server))
     assert r.returncode == 0, r.stderr
     [row] = logged(log_db)
-    cid = row["tags"]["conversation_id"]
+    cid = row["conversation_id"]
     child, log = spawn("chat", "--cid", cid, "--base-url", server.url + "/v1", "--key", "k")
-    child.expect(f"conversation {cid[:12]} \\(continuing: 2 messages\\)")
+    child.expect(f"conversation {cid} \\(continuing: 2 messages\\)")
     child.expect("> ")
     child.sendline("second")
     child.expect("tok/s")
@@ -295,7 +296,7 @@ def test_interactive_cid_session_leaves_on_ctrl_d(server, log_db):
         {"role": "user", "content": "first"}, {"role": "assistant", "content": FULL_TEXT},
         {"role": "user", "content": "second"}]
     rows = logged(log_db)
-    assert len(rows) == 2 and rows[1]["tags"]["conversation_id"] == cid
+    assert len(rows) == 2 and rows[1]["conversation_id"] == cid
 
 
 def test_cid_that_is_not_logged_says_so(server, log_db):

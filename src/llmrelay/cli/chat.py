@@ -72,7 +72,9 @@ continue (-c, --cid ID):
   id or a prefix of one, as `-v` and the interactive banner print it; a call's
   correlation id works too), then the new prompt; -m defaults to that
   conversation's model, -s replaces its system prompt. With nothing logged it
-  exits 1: "llmrelay: error: nothing to continue: ...".
+  exits 1: "llmrelay: error: nothing to continue: ...". Every chat has a
+  conversation id: --conversation-id, else the continued conversation's, else
+  a new one; `llmrelay logs list --conversation ID` shows its rows.
 
 model, keys:
   -m defaults to `llmrelay models default`; aliases from `llmrelay aliases set`
@@ -104,9 +106,14 @@ def add_arguments(chat: argparse.ArgumentParser) -> None:
     chat.add_argument("-v", "--verbose", action="store_true",
                       help="say where the cost came from (or why there is none) and where the call was logged")
     chat.add_argument("-c", "--continue", dest="cont", action="store_true",
-                      help="continue the most recent logged conversation")
-    chat.add_argument("--cid", "--conversation", dest="cid", metavar="ID",
-                      help="continue the logged conversation ID (or a prefix of it)")
+                      help="continue the most recent logged conversation (and keep its conversation id)")
+    chat.add_argument("--cid", dest="cid", metavar="ID",
+                      help="continue the logged conversation ID (or a prefix of it; a call's correlation id works too)")
+    chat.add_argument("--conversation-id", metavar="ID",
+                      help="your conversation id (logs, hooks, traces); default: the continued one, or a new id")
+    chat.add_argument("--correlation-id", metavar="ID",
+                      help="your request id for this call (logs, hooks, traces; the first turn of a session); "
+                      "default: a generated id")
     chat.add_argument("-a", "--attachment", action="append", default=[], metavar="FILE|URL",
                       help="attach an image (repeatable); a URL is downloaded first for providers that need inline data")
     chat.add_argument("--schema", metavar="SCHEMA",
@@ -211,16 +218,16 @@ def open_chat(args: argparse.Namespace) -> Chat:
         raise UsageProblem(f"llmrelay: error: {exc}") from None
     messages: list[Any] = []
     model = args.model
-    conversation_id = new_conversation_id()
+    conversation_id = args.conversation_id
     if args.cont or args.cid:
         try:
             messages, logged_model, row = last_conversation(read_target(args), args.cid)
         except NothingToContinue as exc:
             raise UsageProblem(f"{NOTHING_TO_CONTINUE}{exc}", EXIT_ERROR) from None
         model = model or logged_model
-        conversation_id = conversation_id_of(row)
+        conversation_id = conversation_id or conversation_id_of(row)
         if args.verbose:
-            _err(f"continuing conversation {conversation_id[:12]} from call {row['correlation_id']} "
+            _err(f"continuing conversation {conversation_id} from call {row['correlation_id']} "
                  f"({len(messages)} messages, {logged_model}, status {row['status']})")
     if not model:
         model = settings.get("default_model") if isinstance(settings.get("default_model"), str) else None
@@ -250,7 +257,8 @@ def open_chat(args: argparse.Namespace) -> Chat:
         raise UsageProblem(f"llmrelay: error: {exc}") from None
     hook = open_log(log_target(args))
     client = Client(log=False, hooks=[hook] if hook is not None else [], aliases=aliases, api_keys=keys)
-    return Chat(args, client, hook, model, options, messages, conversation_id, schema)
+    # the CLI is the caller here: a new chat starts a conversation of its own
+    return Chat(args, client, hook, model, options, messages, conversation_id or new_conversation_id(), schema)
 
 
 def send(chat: Chat, text: str, attachments: list[str]) -> int:
@@ -297,7 +305,9 @@ def run_turn(chat: Chat, user: Any) -> int:
     args = chat.args
     chat.messages.append(user)
     params = dict(chat.options)
-    params["tags"] = {**(params.get("tags") or {}), "conversation_id": chat.conversation_id}
+    params["conversation_id"] = chat.conversation_id
+    if args.correlation_id and chat.last_response is None:
+        params["correlation_id"] = args.correlation_id
     if chat.schema is not None:
         params["output"] = chat.schema
     try:
@@ -313,7 +323,7 @@ def run_turn(chat: Chat, user: Any) -> int:
         _err(f"llmrelay: error: the wire protocol for {chat.model!r} is not available in this build ({exc})")
         return EXIT_ERROR
     if args.json:
-        code = _chat_json(stream, args, chat.conversation_id)
+        code = _chat_json(stream, args)
     else:
         code = _chat_terminal(stream, args, chat)
     response = chat.last_response = stream.response
@@ -420,7 +430,7 @@ def _print_whole(out: Any, response: Any, show_reasoning: bool) -> None:
     view.close()
 
 
-def _chat_json(stream: Any, args: argparse.Namespace, conversation_id: str) -> int:
+def _chat_json(stream: Any, args: argparse.Namespace) -> int:
     from .render import cost_dict, json_line, to_plain
 
     def emit(obj: dict[str, Any]) -> None:
@@ -461,7 +471,7 @@ def _chat_json(stream: Any, args: argparse.Namespace, conversation_id: str) -> i
         "cost": cost_dict(r),
         "timings": r.timings.to_dict(),
         "correlation_id": r.correlation_id,
-        "conversation_id": conversation_id,
+        "conversation_id": r.conversation_id,
     })
     if error is not None:
         _err(f"llmrelay: {describe_error(error)}")

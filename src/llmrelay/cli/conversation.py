@@ -1,9 +1,10 @@
 """Where `chat` logs, and the logged conversations it continues (`-c`, `--cid`).
 
-Every chat call carries `tags={"conversation_id": ID}`: one id for every turn of an
-interactive session and for every call that continues it, so `--cid ID` (an id, or
-a prefix of one, or a call's correlation id) finds the conversation's latest row,
-whose request messages and answer are the whole conversation so far.
+Every chat call carries `conversation_id=ID` (the `conversation_id` column of its log
+rows): one id for every turn of an interactive session and for every call that
+continues it, so `--cid ID` (an id, or a prefix of one, or a call's correlation id)
+finds the conversation's latest row, whose request messages and answer are the
+whole conversation so far.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ def new_conversation_id() -> str:
 
 
 def conversation_id_of(row: Mapping[str, Any]) -> str:
-    """The conversation a logged row belongs to (a row logged without one: its call's id)."""
-    tags = row.get("tags") or {}
-    cid = tags.get("conversation_id") if isinstance(tags, dict) else None
-    return str(cid or row.get("correlation_id") or new_conversation_id())
+    """The conversation a logged row belongs to (rows logged before conversation ids: the
+    first call of the conversation names it)."""
+    return str(row.get("conversation_id") or row.get("correlation_id") or new_conversation_id())
 
 
 # -- where the logs are ----------------------------------------------------------------------
@@ -92,7 +92,7 @@ def flush_log(hook: Any, response: Any, verbose: bool, conversation_id: str | No
         cid = response.correlation_id
         _err(f"logged to {where} as call {cid} (`llmrelay logs show {cid[:12]}`)")
         if conversation_id:
-            _err(f"conversation {conversation_id[:12]} (continue it: `llmrelay chat --cid {conversation_id[:12]}`)")
+            _err(f"conversation {conversation_id} (continue it: `llmrelay chat --cid {conversation_id}`)")
 
 
 # -- continuing a conversation ---------------------------------------------------------------
@@ -136,10 +136,13 @@ def _latest_row(store: Any, cid: str | None) -> dict[str, Any] | None:
     cid = cid.strip()
     if not cid:
         return None
-    for row in store.recent(CID_SCAN):  # newest first
-        tags = row.get("tags") or {}
-        tagged = tags.get("conversation_id") if isinstance(tags, dict) else None
-        if isinstance(tagged, str) and tagged.startswith(cid):
+    from ..logs.query import Filters
+
+    rows = store.recent(1, Filters(conversation=cid))
+    if rows:
+        return rows[0]
+    for row in store.recent(CID_SCAN):  # a prefix of an id, newest first
+        if str(row.get("conversation_id") or "").startswith(cid):
             return row
     rows = store.get(cid)  # a call's correlation id (or a prefix), or a row id
     return max(rows, key=lambda r: r["id"]) if rows else None

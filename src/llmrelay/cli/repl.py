@@ -32,7 +32,7 @@ def run_repl(chat: Any, send: Callable[[str, list[str]], int]) -> int:
     except ImportError:
         pass
     continued = len(chat.messages)
-    _err(f"Chatting with {chat.model} · conversation {chat.conversation_id[:12]}"
+    _err(f"Chatting with {chat.model} · conversation {chat.conversation_id}"
          + (f" (continuing: {continued} messages)" if continued else ""))
     _err(f"Type '{EXIT_WORDS[0]}' or Ctrl-D to leave, '{MULTI}' for several lines (end with '{END}'), "
          "Ctrl-C to stop an answer.")
@@ -50,7 +50,7 @@ def run_repl(chat: Any, send: Callable[[str, list[str]], int]) -> int:
             send(text, attachments)
         except KeyboardInterrupt:  # between requests (before the stream started): drop the turn
             sys.stderr.write("\n(interrupted)\n")
-    _err(f"conversation {chat.conversation_id[:12]} (continue it: llmrelay chat --cid {chat.conversation_id[:12]})")
+    _err(f"conversation {chat.conversation_id} (continue it: llmrelay chat --cid {chat.conversation_id})")
     return EXIT_OK
 
 
