@@ -75,6 +75,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE vectors ADD COLUMN IF NOT EXISTS vec BYTEA",
         "ALTER TABLE vectors ALTER COLUMN vector DROP NOT NULL",
     ]),
+    (3, ["ALTER TABLE facts ADD COLUMN IF NOT EXISTS promoted_at_count INTEGER NOT NULL DEFAULT 0"]),  # access-based importance (curate)
 ]
 
 

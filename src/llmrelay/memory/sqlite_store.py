@@ -88,6 +88,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "done_at REAL, source TEXT)",
         "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (user_id, status, due_at)",
     ]),
+    (3, ["ALTER TABLE facts ADD COLUMN promoted_at_count INTEGER NOT NULL DEFAULT 0"]),  # access-based importance (curate)
 ]
 
 
