@@ -34,7 +34,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from .embed import AUTO, Embedder, resolve_embedder
-from .vecindex import VectorIndex, _numpy
+from .nputil import numpy_module as _numpy
+from .vecindex import VectorIndex
 from .sqlbase import FACT_COLS, SQLMemoryStore
 from .types import Fact
 

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .embed import AUTO, Embedder, resolve_embedder
 from .types import Fact
-from .vecindex import VectorIndex, _numpy
+from .nputil import numpy_module as _numpy
+from .vecindex import VectorIndex
 
 from .sqlbase import FACT_COLS, TIER_LIMITS, SQLMemoryStore, blend, log, query_terms, rrf  # noqa: F401
 
