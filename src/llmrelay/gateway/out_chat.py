@@ -18,6 +18,7 @@ class ChatEncoder(Encoder):
         self.id = new_id("chatcmpl-")
         self.started: set[int] = set()
         self.tools: dict[tuple[int, int], int] = {}  # (choice, llmrelay index) -> wire index
+        self.with_args: set[tuple[int, int]] = set()
 
     def _chunk(self, choice: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
         if self.quiet:
@@ -46,7 +47,13 @@ class ChatEncoder(Encoder):
             return self._role(e.choice) + self._chunk(e.choice, {"tool_calls": [call]})
         if t is ev.ToolCallDelta:
             index = self.tools.get((e.choice, e.index), e.index)
+            self.with_args.add((e.choice, e.index))
             return self._chunk(e.choice, {"tool_calls": [{"index": index, "function": {"arguments": e.arguments}}]})
+        if t is ev.ToolCallEnd:
+            if (e.choice, e.index) in self.with_args:
+                return b""
+            index = self.tools.get((e.choice, e.index), e.index)  # no arguments at all: "{}", as OpenAI sends
+            return self._chunk(e.choice, {"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]})
         if t is ev.RefusalDelta:
             return self._role(e.choice) + self._chunk(e.choice, {"refusal": e.text})
         if t is ev.Finish:
