@@ -246,8 +246,12 @@ async def _stream(stream: Any, relay: Relay, encoder: Any, x: Exchange, protocol
 
 
 async def _complete(stream: Any, relay: Relay, encoder: Any, x: Exchange, protocol: str) -> str:
+    tags = stream.context.tags
     try:
-        response = await stream.collect()
+        async for e in stream:
+            if type(e) is ev.Finish:
+                tags["gateway_overhead_ms"] = round(x.overhead_ms(), 3)
+        response = stream.response
     except asyncio.CancelledError:
         raise
     except Exception as exc:
