@@ -57,6 +57,8 @@ class Call:
     timeouts: Any = None
     #: Structured output: a `llmrelay.structured.OutputSchema` (name, JSON schema, strict flag), or None.
     output: Any = None
+    #: The provider's own runtime options (`options=`; Ollama: num_ctx, top_k, keep_alive...), or None.
+    options: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -10,7 +10,13 @@ from dataclasses import replace
 import os
 from typing import Any, Mapping
 
-from .errors import AllModelsFailedError, InvalidRequestError, MissingAPIKeyError, UnsupportedParameterError
+from .errors import (
+    AllModelsFailedError,
+    InvalidRequestError,
+    MissingAPIKeyError,
+    UnknownProviderError,
+    UnsupportedParameterError,
+)
 from .reliability.fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
 from .observability.hooks import DEFAULT_CLIENT_HOOKS, CallContext, Hooks
 from .messages import normalize_messages
@@ -48,6 +54,9 @@ class Client:
       service is one `Provider(name, "openai_chat", base_url, key_env)`).
     - `aliases`: names that stand for a model string, or for a list of model
       strings (a cascade: fails over before first content only).
+    - `default_provider`: the provider for model strings that name none (`"gpt-4o"`), or
+      "auto" to pick it by the id's family (`gpt-` -> openai, `claude-` -> anthropic...);
+      None: `LLMRELAY_DEFAULT_PROVIDER`, else such a string raises `UnknownProviderError`.
     - `timeout`: a `Timeouts` or seconds.
     - `retry`: a `Retry` policy or a number of retries (default 2; 0 for none).
     - `middleware`: a list of `Middleware`, outermost first.
@@ -84,11 +93,16 @@ class Client:
         transport: Any = None,
         async_transport: Any = None,
         env: Mapping[str, str] | None = None,
+        default_provider: str | None = None,
     ):
         self.api_keys = dict(api_keys or {})
         self.base_urls = dict(base_urls or {})
         self.providers: dict[str, Provider] = {**PROVIDERS, **(providers or {})}
         self.aliases = dict(aliases or {})
+        if default_provider is not None and default_provider != "auto" and default_provider not in self.providers:
+            raise UnknownProviderError(default_provider, list(self.providers),
+                                       reason=f"Unknown default_provider {default_provider!r}")
+        self.default_provider = default_provider
         self.timeouts = Timeouts.of(timeout)
         self.retry = as_retry(retry)
         self.middleware = list(middleware)
@@ -116,7 +130,7 @@ class Client:
     # -- preparing a call (pure) ---------------------------------------------
     @property
     def settings(self) -> Settings:
-        return Settings(self.providers, self.aliases, self.api_keys, self.base_urls, self._env)
+        return Settings(self.providers, self.aliases, self.api_keys, self.base_urls, self._env, self.default_provider)
 
     def prepare(self, model: Any, messages: Any, **kwargs: Any) -> tuple[Call, Any, Any, Timeouts]:
         """Resolve, validate and encode a call without sending it: (call, request, decoder, timeouts)."""
@@ -250,7 +264,7 @@ class Client:
     def with_memory(self, user_id: str, memory: Any = None, **options: Any) -> Any:
         """This client with user-scoped memory: a `search_memory` tool and background
         learning from each finished exchange (see `llmrelay.memory`)."""
-        from .memory.client import with_memory
+        from .memory.memory import with_memory
 
         return with_memory(self, user_id, memory, **options)
 

@@ -1,7 +1,7 @@
 """`Stream` and `AsyncStream`: the public iterators over one model call.
 
-A `Stream` runs a plan (`llmrelay.plan`: one request, or the tool loop, ...).
-Each model turn is a `StreamCore` (`llmrelay.turn`: decoder + assembler + clock); the two
+A `Stream` runs a plan (`llmrelay.engine.plan`: one request, or the tool loop, ...).
+Each model turn is a `StreamCore` (`llmrelay.engine.turn`: decoder + assembler + clock); the two
 drivers only perform the plan's actions and move bytes from the transport into
 the core, so sync and async share every rule. The request is sent when
 iteration starts.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Generator, Iterator
 
 from . import events as ev
 from .errors import APIError, StreamInterruptedError, StreamResetError
@@ -255,10 +255,19 @@ class Stream(_BaseStream):
 
 
 class AsyncStream(_BaseStream):
-    """`async for` events; `.text_stream`; `await .collect()`; `await .aclose()`."""
+    """`async for` events; `.text_stream`; `await .collect()`; `await .aclose()`.
+
+    Awaiting it gives the stream itself (`stream = await client.astream(...)`), so code
+    written for SDKs whose streaming call is a coroutine works unchanged. Nothing is sent
+    until iteration starts either way.
+    """
 
     async def __aenter__(self) -> AsyncStream:
         return self
+
+    def __await__(self) -> Generator[Any, None, AsyncStream]:
+        return self
+        yield  # pragma: no cover - makes this a generator: `await stream` returns at once
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()

@@ -16,15 +16,14 @@ commands that draw on a terminal (see `cli/render.py`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 from .. import __version__
 from ..errors import LLMRelayError
 
-from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, _err, describe_error, parse_options, parse_value  # noqa: F401
+from .common import EXIT_INTERRUPTED, EXIT_ERROR, EXIT_OK, EXIT_USAGE, _err, describe_error
 
 # -- argument parsing ------------------------------------------------------------------
 

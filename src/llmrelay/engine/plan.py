@@ -185,8 +185,9 @@ def raise_on_length(plan: Plan) -> Plan:
 
 
 def _merge(turns: list[Response], messages: list[Message]) -> Response:
-    """A copy of the last turn's response, with usage summed over every request and the whole
-    transcript (`turns` keep their own usage: the last one is not the sum)."""
+    """A copy of the last turn's response, with usage summed over every request, the whole
+    transcript, and `text` / `reasoning` joined over every turn as the caller saw them stream
+    (`turns` keep their own usage and text: the last one is not the sum)."""
     final = replace(turns[-1]) if len(turns) > 1 else turns[-1]
     final.messages = messages
     final.turns = turns
@@ -202,6 +203,8 @@ def _merge(turns: list[Response], messages: list[Message]) -> Response:
         total.estimated = any(t.usage.estimated for t in turns)
         total.raw = final.usage.raw
         final.usage = total
+        final._text = "".join(t.text for t in turns)
+        final._reasoning = "".join(t.reasoning for t in turns)
         first = turns[0].timings
         final.timings = replace(final.timings, time_to_first_token=first.time_to_first_token,
                                 total=sum(t.timings.total or 0.0 for t in turns))

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from ..errors import InvalidRequestError, UnknownProviderError, UnsupportedParameterError
 from ..messages import Message, normalize_messages
 from ..call import Call, Params
-from ..providers import Provider, parse_model, resolve_api_key, resolve_base_url
+from ..providers import Provider, parse_model, resolve_api_key, resolve_base_url, resolve_headers
 
 PARAM_NAMES = tuple(Params.__slots__)  # type: ignore[attr-defined]
 #: Per-call options that shape the request (besides the generation params).
-CALL_OPTIONS = ("extra_body", "extra_headers", "timeout", "api_key", "base_url", "provider", "tools", "tool_choice")
+CALL_OPTIONS = (
+    "extra_body", "extra_headers", "timeout", "api_key", "base_url", "provider", "tools", "tool_choice", "options",
+)
 #: Per-call options of the control flow around requests.
 FLOW_OPTIONS = (
     "max_tool_rounds", "run_tools", "tool_errors", "retry", "middleware", "fallback_mode", "resume_prompt",
@@ -40,6 +42,9 @@ class Settings:
     api_keys: Mapping[str, str]
     base_urls: Mapping[str, str]
     env: Mapping[str, str] | None = None
+    #: For model strings that name no provider (`gpt-4o`): a provider name, "auto" (by the id's
+    #: family) or None (`LLMRELAY_DEFAULT_PROVIDER` decides; unset: such a string is an error).
+    default_provider: str | None = None
 
 
 def check_params(raw: dict[str, Any]) -> Params:
@@ -73,7 +78,7 @@ def check_params(raw: dict[str, Any]) -> Params:
 
 def check_options(options: dict[str, Any]) -> tuple[list[Any] | None, str | None]:
     """Validate request options; returns (tools, tool_choice)."""
-    for opt in ("extra_body", "extra_headers"):
+    for opt in ("extra_body", "extra_headers", "options"):
         if options.get(opt) is not None and not isinstance(options[opt], dict):
             raise InvalidRequestError(f"{opt} must be a dict, got {type(options[opt]).__name__}")
     tools: dict[str, Any] = {}
@@ -101,7 +106,10 @@ def resolve_model(settings: Settings, model: str, provider: str | None = None) -
         if provider not in settings.providers:
             raise UnknownProviderError(model, list(settings.providers), reason=f"Unknown provider {provider!r}")
         return settings.providers[provider], model
-    name, model_id = parse_model(model, settings.providers)
+    default = settings.default_provider
+    if default is None:
+        default = (os.environ if settings.env is None else settings.env).get("LLMRELAY_DEFAULT_PROVIDER") or None
+    name, model_id = parse_model(model, settings.providers, default)
     return settings.providers[name], model_id
 
 
@@ -122,9 +130,18 @@ def build_call(
         raise UnsupportedParameterError(
             provider.name, unsupported[0], "Drop it, or pass a provider-specific field with extra_body={...}."
         )
+    runtime = options.get("options")
+    if runtime and not getattr(module, "RUNTIME_OPTIONS", False):
+        raise UnsupportedParameterError(
+            provider.name, "options", "options= carries Ollama's runtime options; use extra_body={...} for other providers."
+        )
     env = os.environ if settings.env is None else settings.env
     base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
     api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
+    if provider.env_headers or provider.token_env:
+        env_headers = resolve_headers(provider, env)
+        if env_headers:  # below the protocol's own headers and extra_headers (see protocols.base)
+            provider = replace(provider, headers={**provider.headers, **env_headers})
     return Call(
         provider=provider,
         model=model_id,
@@ -136,18 +153,19 @@ def build_call(
         extra_headers=options.get("extra_headers"),
         tools=tools,
         tool_choice=tool_choice,
+        options=runtime or None,
     )
 
 
 def retarget(settings: Settings, call: Call, model: str) -> Call:
     """The same turn (messages, params, tools) for another model (fallback).
 
-    `extra_body`, `extra_headers`, `api_key` and `base_url` given for the first
+    `extra_body`, `extra_headers`, `options`, `api_key` and `base_url` given for the first
     model are provider-specific, so they follow only to the same provider.
     """
     provider, _ = resolve_model(settings, model)
     same = provider.name == call.provider.name
-    options = {"extra_body": call.extra_body, "extra_headers": call.extra_headers} if same else {}
+    options = {"extra_body": call.extra_body, "extra_headers": call.extra_headers, "options": call.options} if same else {}
     new = build_call(settings, model, call.messages, call.params, options, call.tools, call.tool_choice)
     new.timeouts = call.timeouts
     new.output = call.output

@@ -86,7 +86,7 @@ class LogHook(Hooks):
 
                 store = PostgresStore(dsn, schema=schema)
             else:
-                from . import default_path
+                from .paths import default_path
                 from .sqlite import SQLiteStore
 
                 store = SQLiteStore(os.path.expanduser(os.fspath(path)) if path is not None else default_path(),

@@ -2,7 +2,7 @@
 
 Subclass `Hooks` and override what you need; pass instances with
 `Client(hooks=[...])` or per call (`hooks=[...]`). Logs (`llmrelay.logs`) and
-OpenTelemetry tracing (`llmrelay.tracing`) are hooks too.
+OpenTelemetry tracing (`llmrelay.observability.tracing`) are hooks too.
 
     class Printer(llmrelay.Hooks):
         def on_first_token(self, ctx, call, ttft):

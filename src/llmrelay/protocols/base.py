@@ -24,7 +24,7 @@ from .. import events as ev
 
 from ..call import Call, HTTPRequest, Params
 
-__all__ = ["Call", "HTTPRequest", "Params", "Decoder", "ToolCalls", "build_request", "copy_params", "dumps",
+__all__ = ["Call", "HTTPRequest", "Params", "Decoder", "ToolCalls", "build_request", "copy_params", "deep_merge", "dumps",
            "loads", "malformed", "parse_arguments", "shaped"]
 
 _json_loads = json.loads
@@ -56,10 +56,21 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` merged into a copy of `base`: objects merge key by key (recursively), anything
+    else (scalars, lists, null) replaces. Neither argument is modified."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        out[key] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
 def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str, str], method: str = "POST") -> HTTPRequest:
-    """Join URL, merge `extra_body` (caller wins) and `extra_headers`, encode JSON once."""
+    """Join URL, merge `extra_body` deeply (caller wins: objects merge, scalars and lists
+    replace) and `extra_headers`, encode JSON once."""
     if call.extra_body:
-        body = {**body, **call.extra_body}
+        body = deep_merge(body, call.extra_body)
     all_headers = {"content-type": "application/json", "accept": "text/event-stream"}
     all_headers.update(call.provider.headers)
     all_headers.update(headers)

@@ -1,11 +1,11 @@
 """Built-in middlewares: `Timeout` (per-turn timeouts) and `Logging` (one record per turn).
 
-Both wrap a model turn (see `llmrelay.middleware`), so they work the same for
+Both wrap a model turn (see `llmrelay.reliability.middleware`), so they work the same for
 `stream`, `astream`, `complete` and `acomplete`, and for every provider:
 
     import logging
     import llmrelay
-    from llmrelay.middlewares import Logging, Timeout
+    from llmrelay.reliability import Logging, Timeout
 
     logging.basicConfig(level=logging.INFO)
     client = llmrelay.Client(middleware=[

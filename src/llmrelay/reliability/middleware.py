@@ -1,7 +1,7 @@
 """Middleware: one interface that wraps every model turn, for stream and complete, sync and async.
 
 A middleware's `turn(call, send)` is a generator around one model turn (a
-plan, see `llmrelay.plan`): it may change the call, call `send` zero or more
+plan, see `llmrelay.engine.plan`): it may change the call, call `send` zero or more
 times (`response = yield from send(call)`), catch errors, sleep (`yield
 Sleep(s)`), emit events (`yield Emit(event)`) and return the response. It
 never touches sockets, threads or an event loop, so the same code serves

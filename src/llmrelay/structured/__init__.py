@@ -51,7 +51,7 @@ the protocol lacks falls back along json_schema -> json_object -> tool -> prompt
   after the value is ignored: prose, code fences); the other modes strictly.
 
 Streams: besides the usual events, `PartialOutput(value)` after each chunk that
-changes what can be read (see `llmrelay.partial_json` for exactly what a partial
+changes what can be read (see `llmrelay.structured.partial_json` for exactly what a partial
 shows), and for `list[Item]`, `OutputItem(index, item)` once per item, validated,
 when it is complete. `Stream.partial_stream` / `AsyncStream.partials` give only
 the partials. At the end the whole object is validated once: `response.output`.

@@ -4,7 +4,6 @@ See `llmrelay.structured` for the whole feature."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -181,7 +180,7 @@ def _structured(call: Call, make_plan: Callable[[Call], Plan], spec: OutputSpec,
         if response.refusal:
             raise OutputRefusedError(response.refusal, response=_combined(answers))
         from_tool = turns.raw is not None
-        raw = turns.raw if from_tool else response.text
+        raw = turns.raw if from_tool else response.choice.text  # the answering turn, not text before tools
         if response.finish_reason == "content_filter" and not raw.strip():
             raise OutputRefusedError("", response=_combined(answers), reason="content_filter")
         lenient = turns.mode == "prompt" or (turns.mode == "tool" and not from_tool)
@@ -210,5 +209,7 @@ def _combined(answers: list[Response]) -> Response:
     if len(answers) == 1:
         return answers[0]
     turns = [t for r in answers for t in (r.turns or [r])]
-    return _merge(turns, answers[-1].messages or [])
+    final = _merge(turns, answers[-1].messages or [])
+    final._text, final._reasoning = answers[-1].text, answers[-1].reasoning  # the rejected answers were reset
+    return final
 

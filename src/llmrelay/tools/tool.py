@@ -27,7 +27,7 @@ followed) and passed to the function as they are, without conversion.
 A tool given as a schema dict (`{"name", "description", "parameters"}`, or the
 OpenAI `{"type": "function", "function": {...}}` / Anthropic `input_schema`
 shapes) has no function: the model may call it, and the caller runs it (the
-tool loop stops at a turn that calls one, see `llmrelay.plan.tool_loop`).
+tool loop stops at a turn that calls one, see `llmrelay.engine.plan.tool_loop`).
 
 pydantic is imported when the first tool is defined, not by `import llmrelay`.
 """
