@@ -19,11 +19,14 @@ def free_port() -> int:
 
 
 class GatewayThread:
-    def __init__(self, yaml_text: str, env: dict[str, str] | None = None):
+    def __init__(self, yaml_text: str | None = None, env: dict[str, str] | None = None, path: str | None = None):
         import uvicorn
 
-        self.config = parse(yaml_text, env=env or {})
-        self.app = GatewayApp(self.config)
+        if path is not None:
+            self.app = GatewayApp(path)
+        else:
+            self.config = parse(yaml_text or "", env=env or {})
+            self.app = GatewayApp(self.config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",

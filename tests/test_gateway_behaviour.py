@@ -244,3 +244,26 @@ def test_serve_check(tmp_path):
     bad = tmp_path / "b.yaml"
     bad.write_text("models:\n  a:\n    modle: openai:gpt-4o\n")
     assert main(["serve", "--config", str(bad), "--check"]) == 2
+
+
+def test_reload_keeps_streams_in_flight(tmp_path):
+    with ReplayServer() as up:
+        cfg = tmp_path / "gw.yaml"
+        cfg.write_text(config_for(up.url))
+        with GatewayThread(path=str(cfg)) as gw:
+            up.enqueue(faults.drip("anthropic/text_basic.sse", delay=0.1))
+            client = anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0)
+            with client.messages.stream(model="claude", max_tokens=50, messages=MSG) as s:
+                events = iter(s)
+                next(events)  # the stream is in flight
+                cfg.write_text(config_for(up.url, "  extra:\n    model: openai:gpt-4o\n    base_url: " + up.url
+                                          + "/v1\n    api_key: x\n"))
+                assert gw.app.reload()
+                for _ in events:
+                    pass
+                assert s.get_final_text() == "- Captain\n- Scoop"  # finished on the old generation
+            assert "extra" in [m.id for m in oa(gw.url).models.list()]
+            cfg.write_text("models: [broken")
+            assert not gw.app.reload()  # a bad file is refused; the running config stays
+            assert "extra" in [m.id for m in oa(gw.url).models.list()]
+

@@ -101,6 +101,7 @@ class GatewayApp:
     async def startup(self) -> None:
         if self.gateway is None:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
+        _warm_up()
         self._tasks.append(asyncio.ensure_future(self.metrics.watch_loop()))
         try:
             import signal
@@ -207,6 +208,19 @@ class GatewayApp:
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _warm_up() -> None:
+    """Import now what the first request would otherwise import (aiohttp, the price data), so it is not slow."""
+    import aiohttp  # noqa: F401
+
+    try:
+        from ..cost.prices import response_cost  # noqa: F401
+        from ..response import Response
+
+        Response(provider="openai", model="gpt-4o").cost  # noqa: B018 - loads the price database once
+    except Exception:  # pricing is optional
+        pass
 
 
 async def _read_body(receive: Any, limit: int, headers: dict[str, str]) -> bytes | GatewayError:
