@@ -196,6 +196,10 @@ class PostgresMemoryStore(SQLMemoryStore):
         out.frombytes(bytes(raw))
         return [x if math.isfinite(x) else 0.0 for x in out]
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

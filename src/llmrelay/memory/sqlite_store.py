@@ -180,6 +180,10 @@ class SQLiteMemoryStore(SQLMemoryStore):
         out.frombytes(raw)
         return [x if math.isfinite(x) else 0.0 for x in out]
 
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
