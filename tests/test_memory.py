@@ -429,7 +429,7 @@ def test_direct_api(memory):
         memory.search("alice", "x", "slow")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         memory.user("")
-    assert memory.curate() == {"expired": 0, "archived": 0}
+    assert memory.curate() == {"expired": 0, "archived": 0, "promoted": 0}
     assert alice.forget() > 0 and alice.list(None) == []
 
 
@@ -531,3 +531,15 @@ def test_with_memory_builds_its_own_memory(client):
     assert chat.inject == 2 and chat.memory.user_id == "alice"
     with pytest.raises(InvalidRequestError):
         with_memory(client, "alice", chat.memory_store, store=SQLiteMemoryStore(embedder=None))
+
+
+async def test_the_callers_correlation_id_reaches_memory(client, memory, script, events, mode):
+    """Issue 13: correlation_id= flows into memory (the learned fact's source and its events)."""
+    alice = with_memory(client, "alice", memory)
+    script.chat(synthetic_text("Lisbon is lovely, and say hi to Rex!")).extract(LISBON_EXTRACTION)
+    _, r1 = await run(alice, mode, [{"role": "user", "content": STATEMENT}],
+                      conversation_id="thread-7", correlation_id="req-42")
+    assert alice.flush(10)
+    assert (r1.correlation_id, r1.conversation_id) == ("req-42", "thread-7")
+    assert events[0].correlation_id == "req-42"
+    assert {f.source for f in memory.list_facts("alice")} == {"req-42"}

@@ -28,7 +28,7 @@ CALL_OPTIONS = (
 #: Per-call options of the control flow around requests.
 FLOW_OPTIONS = (
     "max_tool_rounds", "run_tools", "tool_errors", "retry", "middleware", "fallback_mode", "resume_prompt",
-    "hooks", "tags", "on_length",
+    "hooks", "tags", "on_length", "correlation_id", "conversation_id", "text_reset",
 )
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 

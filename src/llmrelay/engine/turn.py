@@ -35,15 +35,16 @@ if TYPE_CHECKING:
 _perf = time.perf_counter
 _CONTENT = frozenset(ev.CONTENT_EVENTS)
 _StreamError = ev.StreamError
+_TextDelta = ev.TextDelta
 
 
 class StreamCore:
     """Per-call state, no I/O: feeds bytes to the decoder, folds events, keeps time."""
 
     __slots__ = (
-        "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "busy",
+        "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "t_text", "busy", "n_events",
         "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
-        "on_first_token", "correlation_id", "prices", "seen", "content_type", "body",
+        "on_first_token", "correlation_id", "conversation_id", "prices", "content_type", "body",
     )
 
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
@@ -53,8 +54,10 @@ class StreamCore:
         self.assembler = Assembler()
         self._add = self.assembler.add
         self.t_dispatch: float | None = None
-        self.t_first: float | None = None
+        self.t_first: float | None = None  # time to the first token of any kind (busy clock)
+        self.t_text: float | None = None  # time to the first visible answer text (choice 0)
         self.busy = 0.0  # time inside llmrelay + waiting on the network
+        self.n_events = 0  # decoded events (counted per network chunk, not per event)
         self.t_resume = 0.0
         self.pending: APIError | None = None
         self.done = False
@@ -66,8 +69,8 @@ class StreamCore:
         self.end_by: float | None = None  # the total deadline
         self.on_first_token: Any = None  # called once with the TTFT (hooks)
         self.correlation_id: str | None = None
+        self.conversation_id: str | None = None
         self.prices: Any = None  # a client's PriceTable, for Response.cost
-        self.seen = 0  # events decoded so far (none at all: the body was not the stream asked for)
         self.content_type: str | None = None
         self.body: Any = None  # the open response body (its first bytes go into errors)
 
@@ -114,6 +117,7 @@ class StreamCore:
         if self.deadline is not None and _perf() > self.deadline:
             raise self.timed_out()
         events = self._fold(self.decoder.feed(data))
+        self.n_events += len(events)
         for e in events:
             self.busy += _perf() - self.t_resume
             yield e
@@ -123,8 +127,9 @@ class StreamCore:
         if self.pending is not None:
             raise self.pending
         events = self._fold(self.decoder.end())
+        self.n_events += len(events)
         if self.pending is None and not self.decoder.complete:
-            if not self.seen and not events and not self.decoder.cut:
+            if not self.n_events and not self.decoder.cut:  # nothing at all was decoded
                 self.pending = self.not_a_stream()
             else:
                 why = "the connection closed in the middle of an event" if self.decoder.cut else "the stream ended before its final event"
@@ -143,8 +148,7 @@ class StreamCore:
         for i, e in enumerate(events):
             t = type(e)
             if t is _StreamError:
-                self.seen += i
-                if not self.seen and e.kind == "malformed" and not _streamy(self.content_type):
+                if not self.n_events and not i and e.kind == "malformed" and not _streamy(self.content_type):
                     self.pending = self.not_a_stream()  # e.g. an HTML page where NDJSON was expected
                 else:
                     self.pending = self._stream_error(e)
@@ -154,14 +158,21 @@ class StreamCore:
             except TypeError as exc:  # a value of the wrong type in the provider's JSON
                 self.pending = MalformedChunkError(f"{self.call.provider.name} sent a malformed chunk: {exc}", **self.ctx)
                 return events[:i]
-            if self.t_first is None and t in _CONTENT:
-                # on the same clock as `busy`: the caller's time before this is not ours
-                self.t_first = self.busy + (_perf() - self.t_resume)
-                self.deadline = self.end_by
-                if self.on_first_token is not None:
-                    self.on_first_token(self.t_first)
-        self.seen += len(events)
+            if self.t_text is None:  # once the first text came, this is the only test per event
+                if t is _TextDelta and e.text and e.choice == 0:
+                    self.t_text = self.busy + (_perf() - self.t_resume)
+                    if self.t_first is None:
+                        self._first(self.t_text)
+                elif self.t_first is None and t in _CONTENT:
+                    # on the same clock as `busy`: the caller's time before this is not ours
+                    self._first(self.busy + (_perf() - self.t_resume))
         return events
+
+    def _first(self, t: float) -> None:
+        self.t_first = t
+        self.deadline = self.end_by
+        if self.on_first_token is not None:
+            self.on_first_token(t)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
@@ -208,6 +219,7 @@ class StreamCore:
         r.model = r.model or self.call.model
         r.request_id = self.request_id
         r.correlation_id = self.correlation_id
+        r.conversation_id = self.conversation_id
         if self.prices is not None:
             r._prices = self.prices
         if self.done:
@@ -231,7 +243,10 @@ class StreamCore:
         tps = None
         if out_tokens and ttft is not None and total > ttft:
             tps = out_tokens / (total - ttft)
-        return Timings(ttft, total, tps)
+        per_chunk = None
+        if ttft is not None and self.n_events > 1 and total > ttft:
+            per_chunk = (total - ttft) / (self.n_events - 1)
+        return Timings(ttft, total, tps, self.t_text, self.t_dispatch, per_chunk)
 
 
 def _streamy(content_type: str | None) -> bool:

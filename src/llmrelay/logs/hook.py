@@ -41,7 +41,7 @@ class _CallState:
 
     def __init__(self, ctx: Any):
         tags = ctx.tags
-        self.info = (dict(tags) if tags else None, ctx.requested, ctx.stream)
+        self.info = (dict(tags) if tags else None, ctx.requested, ctx.stream, ctx.conversation_id)
         self.turns: list[TurnRecord] = []
         self.turn = 0
         self.t_start = 0.0
@@ -150,6 +150,9 @@ class LogHook(Hooks):
         state = self._calls.pop(ctx.correlation_id, None)
         if state is None or not state.turns:
             return
+        tags = state.info[0]
+        if tags is not None and ctx.tags:
+            tags.update(ctx.tags)  # tags added during the call (the gateway's overhead) reach every row
         if not state.early:
             link_attempts(state.turns, response, error)
         output = getattr(response, "output", None)
