@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable
 
 import llmrelay
+from llmrelay.testing.sockets import open_sockets as sockets_to
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 WARMUP = 1000
@@ -30,29 +31,6 @@ THREADS = 4  # sync streams run in this many threads sharing the client (a dropp
 def rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def sockets_to(port: int) -> int:
-    """This process's open TCP sockets whose remote port is `port` (Linux /proc)."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    n = 0
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        try:
-            rows = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if int(cols[2].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
-                n += 1
-    return n
 
 
 def _kind(i: int) -> str:

@@ -5,11 +5,12 @@ sockets connected to `port`, read from /proc (Linux)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import zlib
 from typing import Callable, Iterator
+
+from llmrelay.testing.sockets import open_sockets
 
 Behaviour = Callable[[dict], Iterator[bytes]]
 
@@ -99,24 +100,4 @@ def gzip_bomb(size: int, piece: bytes = b"\0" * (1 << 20), prefix: bytes = b"") 
 
 def client_sockets(port: int) -> int:
     """Open TCP sockets of this process whose remote end is 127.0.0.1:`port`."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    count = 0
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        try:
-            rows = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
-            state = cols[3]
-            if remote_port == port and cols[9] in inodes and state != "0A":  # 0A: LISTEN
-                count += 1
-    return count
+    return open_sockets(port)

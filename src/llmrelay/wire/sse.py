@@ -16,7 +16,52 @@ def line_too_long(limit: int, what: str) -> ResponseTooLargeError:
     )
 
 
-class SSEParser:
+class LineBuffer:
+    """Cuts bytes into LF-terminated lines for a framing parser. An unfinished line is kept as a
+    list of pieces, joined once when its LF arrives: time linear in its length, whatever the
+    split. Past `max_line` bytes it raises `ResponseTooLargeError`."""
+
+    __slots__ = ("_buf", "_size", "max_line")
+
+    def __init__(self, max_line: int | None = DEFAULT_LIMITS.max_line) -> None:
+        self._buf: list[bytes] = []  # pieces of the unfinished line
+        self._size = 0
+        self.max_line = max_line
+
+    def _split(self, chunk: bytes) -> list[bytes]:
+        """The lines this chunk completes (without their LF); the rest is held."""
+        if b"\n" not in chunk:
+            if chunk:
+                self._hold(chunk)
+            return []
+        if self._buf:  # the held line ends in this chunk: join it once, copy nothing twice
+            nl = chunk.find(b"\n")
+            self._buf.append(chunk[:nl])
+            held = b"".join(self._buf)
+            self._buf, self._size = [], 0
+            lines = chunk[nl + 1:].split(b"\n")
+            lines.insert(0, held)
+        else:
+            lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            self._hold(rest)
+        return lines
+
+    def _hold(self, piece: bytes) -> None:
+        self._buf.append(piece)
+        self._size += len(piece)
+        if self.max_line is not None and self._size > self.max_line:
+            self._buf, self._size = [], 0
+            raise line_too_long(self.max_line, "line")
+
+    def _take_rest(self) -> bytes:
+        rest = b"".join(self._buf)
+        self._buf, self._size = [], 0
+        return rest
+
+
+class SSEParser(LineBuffer):
     """Incremental SSE parser. `feed` may be called with any split of the body.
 
     Lines end in LF, CRLF or CR (a CR at the end of one chunk and an LF at the
@@ -31,17 +76,15 @@ class SSEParser:
     `max_line` bytes raises `ResponseTooLargeError`.
     """
 
-    __slots__ = ("_buf", "_size", "_event", "_data", "_more", "_event_size", "_skip_lf", "max_line")
+    __slots__ = ("_event", "_data", "_more", "_event_size", "_skip_lf")
 
     def __init__(self, max_line: int | None = DEFAULT_LIMITS.max_line) -> None:
-        self._buf: list[bytes] = []  # pieces of the unfinished line
-        self._size = 0
+        super().__init__(max_line)
         self._event: str | None = None
         self._data: bytes | None = None
         self._more: list[bytes] | None = None  # the event's second and later data lines
         self._event_size = 0
         self._skip_lf = False
-        self.max_line = max_line
 
     def feed(self, chunk: bytes) -> list[Frame]:
         if not chunk:
@@ -64,30 +107,7 @@ class SSEParser:
         if b"\r" in chunk:
             self._skip_lf = chunk[-1:] == b"\r"
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n" not in chunk:
-            if chunk:
-                self._hold(chunk)
-            return []
-        if self._buf:  # the held line ends in this chunk: join it once, copy nothing twice
-            nl = chunk.find(b"\n")
-            self._buf.append(chunk[:nl])
-            held = b"".join(self._buf)
-            self._buf, self._size = [], 0
-            lines = chunk[nl + 1:].split(b"\n")
-            lines.insert(0, held)
-        else:
-            lines = chunk.split(b"\n")
-        rest = lines.pop()
-        if rest:
-            self._hold(rest)
-        return self._lines(lines)
-
-    def _hold(self, piece: bytes) -> None:
-        self._buf.append(piece)
-        self._size += len(piece)
-        if self.max_line is not None and self._size > self.max_line:
-            self._buf, self._size = [], 0
-            raise line_too_long(self.max_line, "line")
+        return self._lines(self._split(chunk))
 
     def _lines(self, lines: list[bytes]) -> list[Frame]:
         out: list[Frame] = []
@@ -132,6 +152,4 @@ class SSEParser:
         return out
 
     def close(self) -> list[Frame]:
-        lines = [b"".join(self._buf), b""] if self._buf else [b""]
-        self._buf, self._size = [], 0
-        return self._lines(lines)
+        return self._lines([self._take_rest(), b""] if self._buf else [b""])
