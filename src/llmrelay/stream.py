@@ -492,35 +492,8 @@ async def _empty() -> AsyncIterator[Any]:
     yield  # pragma: no cover
 
 
-class _Watchdog:
-    """Sync streams: enforce the first-token deadline on a silent body by shutting the socket down."""
-
-    def __init__(self, seconds: float, sock: Any):
-        import threading
-
-        self.fired = False
-        self._sock = sock
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        import socket
-
-        self.fired = True
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _first_token_watchdog(core: StreamCore, body: Any) -> _Watchdog | None:
-    if core.t_first is not None or core.deadline is None:
+def _first_token_watchdog(core: StreamCore, body: Any) -> Any:
+    """Sync streams: the first-token deadline enforced on a silent body (see `SyncBody.watchdog`)."""
+    if core.t_first is not None or core.deadline is None or not hasattr(body, "watchdog"):
         return None
-    sock = getattr(body, "socket", None)
-    if sock is None:
-        return None
-    return _Watchdog(max(0.0, core.deadline - time.perf_counter()), sock)
+    return body.watchdog(max(0.0, core.deadline - time.perf_counter()))
