@@ -193,7 +193,10 @@ def _drop_sockets(client: Any) -> None:
 
 def _send_args(pools: _Pools, req: HTTPRequest, timeouts: Timeouts) -> tuple[Any, Any]:
     client = pools.get(req.url)
-    request = client.build_request(req.method, req.url, headers=req.headers, content=req.body, timeout=_request_timeout(timeouts))
+    headers = req.headers
+    if pools._given is not None and "accept-encoding" not in headers:  # a caller's client may ask for br, zstd...
+        headers = {**headers, "accept-encoding": ACCEPT_ENCODING}
+    request = client.build_request(req.method, req.url, headers=headers, content=req.body, timeout=_request_timeout(timeouts))
     return client, request
 
 
