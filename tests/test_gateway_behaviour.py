@@ -267,3 +267,23 @@ def test_reload_keeps_streams_in_flight(tmp_path):
             assert not gw.app.reload()  # a bad file is refused; the running config stays
             assert "extra" in [m.id for m in oa(gw.url).models.list()]
 
+
+
+def test_otel_server_span_around_the_upstream_spans():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with ReplayServer() as up:
+        with GatewayThread(config_for(up.url, "server: {otel: true}"), tracer_provider=provider) as gw:
+            up.enqueue(rec("anthropic/text_basic.sse"))
+            oa(gw.url).chat.completions.create(model="claude", messages=MSG)
+    spans = exporter.get_finished_spans()
+    server = [s for s in spans if s.kind.name == "SERVER"]
+    assert len(server) == 1 and server[0].attributes["llmrelay.gateway.model"] == "claude"
+    inner = [s for s in spans if s.kind.name != "SERVER"]
+    assert inner and all(s.context.trace_id == server[0].context.trace_id for s in inner)

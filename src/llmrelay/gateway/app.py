@@ -36,7 +36,9 @@ _JSON = [(b"content-type", b"application/json")]
 
 
 class GatewayApp:
-    def __init__(self, config: GatewayConfig | str, *, load_now: bool = False, async_backend: str = "aiohttp"):
+    def __init__(self, config: GatewayConfig | str, *, load_now: bool = False, async_backend: str = "aiohttp",
+                 tracer_provider: Any = None):
+        self.tracer_provider = tracer_provider  # OpenTelemetry (server: {otel: true}); None: the global one
         self.config_path = config if isinstance(config, str) else config.path
         self._config = None if isinstance(config, str) else config
         self.async_backend = async_backend
@@ -51,7 +53,8 @@ class GatewayApp:
     def _install(self, config: GatewayConfig) -> None:
         for warning in config.warnings:
             log.warning("%s", warning)
-        old, self.gateway = self.gateway, Gateway(config, async_backend=self.async_backend)
+        old, self.gateway = self.gateway, Gateway(config, async_backend=self.async_backend,
+                                                    tracer_provider=self.tracer_provider)
         if old is not None:
             old.retired = True
             self._retired.append(old)
