@@ -104,7 +104,10 @@ class GatewayApp:
     async def startup(self) -> None:
         if self.gateway is None:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
-        _warm_up()
+        import aiohttp  # noqa: F401 - the upstream client: loaded before ready, not by the first request
+
+        # the price data (~0.2 s to load) warms up in a thread: ready does not wait for it
+        self._tasks.append(asyncio.ensure_future(asyncio.to_thread(_warm_up)))
         self._tasks.append(asyncio.ensure_future(self.metrics.watch_loop()))
         try:
             import signal
@@ -214,9 +217,7 @@ class GatewayApp:
 
 
 def _warm_up() -> None:
-    """Import now what the first request would otherwise import (aiohttp, the price data), so it is not slow."""
-    import aiohttp  # noqa: F401
-
+    """Load the price data now, so the first request's cost (metrics) does not."""
     try:
         from ..cost.prices import response_cost  # noqa: F401
         from ..response import Response
