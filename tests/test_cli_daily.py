@@ -417,3 +417,22 @@ def test_models_for_a_provider_without_a_list():
     child, log = spawn("-c", code, program=[sys.executable])
     out = finish(child, log, status=1)
     assert "pip install 'llmrelay[prices]'" in out and "openai:MODEL" in out
+
+
+def test_interactive_attachments_go_with_the_first_turn(server, tmp_path):
+    image = tmp_path / "dot.png"
+    image.write_bytes(png())
+    server.enqueue(Reply.recording(TEXT_REC), Reply.recording(TEXT_REC))
+    child, log = spawn("chat", "-a", str(image), *openai_args(server))
+    child.expect("> ")
+    child.sendline("What is this?")
+    child.expect("tok/s")
+    child.expect("> ")
+    child.sendline("And now?")
+    child.expect("tok/s")
+    child.expect("> ")
+    child.sendline("quit")
+    finish(child, log)
+    first, second = (r.json["messages"] for r in server.requests)
+    assert first[0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert second[0] == first[0] and second[-1] == {"role": "user", "content": "And now?"}
