@@ -81,7 +81,10 @@ class APIError(LLMRelayError):
         self.model = model
         self.request_id = request_id
         self.body = body
-        self.partial = partial
+        #: What arrived before the error (text, reasoning, tool calls, usage): every error a
+        #: stream raises carries it, even one before any content (then it is empty). Typed as
+        #: present; only an error built by hand outside a stream has None here.
+        self.partial: Response[Any] = partial  # type: ignore[assignment]
         #: With `Retry`: the earlier attempts of the same request that failed (`Attempt`s).
         self.retried: list[Any] = []
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Iterable, Literal, Mapping, Sequence, Union
 
 from .errors import InvalidRequestError
 
@@ -117,6 +117,11 @@ class Message:
 
 
 MessageLike = Union[Message, dict]
+
+
+#: What the calls take as `messages`: a string (one user message), a `Message`, an OpenAI-style
+#: dict, or a list of those.
+MessagesInput = Union[str, "Message", Mapping[str, Any], Sequence[Union[str, "Message", Mapping[str, Any]]]]
 
 
 def normalize_messages(messages: Any) -> list[Message]:

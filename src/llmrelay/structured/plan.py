@@ -196,7 +196,7 @@ def _structured(call: Call, make_plan: Callable[[Call], Plan], spec: OutputSpec,
                 ) from None
             yield Emit(ev.Reset(response.text))
             again = RETRY_AGAIN["tool" if from_tool else "other"].format(name=spec.name)
-            transcript = response.messages if response.messages is not None else [*current.messages, response.to_message()]
+            transcript = response.messages if response.messages else [*current.messages, response.to_message()]
             current = replace(call, messages=[*transcript, Message.user(RETRY_PROMPT.format(errors=invalid, again=again))])
             continue
         final = _combined(answers)
