@@ -69,3 +69,9 @@ def test_pyright_really_is_strict_on_the_app():
     finally:
         probe.unlink()
     assert result.returncode != 0 and "reportMissingParameterType" in result.stdout, result.stdout
+
+
+def test_package_passes_mypy_with_its_configuration():
+    """`[tool.mypy]` in pyproject.toml: --strict, relaxed for the internals as it says there."""
+    result = _run(str(BIN / "mypy"))
+    assert result.returncode == 0 and "Success" in result.stdout, result.stdout + result.stderr

@@ -9,7 +9,7 @@ part, so the next delta starts a new one, exactly as providers expect it back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .. import events as ev
 from ..messages import ReasoningPart, TextPart, ToolCall
@@ -84,7 +84,7 @@ class Assembler:
         self.id: str | None = None
         self.model: str | None = None
         self.provider_events: list[Any] = []
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any], None]] = {
             ev.TextDelta: self._text,
             ev.ReasoningDelta: self._reasoning,
             ev.RefusalDelta: self._refusal,

@@ -113,7 +113,8 @@ def _part(p: Any) -> dict[str, Any]:
 
 def _messages_json(messages: Any) -> tuple[str, str | None]:
     """(gen_ai.input.messages, gen_ai.system_instructions) as JSON strings."""
-    out, system = [], []
+    out: list[Any] = []
+    system: list[Any] = []
     for m in messages:
         if m.role == "system":
             system.extend(_part(p) for p in m.parts)

@@ -180,7 +180,7 @@ def _structured(call: Call, make_plan: Callable[[Call], Plan], spec: OutputSpec,
         if response.refusal:
             raise OutputRefusedError(response.refusal, response=_combined(answers))
         from_tool = turns.raw is not None
-        raw = turns.raw if from_tool else response.choice.text  # the answering turn, not text before tools
+        raw = turns.raw if turns.raw is not None else response.choice.text  # the answering turn, not text before tools
         if response.finish_reason == "content_filter" and not raw.strip():
             raise OutputRefusedError("", response=_combined(answers), reason="content_filter")
         lenient = turns.mode == "prompt" or (turns.mode == "tool" and not from_tool)
