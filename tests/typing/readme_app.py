@@ -245,7 +245,7 @@ def hooks() -> None:
 
 
 def memory() -> None:
-    memory = Memory(path="memory.db", extract_model="openai:gpt-4o-mini")  # SQLite; default ":memory:"
+    memory = Memory(path="memory.db")  # SQLite; default ":memory:". Extraction: the conversation's model
     memory.add_text("alice", "Alice is vegetarian.")
 
     chat = llmrelay.Client().with_memory(user_id="alice", memory=memory)
