@@ -318,11 +318,6 @@ class SyncBody(Body):
         stream = self._resp.extensions.get("network_stream")
         return stream.get_extra_info("socket") if stream is not None else None
 
-    def watchdog(self, seconds: float) -> _Watchdog | None:
-        """Shut the socket down after `seconds` unless cancelled (None without a socket)."""
-        sock = self.socket
-        return _Watchdog(seconds, sock) if sock is not None else None
-
     def iter_bytes(self) -> SyncBody:
         return self
 
@@ -364,27 +359,6 @@ class SyncBody(Body):
                 raw.close()
         finally:
             self._resp.close()
-
-
-class _Watchdog:
-    """Sync streams: enforce the first-token deadline on a silent body by shutting the socket down."""
-
-    def __init__(self, seconds: float, sock: Any):
-        self.fired = False
-        self._sock = sock
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        self.fired = True
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def cancel(self) -> None:
-        self._timer.cancel()
 
 
 class AsyncTransport:
