@@ -308,7 +308,7 @@ class SyncBody(Body):
     __slots__ = ("_raw", "_transport")
 
     def start(self, transport: SyncTransport) -> None:
-        self._transport = transport
+        self._transport: SyncTransport | None = transport
         transport._open.add(self)
         self._raw = self._resp.iter_raw() if self._raw_ok else self._resp.iter_bytes()
 
