@@ -24,7 +24,6 @@ from ..errors import (
     StreamInterruptedError,
     UnexpectedResponseError,
 )
-from ..redact import request_secrets, scrub_error
 from ..response import Response, Timings
 from ..timeouts import Timeouts
 from ..usage import Usage, estimate_tokens
@@ -206,6 +205,8 @@ class StreamCore:
             exc.request_id = exc.request_id or self.request_id
             exc.provider = exc.provider or self.call.provider.name
             exc.model = exc.model or self.call.model
+            from ..redact import request_secrets, scrub_error  # errors only: `import llmrelay` stays lean
+
             call, req = self.call, self.request
             scrub_error(exc, request_secrets(call.api_key, req.headers if req is not None else None,
                                              req.url if req is not None else call.base_url, call.extra_headers))
