@@ -204,7 +204,8 @@ class Memory:
                 dup = None
                 if dedupe:
                     dup = next((s for s in store.similar_facts(user_id, f.text, limit=5)
-                                if self.learner.same_fact(s.text, f.text, _similarity(store, s, f.text))), None)
+                                if self.learner.same_fact(s.text, f.text,
+                                                          lambda s=s: _similarity(store, s, f.text))), None)
                 if dup is not None:
                     store.update_fact(user_id, dup.id, importance=max(dup.importance, f.importance),
                                       expires_at=f.expires_at if f.expires_at is not None else dup.expires_at)
