@@ -435,3 +435,24 @@ def test_curation_runs_by_itself_in_the_worker(stores):
     assert statuses == {"The user is in Rome this week.": "expired", "A trivial remark.": "archived"}
     assert memory.stats.curations >= 1
     memory.close(5)
+
+
+def test_a_failed_extraction_is_a_row_in_the_call_logs(script, server, tmp_path):
+    from llmrelay.logs import open_store
+
+    path = str(tmp_path / "calls.db")
+    client = client_for(server, retry=0, log=path)
+    memory = Memory(SQLiteMemoryStore(embedder=None), client=client, curate_every=None)
+    alice = with_memory(client, "alice", memory)
+    script.chat(synthetic_text("Noted."))
+    script.extractions.append(Reply.json({"error": {"message": "no such model"}}, status=404))
+    alice.complete("openai:gpt-4o", "I live in Lisbon.")
+    assert alice.flush(10), memory.stats
+    assert memory.stats.failed == 1, memory.stats
+    memory.close(5)
+    assert client.hooks[-1].flush(5)
+    with open_store(path) as logs:
+        rows = logs.rows()
+    client.close()
+    failed = [r for r in rows if "extract" in json.dumps(r.get("tags")) and r["status"] == "error"]
+    assert len(failed) == 1 and failed[0]["model"] == "gpt-4o"
