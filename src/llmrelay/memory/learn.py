@@ -294,7 +294,10 @@ class Learner:
     clock: Callable[[], float] = time.time
 
     def learn(self, memory: Memory, client: Any, user_id: str, user_text: str, reply: str,
-              source: str | None = None, generation: int | None = None, *, model: str | None = None) -> LearnResult:
+              source: str | None = None, generation: int | None = None, *, model: str | None = None,
+              keep: Callable[[], bool] | None = None) -> LearnResult:
+        """Gate, extract, consolidate. `generation` / `keep()`: checked under the user's lock before
+        writing; a changed generation or `keep()` False means the user was forgotten meanwhile."""
         if self.gate is not None:
             try:
                 reason = self.gate.reason_to_skip(user_text)
@@ -313,8 +316,8 @@ class Learner:
         if not extraction.facts and not extraction.entities and not extraction.relations:
             return LearnResult(skipped="nothing to remember")
         with memory.user_lock(user_id):
-            if generation is not None and memory.generation(user_id) != generation:
-                return LearnResult(skipped="forgotten")  # forget() ran after this exchange
+            if (generation is not None and memory.generation(user_id) != generation) or (keep is not None and not keep()):
+                return LearnResult(skipped="forgotten")  # forget() ran after this exchange (here or elsewhere)
             try:
                 return self.consolidate(store, user_id, extraction, source)
             except Exception as exc:

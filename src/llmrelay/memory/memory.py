@@ -332,7 +332,8 @@ class Memory:
         except InvalidRequestError as exc:
             raise LearnError("extract", str(exc)) from exc
         return self.learner.learn(self, client, exchange.user_id, exchange.user_text, exchange.reply,
-                                  exchange.source, self.generation(exchange.user_id), model=exchange.model)
+                                  exchange.source, self.generation(exchange.user_id), model=exchange.model,
+                                  keep=lambda: self.store.has_pending(exchange.id))
 
     def subscribe(self, callback: Callable[[MemoryEvent], Any]) -> Callable[[], None]:
         """Receive every `MemoryEvent` (learned, skipped, failed...); returns the unsubscribe function."""
