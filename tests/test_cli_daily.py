@@ -463,3 +463,14 @@ def test_functions_from_a_file_and_inline_run_as_tools(server, tmp_path):
     assert r.returncode == 2 and "RuntimeError: nope" in r.stderr and "Traceback" not in r.stderr
     r = run("chat", "hi", "--functions", "x = 1", *openai_args(server))
     assert r.returncode == 2 and "defines no function" in r.stderr
+
+
+def test_a_broken_config_file_is_named_not_a_traceback(server, isolated):
+    config = isolated.parent.parent / "config"
+    config.mkdir()
+    (config / "config.json").write_text("{not json")
+    r = run("chat", "hi", *openai_args(server))
+    assert r.returncode == 2 and "config.json is not valid JSON" in r.stderr and "Traceback" not in r.stderr
+    child, log = spawn("aliases", "list")
+    assert "config.json is not valid JSON" in finish(child, log, status=1)
+    assert not server.requests

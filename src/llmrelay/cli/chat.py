@@ -316,6 +316,9 @@ def run_turn(chat: Chat, user: Any) -> int:
         params["output"] = chat.schema
     try:
         stream = chat.client.stream(chat.model, list(chat.messages), **params)
+    except KeyboardInterrupt:  # before the request: the turn never happened
+        chat.messages.pop()
+        raise
     except UnknownProviderError as exc:
         return _refused(chat, f"{exc}\nRun `llmrelay models` for the list with env vars.")
     except MissingAPIKeyError as exc:

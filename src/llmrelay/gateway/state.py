@@ -34,7 +34,7 @@ class _Limits:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, *, async_backend: str = "aiohttp"):
+    def __init__(self, config: GatewayConfig, *, async_backend: str = "aiohttp", tracer_provider: Any = None):
         self.config = config
         self.options = config.server
         providers: dict[str, Any] = {}
@@ -61,15 +61,21 @@ class Gateway:
                 entries.append((f"{name}:{model_id}", t.weight))
             self.targets[route.name] = entries
         hooks: list[Any] = []
+        self.tracer: Any = None
         if config.server.otel:
+            from opentelemetry import trace
+
             from ..observability.tracing import OpenTelemetryHooks
 
-            hooks.append(OpenTelemetryHooks())
+            hooks.append(OpenTelemetryHooks(tracer_provider=tracer_provider))
+            self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("llmrelay.gateway")
         self.client = Client(providers=providers, api_keys=api_keys, retry=0, async_backend=async_backend,
                              log=(config.logging or True) if config.logging is not None else False, hooks=hooks)
         self.protocols = {name: p.protocol for name, p in self.client.providers.items()}
         self.client._async_transport = RelayTransport(self.client._async())
         self.timeouts = {name: _timeouts(r.timeout) for name, r in config.routes.items()}
+        self.retries: dict[str, Any] = {name: Retry(r.retries, initial_delay=0.05, max_delay=2.0) if r.retries else 0
+                                        for name, r in config.routes.items()}
         self.limits: dict[str, _Limits] = {}
         self.in_flight = 0
         self.retired = False
@@ -145,8 +151,7 @@ class Gateway:
 
     def call_options(self, route: Route) -> dict[str, Any]:
         models = self.models_for(route)
-        opts: dict[str, Any] = {"retry": Retry(route.retries, initial_delay=0.05, max_delay=2.0) if route.retries else 0,
-                                "run_tools": False}
+        opts: dict[str, Any] = {"retry": self.retries[route.name], "run_tools": False}
         if self.timeouts[route.name] is not None:
             opts["timeout"] = self.timeouts[route.name]
         opts["model"] = models[0] if len(models) == 1 else Router(models, mode=route.fallback_mode)
