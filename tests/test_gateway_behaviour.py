@@ -215,6 +215,13 @@ def test_logs_metrics_overhead_header(keyed):
     text = httpx.get(gw.url + "/metrics").text
     assert 'llmrelay_gateway_requests_total{endpoint="chat",model="gpt",status="ok"}' in text
     assert "llmrelay_gateway_overhead_ms_bucket" in text and 'kind="output"' in text
+    import time
+
+    deadline = time.monotonic() + 20  # priced on the metrics' own thread, off the event loop
+    while 'llmrelay_gateway_cost_usd_total{model="gpt"}' not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = httpx.get(gw.url + "/metrics").text
+    assert 'llmrelay_gateway_cost_usd_total{model="gpt"}' in text
     assert httpx.get(gw.url + "/health/live").status_code == 200
     assert httpx.get(gw.url + "/health/ready").json() == {"status": "ready"}
 
