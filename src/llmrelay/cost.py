@@ -60,6 +60,7 @@ __all__ = [
     "cost_of",
     "set_price",
     "clear_prices",
+    "map_model",
     "call_cost",
     "sum_costs",
     "preload_prices",
@@ -236,7 +237,7 @@ def _provider_cost(usage: Usage) -> Cost | None:
 
 
 _PRICES_API = (
-    "Price", "PriceTable", "DEFAULT_PRICES", "cost_of", "set_price", "clear_prices",
+    "Price", "PriceTable", "DEFAULT_PRICES", "cost_of", "set_price", "clear_prices", "map_model",
     "response_cost", "attempt_cost", "call_cost",
 )
 

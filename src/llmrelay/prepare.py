@@ -116,6 +116,7 @@ def build_call(
 ) -> Call:
     """One target: provider resolved, params checked against it, key and base URL found."""
     provider, model_id = resolve_model(settings, model, options.get("provider"))
+    provider = provider.for_model(model_id)
     module = protocol_module(provider.protocol)
     unsupported = [f for f in params.set_fields() if f not in module.PARAMS or f in provider.unsupported]
     if unsupported:
@@ -123,8 +124,16 @@ def build_call(
             provider.name, unsupported[0], "Drop it, or pass a provider-specific field with extra_body={...}."
         )
     env = os.environ if settings.env is None else settings.env
-    base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
-    api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
+    auth = None
+    if provider.cloud:
+        from .cloud import resolve  # botocore / google-auth / azure-identity load only for cloud calls
+
+        base_url, auth = resolve(provider, model_id, options.get("api_key") or settings.api_keys.get(provider.name),
+                                 options.get("base_url") or settings.base_urls.get(provider.name), env)
+        api_key = None
+    else:
+        base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
+        api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
     return Call(
         provider=provider,
         model=model_id,
@@ -136,6 +145,7 @@ def build_call(
         extra_headers=options.get("extra_headers"),
         tools=tools,
         tool_choice=tool_choice,
+        auth=auth,
     )
 
 

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .recordings import content_type_for, read_recording
+from .recordings import content_type_for, read_recording, status_for
 
 _EVENT_SPLIT = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)")
 
@@ -76,6 +76,7 @@ class Reply:
         """A recorded real stream bundled with llmrelay (see `llmrelay.testing.recordings`)."""
         headers = kw.pop("headers", {})
         headers.setdefault("content-type", content_type_for(name))
+        kw.setdefault("status", status_for(name))
         return cls(read_recording(name), headers=headers, **kw)
 
     @classmethod

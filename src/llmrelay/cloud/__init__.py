@@ -1,0 +1,57 @@
+"""Cloud providers: where a request goes and how it is authenticated (Azure OpenAI, AWS Bedrock,
+Google Vertex AI).
+
+A cloud provider profile (`Provider.cloud`) speaks an ordinary wire protocol
+(OpenAI Chat/Responses, Anthropic Messages, Gemini, Bedrock Converse); what
+differs is the URL form and the auth. `resolve(...)` (called while a call is
+prepared, before anything is sent) finds the endpoint and the credentials and
+returns an auth object that the protocol's `build_request` asks for two things:
+
+- `prepare(call, path, body, headers) -> (url, body)`: the cloud's URL form for
+  the protocol's path (Azure deployments / v1, Vertex publishers) and any body
+  change (Vertex Anthropic's `anthropic_version`, model in the URL).
+- `sign(request)`: the auth headers, computed for each request from the current
+  credentials (an expiring token or role credential is refreshed here, before
+  the request that needs it). SigV4 signs the final bytes.
+
+The cloud SDK pieces (botocore, google-auth, azure-identity) are optional extras
+imported only when such a provider is used, never by `import llmrelay`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..providers import Provider
+
+__all__ = ["resolve", "AWSAuth", "AzureAuth", "GoogleAuth"]
+
+
+def resolve(provider: Provider, model: str, explicit_key: Any, explicit_base: str | None,
+            env: Mapping[str, str]) -> tuple[str, Any]:
+    """(base URL, auth object) for a cloud provider; raises `MissingCredentialsError` naming every way."""
+    if provider.cloud == "aws":
+        from .aws import resolve as r
+    elif provider.cloud == "azure":
+        from .azure import resolve as r
+    elif provider.cloud == "google":
+        from .google import resolve as r
+    else:  # pragma: no cover - a profile error
+        raise ValueError(f"unknown cloud {provider.cloud!r}")
+    return r(provider, model, explicit_key, explicit_base, env)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AWSAuth":
+        from .aws import AWSAuth
+
+        return AWSAuth
+    if name == "AzureAuth":
+        from .azure import AzureAuth
+
+        return AzureAuth
+    if name == "GoogleAuth":
+        from .google import GoogleAuth
+
+        return GoogleAuth
+    raise AttributeError(name)
