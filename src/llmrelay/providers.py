@@ -129,24 +129,24 @@ _BUILTIN: tuple[Provider, ...] = (
             description="vLLM server (OpenAI-compatible)"),
     # -- clouds (llmrelay.cloud: URL forms and auth) --
     Provider(
-        "azure", "openai_chat", "", ("AZURE_OPENAI_API_KEY",), ("AZURE_OPENAI_ENDPOINT",), cloud="azure",
+        "azure", "openai_chat", "", ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN"), ("AZURE_OPENAI_ENDPOINT",), cloud="azure",
         description="Azure OpenAI / AI Foundry Chat Completions (model = deployment name)",
     ),
     Provider(
-        "azure-responses", "openai_responses", "", ("AZURE_OPENAI_API_KEY",), ("AZURE_OPENAI_ENDPOINT",), cloud="azure",
+        "azure-responses", "openai_responses", "", ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN"), ("AZURE_OPENAI_ENDPOINT",), cloud="azure",
         description="Azure OpenAI Responses API",
     ),
     Provider(
-        "bedrock", "bedrock", "", ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID"), ("BEDROCK_BASE_URL",), cloud="aws",
+        "bedrock", "bedrock", "", ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"), ("BEDROCK_BASE_URL",), cloud="aws",
         structured="tool", description="AWS Bedrock Converse (ConverseStream, AWS event stream)",
     ),
     Provider(
-        "bedrock-invoke", "bedrock_invoke", "", ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID"), ("BEDROCK_BASE_URL",),
+        "bedrock-invoke", "bedrock_invoke", "", ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"), ("BEDROCK_BASE_URL",),
         cloud="aws", structured="tool",
         description="AWS Bedrock InvokeModelWithResponseStream (Anthropic Messages / Nova native bodies)",
     ),
     Provider(
-        "vertex", "gemini", "", (), ("VERTEX_BASE_URL",), cloud="google",
+        "vertex", "gemini", "", ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"), ("VERTEX_BASE_URL",), cloud="google",
         model_protocols=(("claude", "anthropic", "tool"),),
         description="Google Vertex AI: Gemini (streamGenerateContent) and Claude (streamRawPredict)",
     ),

@@ -7,7 +7,8 @@ Credentials, first match wins:
 2. `AWS_BEARER_TOKEN_BEDROCK`: a Bedrock API key.
 3. `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`) in the
    client's environment.
-4. botocore's credential chain (`pip install llmrelay[aws]`): env vars, the shared
+4. botocore's credential chain (`pip install llmrelay[aws]`; not with `Client(env=...)`, which
+   reads only that mapping): env vars, the shared
    config and credentials files with `AWS_PROFILE`, SSO, assume-role, web
    identity, container and instance credentials. Refreshable credentials are
    refreshed by botocore before the request that needs them.
@@ -19,6 +20,7 @@ configured region. The endpoint is `https://bedrock-runtime.{region}.amazonaws.c
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -37,7 +39,6 @@ WAYS = [
     "~/.aws/credentials, `aws sso login`, assume-role), or run where the container/instance role applies",
     "pass api_key=llmrelay.cloud.AWSAuth(access_key_id=..., secret_access_key=..., profile=..., credentials=...)",
 ]
-ENV_VARS = ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")
 
 
 @dataclass
@@ -121,15 +122,15 @@ def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
             secret = given.secret_access_key or (None if given.access_key_id else env.get("AWS_SECRET_ACCESS_KEY"))
             token = given.session_token or (None if given.access_key_id else env.get("AWS_SESSION_TOKEN"))
             if not secret:
-                raise MissingCredentialsError(provider.name, ENV_VARS, ["AWS_ACCESS_KEY_ID is set: also set AWS_SECRET_ACCESS_KEY", *WAYS])
-            credentials = _static(key, secret, token)
-        elif _have_botocore():
+                raise MissingCredentialsError(provider.name, provider.key_env, ["AWS_ACCESS_KEY_ID is set: also set AWS_SECRET_ACCESS_KEY", *WAYS])
+            credentials = _static(provider, key, secret, token)
+        elif env is os.environ and _have_botocore():  # Client(env=...) reads that mapping only
             session = _session(profile)
             credentials = session.get_credentials()
             if region is None:
                 region = session.get_config_variable("region")
         if credentials is None:
-            raise MissingCredentialsError(provider.name, ENV_VARS, WAYS)
+            raise MissingCredentialsError(provider.name, provider.key_env, WAYS)
     if not region and explicit_base:
         region = _region_of(explicit_base)
     if not region and bearer is not None and (explicit_base or env.get("BEDROCK_BASE_URL")):
@@ -163,9 +164,9 @@ class _StaticCredentials:
         return self
 
 
-def _static(key: str, secret: str, token: str | None) -> Any:
+def _static(provider: Any, key: str, secret: str, token: str | None) -> Any:
     if not _have_botocore():
-        raise MissingCredentialsError("bedrock", ENV_VARS, [
+        raise MissingCredentialsError(provider.name, provider.key_env, [
             "SigV4 signing needs botocore: pip install llmrelay[aws]",
             "or use a Bedrock API key (AWS_BEARER_TOKEN_BEDROCK)"])
     return _StaticCredentials(key, secret, token)

@@ -23,6 +23,7 @@ five minutes before it expires).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from typing import Any, Callable, Mapping
 from ..errors import InvalidRequestError, MissingCredentialsError
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
-ENV_VARS = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN", "AZURE_OPENAI_ENDPOINT")
 WAYS = [
     "pass an API key: api_key=... or Client(api_keys={'azure': ...}), or set AZURE_OPENAI_API_KEY",
     "pass a Microsoft Entra ID token: api_key=AzureAuth(token=...) or set AZURE_OPENAI_AD_TOKEN",
@@ -70,7 +70,11 @@ class _CredentialTokens:
         with self._lock:
             token = self._token
             if token is None or token.expires_on - _REFRESH_MARGIN <= time.time():
-                token = self._token = self.credential.get_token(self.scope)
+                try:
+                    token = self._token = self.credential.get_token(self.scope)
+                except Exception as exc:  # azure-identity found no usable credential: a typed error, nothing sent
+                    raise MissingCredentialsError("azure", ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN"),
+                                                  [*WAYS, f"({type(exc).__name__}: {exc})"]) from None
             return token.token
 
 
@@ -132,11 +136,6 @@ def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
 
         for deployment, served in given.deployments.items():
             map_model(f"{provider.name}:{deployment}", served)
-    endpoint = _endpoint(given, explicit_base, env)
-    if endpoint is None:
-        raise MissingCredentialsError(provider.name, ("AZURE_OPENAI_ENDPOINT",), [
-            "set AZURE_OPENAI_ENDPOINT (https://{resource}.openai.azure.com)",
-            "pass base_url=... or Client(base_urls={'azure': ...})", "pass AzureAuth(endpoint=...)"])
     version = given.api_version or env.get("OPENAI_API_VERSION")
     key = given.api_key
     token: Callable[[], str] | None = None
@@ -153,19 +152,26 @@ def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
         elif env.get("AZURE_OPENAI_AD_TOKEN"):
             fixed = env["AZURE_OPENAI_AD_TOKEN"]
             token = lambda: fixed  # noqa: E731
+        elif env is os.environ:  # Client(env=...) reads that mapping only
+            token = _default_credential(provider)
         else:
-            token = _default_credential(provider.name)
+            raise MissingCredentialsError(provider.name, provider.key_env, WAYS)
+    endpoint = _endpoint(given, explicit_base, env)
+    if endpoint is None:
+        raise MissingCredentialsError(provider.name, ("AZURE_OPENAI_ENDPOINT",), [
+            "set AZURE_OPENAI_ENDPOINT (https://{resource}.openai.azure.com)",
+            "pass base_url=... or Client(base_urls={'azure': ...})", "pass AzureAuth(endpoint=...)"])
     return endpoint, AzureOpenAIAuth(endpoint, version, key, token)
 
 
 _DEFAULT: list[Any] = []
 
 
-def _default_credential(provider: str) -> Callable[[], str]:
+def _default_credential(provider: Any) -> Callable[[], str]:
     try:
         from azure.identity import DefaultAzureCredential  # type: ignore[import-not-found]
     except ImportError:
-        raise MissingCredentialsError(provider, ENV_VARS, WAYS) from None
+        raise MissingCredentialsError(provider.name, provider.key_env, WAYS) from None
     if not _DEFAULT:
         _DEFAULT.append(_CredentialTokens(DefaultAzureCredential()))
     return _DEFAULT[0]

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -27,7 +28,6 @@ from ..errors import InvalidRequestError, MissingCredentialsError
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 ANTHROPIC_VERSION = "vertex-2023-10-16"
-ENV_VARS = ("GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_OAUTH_ACCESS_TOKEN")
 WAYS = [
     "pass an access token: api_key=... (a string, or a callable returning one) or Client(api_keys={'vertex': ...}), "
     "or set GOOGLE_OAUTH_ACCESS_TOKEN",
@@ -66,7 +66,11 @@ class _Refreshing:
                     from google.auth.transport.urllib3 import Request
 
                     self._request = Request(urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=30)))
-                creds.refresh(self._request)
+                try:
+                    creds.refresh(self._request)
+                except Exception as exc:  # google-auth could not get a token: a typed error, nothing sent
+                    raise MissingCredentialsError("vertex", ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"),
+                                                  [*WAYS, f"({type(exc).__name__}: {exc})"]) from None
             return creds.token
 
 
@@ -123,9 +127,11 @@ def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
     elif env.get("GOOGLE_OAUTH_ACCESS_TOKEN"):
         fixed = env["GOOGLE_OAUTH_ACCESS_TOKEN"]
         token = lambda: fixed  # noqa: E731
-    else:
-        token, adc_project = _adc(provider.name)
+    elif env is os.environ:  # Client(env=...) reads that mapping only
+        token, adc_project = _adc(provider)
         project = project or adc_project
+    else:
+        raise MissingCredentialsError(provider.name, provider.key_env, WAYS)
     if not project:
         raise MissingCredentialsError(provider.name, ("GOOGLE_CLOUD_PROJECT",), [
             "set GOOGLE_CLOUD_PROJECT", "pass api_key=llmrelay.cloud.GoogleAuth(project=...)",
@@ -138,17 +144,17 @@ _ADC: list[Any] = []
 _ADC_LOCK = threading.Lock()
 
 
-def _adc(provider: str) -> tuple[Callable[[], str], str | None]:
+def _adc(provider: Any) -> tuple[Callable[[], str], str | None]:
     with _ADC_LOCK:
         if not _ADC:
             try:
                 import google.auth
                 from google.auth.exceptions import DefaultCredentialsError
             except ImportError:
-                raise MissingCredentialsError(provider, ENV_VARS, WAYS) from None
+                raise MissingCredentialsError(provider.name, provider.key_env, WAYS) from None
             try:
                 credentials, project = google.auth.default(scopes=list(SCOPES))
             except DefaultCredentialsError as exc:
-                raise MissingCredentialsError(provider, ENV_VARS, [*WAYS, f"(google-auth: {exc})"]) from None
+                raise MissingCredentialsError(provider.name, provider.key_env, [*WAYS, f"(google-auth: {exc})"]) from None
             _ADC.append((_Refreshing(credentials), project))
         return _ADC[0]

@@ -229,13 +229,17 @@ class Decoder(_Decoder):
         out: list = []
         if self._broken:
             return out
+        parser = self._parser
         try:
-            messages = self._parser.feed(data)
+            messages = parser.feed(data)
         except EventStreamError as exc:
             self._broken = True
-            out.append(ev.StreamError(f"malformed event stream: {exc}", code="malformed_event_stream", kind="malformed"))
+            out.append(_malformed(exc))
             return out
         self._frames([_frame(h, p) for h, p in messages], out, final=False)
+        if parser.error is not None:  # good messages, then a bad one, in the same read
+            self._broken = True
+            out.append(_malformed(parser.error))
         return out
 
     def end(self) -> list:
@@ -346,6 +350,10 @@ class Decoder(_Decoder):
 
     def _at_end(self, out: list) -> None:
         self._finish(out)
+
+
+def _malformed(exc: EventStreamError) -> ev.StreamError:
+    return ev.StreamError(f"malformed event stream: {exc}", code="malformed_event_stream", kind="malformed")
 
 
 def _frame(headers: dict, payload: bytes) -> tuple[str, bytes]:

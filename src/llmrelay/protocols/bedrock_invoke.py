@@ -71,6 +71,7 @@ class Decoder(bedrock.Decoder):
         self._reasons: dict[int, str] = {}
         self._usage: dict[str, int | None] = {}
         self._guardrail: str | None = None
+        self._seen: set[int] = set()
 
     def _on(self, name: str | None, obj: Any, out: list) -> None:
         if name != "chunk":
@@ -88,12 +89,12 @@ class Decoder(bedrock.Decoder):
                 handler = self._handlers.get(key)
                 if handler is not None:
                     handler(value, out)
+        else:
+            self._single_field(inner, out)
         action = inner.get("amazon-bedrock-guardrailAction")
         if action is not None and action != self._guardrail:  # repeated on every chunk: kept when it changes
             self._guardrail = action
             out.append(ev.ProviderEvent("guardrailAction", action))
-        else:
-            self._single_field(inner, out)
         if metrics is not None:
             if not self._anthropic_or_nova_usage(inner):
                 out.append(ev.UsageEvent(metrics_usage(metrics)))
@@ -106,7 +107,8 @@ class Decoder(bedrock.Decoder):
 
     def _single_field(self, c: dict[str, Any], out: list) -> None:
         """Titan / Llama / Cohere (legacy generate) / Claude Text Completions chunks."""
-        index = c.get("index") if type(c.get("index")) is int else 0
+        index = int(c["index"]) if _count(c.get("index")) is not None else 0  # Titan sends 0.0
+        self._seen.add(index)
         for key in ("outputText", "generation", "completion", "text"):
             text = c.get(key)
             if isinstance(text, str):
@@ -115,7 +117,9 @@ class Decoder(bedrock.Decoder):
                 break
         reason = c.get("completionReason") or c.get("stop_reason") or c.get("finish_reason")
         if isinstance(reason, str):
-            self._reasons[index] = reason
+            # Cohere's last chunk has no index: its finish reason is every generation's
+            for i in ([index] if "index" in c else sorted(self._seen)):
+                self._reasons[i] = reason
         usage = self._usage
         for ours, keys in (("input", ("inputTextTokenCount", "prompt_token_count")),
                            ("output", ("totalOutputTextTokenCount", "generation_token_count"))):

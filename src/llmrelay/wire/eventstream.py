@@ -12,8 +12,9 @@ everything before it. A header is `name length (u8) | name | type (u8) | value`
 `EventStreamParser.feed(bytes)` returns the complete messages as
 `(headers: dict, payload: bytes)`; any split of the body gives the same
 messages. A bad CRC, an impossible length or a bad header raises
-`EventStreamError`, and the parser stays failed (a binary stream cannot be
-resynchronized). `close()` raises `EventStreamError` if a message was cut.
+`EventStreamError` (after handing out the good messages of the same read: then
+`error` is set and the next call raises), and the parser stays failed (a binary
+stream cannot be resynchronized). `close()` raises `EventStreamError` if a message was cut.
 Buffers are bounded: a message announcing more than `max_message` bytes is an
 error before its bytes are read.
 """
@@ -149,12 +150,19 @@ class EventStreamParser:
         except EventStreamError as exc:
             self._error = exc
             self._buf.clear()
-            raise
+            if not out:
+                raise
+            return out  # the messages before the bad one; the error is raised by the next call (see `error`)
         if pos < n:
             if n - pos < _PRELUDE:
                 self._need = _PRELUDE
             self._buf += memoryview(buf)[pos:]
         return out
+
+    @property
+    def error(self) -> EventStreamError | None:
+        """Set once the stream is found invalid (a `feed` that returned good messages may have set it)."""
+        return self._error
 
     @property
     def pending(self) -> int:
@@ -182,3 +190,18 @@ def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
     prelude += struct.pack(">I", crc32(prelude))
     body = prelude + raw + payload
     return body + struct.pack(">I", crc32(body))
+
+
+def split_messages(body: bytes) -> list[bytes] | None:
+    """The body cut at message boundaries (by the length fields, no CRC check), or None if the
+    lengths do not tile the body (not an event stream). For test servers sending one message per read."""
+    out, pos, n = [], 0, len(body)
+    while pos < n:
+        if n - pos < _MIN_MESSAGE:
+            return None
+        total = _u32(body, pos)[0]
+        if total < _MIN_MESSAGE or pos + total > n:
+            return None
+        out.append(body[pos : pos + total])
+        pos += total
+    return out
