@@ -378,7 +378,7 @@ def bench_concurrency(
     their own runs add up to less than `row_budget_s` and the section to less than `section_budget_s`."""
     import httpx
 
-    import llmrelay.transport as T
+    import llmrelay.transports.httpx as T
 
     base = srv.base(f"p{chunks}d{delay_ms}")
     ideal = chunks * delay_ms / 1000  # the server's own pacing

@@ -98,7 +98,7 @@ def _cpu(fn: Any, reps: int) -> float:
 
 
 def _parser_quarters(pieces: list[str], reps: int) -> tuple[float, float]:
-    from llmrelay.partial_json import PartialJSONParser
+    from llmrelay.structured.partial_json import PartialJSONParser
 
     quarter = len(pieces) // 4
     first = last = float("inf")

@@ -396,7 +396,7 @@ def test_import_llmrelay_does_not_import_the_cli_or_rich():
 
 
 def test_parse_options():
-    from llmrelay.cli import parse_options
+    from llmrelay.cli.common import parse_options
 
     assert parse_options([["temperature", "0.2"], ["stop", '["a"]'], ["max-tokens", "5"], ["x", "plain text"]]) == {
         "temperature": 0.2, "stop": ["a"], "max_tokens": 5, "x": "plain text",

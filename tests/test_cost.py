@@ -15,7 +15,7 @@ import pytest
 
 import llmrelay
 from llmrelay import cost as costmod
-from llmrelay import pricedb, prices
+from llmrelay.cost import pricedb, prices
 from llmrelay.cost import Cost, PriceTable, call_cost, clear_prices, cost_of, set_price, sum_costs
 from llmrelay.response import Attempt, Response
 from llmrelay.testing import Reply

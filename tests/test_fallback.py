@@ -29,8 +29,8 @@ from llmrelay import (
     StreamResetError,
     TextDelta,
 )
-from llmrelay.fallback import DEFAULT_RESUME_PROMPT
-from llmrelay.prepare import protocol_module
+from llmrelay.reliability.fallback import DEFAULT_RESUME_PROMPT
+from llmrelay.engine.prepare import protocol_module
 from llmrelay.testing import Reply, client_for, faults, read_recording
 
 OPENAI = "openai:gpt-4o"
@@ -561,7 +561,7 @@ SCENARIOS = {
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_seen_text_is_the_answer(server, make_client, mode, name):
-    from llmrelay.middlewares import Timeout
+    from llmrelay.reliability.builtins import Timeout
 
     replies, models, fb_mode = SCENARIOS[name]
     server.enqueue(*replies)
@@ -608,7 +608,7 @@ async def test_trimmed_whitespace_is_not_counted_twice_when_the_continuation_fai
 async def test_logging_records_each_model_tried(server, make_client, mode, caplog):
     import logging
 
-    from llmrelay.middlewares import Logging
+    from llmrelay.reliability.builtins import Logging
 
     caplog.set_level(logging.INFO, logger="llmrelay.fallback-test")
     server.enqueue(faults.status(503), faults.ok(A_REC))

@@ -42,9 +42,9 @@ from llmrelay import (
     Usage,
     UsageEvent,
 )
-from llmrelay.fallback import DEFAULT_RESUME_PROMPT
-from llmrelay.middlewares import Timeout
-from llmrelay.prepare import protocol_module
+from llmrelay.reliability.fallback import DEFAULT_RESUME_PROMPT
+from llmrelay.reliability.builtins import Timeout
+from llmrelay.engine.prepare import protocol_module
 from llmrelay.testing import client_for, faults
 
 TIMEOUT = 0.1  # first_token and idle, for the stall faults

@@ -25,9 +25,9 @@ from llmrelay import (
     Timeouts,
     UsageEvent,
 )
-from llmrelay.middleware import run_turn, with_middleware
-from llmrelay.middlewares import Logging, Timeout
-from llmrelay.plan import Emit, Send, Sleep, single
+from llmrelay.reliability.middleware import run_turn, with_middleware
+from llmrelay.reliability.builtins import Logging, Timeout
+from llmrelay.engine.plan import Emit, Send, Sleep, single
 from llmrelay.response import Response
 from llmrelay.stream import observe
 from llmrelay.testing import client_for, faults

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from llmrelay.partial_json import MISSING, PartialJSONError, PartialJSONParser, parse_partial
+from llmrelay.structured.partial_json import MISSING, PartialJSONError, PartialJSONParser, parse_partial
 
 
 # -- helpers --------------------------------------------------------------------------------

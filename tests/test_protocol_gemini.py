@@ -14,7 +14,7 @@ import pytest
 
 import llmrelay
 from llmrelay import events as ev
-from llmrelay.assembler import Assembler
+from llmrelay.engine.assembler import Assembler
 from llmrelay.messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from llmrelay.protocols import gemini
 from llmrelay.protocols.gemini import Decoder

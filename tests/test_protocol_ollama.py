@@ -12,7 +12,7 @@ import pytest
 
 import llmrelay
 from llmrelay import events as ev
-from llmrelay.assembler import Assembler
+from llmrelay.engine.assembler import Assembler
 from llmrelay.messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from llmrelay.protocols.ollama import Decoder
 from llmrelay.testing import Reply, read_recording, request_for, wire_recordings

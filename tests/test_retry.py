@@ -30,11 +30,11 @@ from llmrelay import (
     TextDelta,
 )
 from llmrelay.errors import status_error
-from llmrelay.middleware import run_turn
-from llmrelay.middlewares import Timeout
-from llmrelay.plan import Emit, Send, Sleep
+from llmrelay.reliability.middleware import run_turn
+from llmrelay.reliability.builtins import Timeout
+from llmrelay.engine.plan import Emit, Send, Sleep
 from llmrelay.response import Response
-from llmrelay.retry import RETRY_STATUSES, as_retry, is_retryable
+from llmrelay.reliability.retry import RETRY_STATUSES, as_retry, is_retryable
 from llmrelay.testing import client_for, faults
 
 MODEL = "openai:gpt-4o"

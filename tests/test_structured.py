@@ -42,9 +42,10 @@ from llmrelay.errors import (
     StructuredOutputValidationError,
 )
 from llmrelay.events import FallbackEvent, OutputItem, PartialOutput
-from llmrelay.partial_json import MISSING, PartialJSONParser
+from llmrelay.structured.partial_json import MISSING, PartialJSONParser
 from llmrelay.providers import PROVIDERS
-from llmrelay.structured import OutputSpec, _Watcher, mode_for
+from llmrelay.structured import OutputSpec, mode_for
+from llmrelay.structured.plan import _Watcher
 from llmrelay.testing import Reply
 
 
@@ -892,7 +893,7 @@ def test_random_text_never_breaks_the_observer(text, cuts):
             for e in out if type(out) is list else [out]:
                 assert type(e) in (TextDelta, PartialOutput, OutputItem)
             prev = cut
-    from llmrelay.structured import _Invalid
+    from llmrelay.structured.spec import _Invalid
 
     try:
         spec.validate(text)

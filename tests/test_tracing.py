@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 import llmrelay  # noqa: E402
 from llmrelay.testing import Reply, client_for, read_recording  # noqa: E402
-from llmrelay.tracing import OPT_IN_ENV, OpenTelemetryHooks, RecordingHooks  # noqa: E402
+from llmrelay.observability.tracing import OPT_IN_ENV, OpenTelemetryHooks, RecordingHooks  # noqa: E402
 
 SECRET = "sk-fake-SECRET-4f1c2a9e"
 HI = [{"role": "user", "content": "Hi"}]
@@ -442,7 +442,7 @@ async def test_async_abort(server, provider, exporter):
 
 def test_open_calls_are_bounded(server, provider, exporter):
     client, hooks = make(server, provider, max_open_calls=2)
-    from llmrelay.hooks import CallContext
+    from llmrelay.observability.hooks import CallContext
 
     contexts = [CallContext(requested="openai:gpt-4o") for _ in range(5)]
     for ctx in contexts:
@@ -462,7 +462,7 @@ def test_a_secret_in_an_error_message_is_masked(server, provider, exporter):
 
 
 def test_import_llmrelay_does_not_import_opentelemetry():
-    code = "import sys, llmrelay, llmrelay.tracing; assert not any(m.startswith('opentelemetry') for m in sys.modules)"
+    code = "import sys, llmrelay, llmrelay.observability.tracing; assert not any(m.startswith('opentelemetry') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

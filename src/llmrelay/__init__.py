@@ -5,6 +5,8 @@
         print(text, end="", flush=True)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .client import Client, acomplete, astream, complete, default_client, stream
 from .errors import (
     AllModelsFailedError,
@@ -61,21 +63,25 @@ from .events import (
     ToolResult,
     UsageEvent,
 )
-from .fallback import Router
-from .hooks import CallContext, Hooks
+from .reliability.fallback import Router
+from .observability.hooks import CallContext, Hooks
 from .messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
-from .middleware import Middleware
+from .reliability.middleware import Middleware
 from .providers import PROVIDERS, Provider
 from .response import Attempt, Choice, Response, Timings
-from .retry import Retry
+from .reliability.retry import Retry
 from .stream import AsyncStream, Stream
 from .timeouts import Timeouts
 from .usage import Usage
 
+if TYPE_CHECKING:  # lazy at run time (see __getattr__), visible to type checkers
+    from .cost import Cost, PriceTable, clear_prices, set_price
+    from .tools import Tool, tool
+
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # lazy exports: tools pull in inspect/pydantic only when used
+def __getattr__(name: str) -> Any:  # lazy exports: tools pull in inspect/pydantic only when used
     if name in ("Tool", "tool"):
         from . import tools
 
@@ -87,6 +93,89 @@ def __getattr__(name: str):  # lazy exports: tools pull in inspect/pydantic only
     raise AttributeError(f"module 'llmrelay' has no attribute {name!r}")
 
 
-__all__ = [name for name in dir() if not name.startswith("_")] + [
-    "Tool", "tool", "Cost", "PriceTable", "set_price", "clear_prices",
+__all__ = [
+    "__version__",
+    "acomplete",
+    "AllModelsFailedError",
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "astream",
+    "AsyncStream",
+    "Attempt",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallContext",
+    "Choice",
+    "clear_prices",
+    "Client",
+    "complete",
+    "ConflictError",
+    "ContentPolicyViolationError",
+    "ContextWindowExceededError",
+    "Cost",
+    "default_client",
+    "FallbackEvent",
+    "Finish",
+    "Hooks",
+    "ImagePart",
+    "IncompleteToolCallError",
+    "InternalServerError",
+    "InvalidRequestError",
+    "LengthFinishReasonError",
+    "LLMRelayError",
+    "MalformedChunkError",
+    "Message",
+    "Middleware",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "OutputItem",
+    "OutputRefusedError",
+    "OutputValidationError",
+    "OverloadedError",
+    "PartialOutput",
+    "PermissionDeniedError",
+    "PriceTable",
+    "Provider",
+    "ProviderEvent",
+    "PROVIDERS",
+    "ProviderStreamError",
+    "RateLimitError",
+    "ReasoningDelta",
+    "ReasoningPart",
+    "RefusalDelta",
+    "RequestTooLargeError",
+    "Reset",
+    "Response",
+    "Retry",
+    "RetryEvent",
+    "Router",
+    "ServiceUnavailableError",
+    "set_price",
+    "stream",
+    "Stream",
+    "StreamInterruptedError",
+    "StreamResetError",
+    "StreamStart",
+    "StructuredOutputValidationError",
+    "TextDelta",
+    "TextPart",
+    "Timeout",
+    "Timeouts",
+    "Timings",
+    "tool",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
+    "ToolExecutionError",
+    "ToolLoopLimitError",
+    "ToolResult",
+    "UnknownProviderError",
+    "UnprocessableEntityError",
+    "UnsupportedParameterError",
+    "Usage",
+    "UsageEvent",
 ]

@@ -11,12 +11,12 @@ import os
 from typing import Any, Mapping
 
 from .errors import AllModelsFailedError, InvalidRequestError, MissingAPIKeyError, UnsupportedParameterError
-from .fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
-from .hooks import CallContext, Hooks
+from .reliability.fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
+from .observability.hooks import DEFAULT_CLIENT_HOOKS, CallContext, Hooks
 from .messages import normalize_messages
-from .middleware import Middleware, with_middleware
-from .plan import raise_on_length, single, tool_loop
-from .prepare import (
+from .reliability.middleware import Middleware, with_middleware
+from .engine.plan import raise_on_length, single, tool_loop
+from .engine.prepare import (
     CALL_OPTIONS,
     FLOW_OPTIONS,
     Settings,
@@ -27,10 +27,10 @@ from .prepare import (
     resolve_model,
     retarget,
 )
-from .protocols._base import Call
+from .call import Call
 from .providers import PROVIDERS, Provider
 from .response import Attempt, Response
-from .retry import Retry, as_retry
+from .reliability.retry import Retry, as_retry
 from .stream import AsyncStream, Stream, StreamCore
 from .timeouts import Timeouts
 
@@ -103,7 +103,7 @@ class Client:
                 self.hooks.append(log_hook)
         self.prices: Any = None
         if prices is not None:
-            from .cost import PriceTable  # lazy: only clients with their own prices pay for it
+            from .cost.prices import PriceTable  # lazy: only clients with their own prices pay for it
 
             self.prices = PriceTable.of(prices)
         self._env = env
@@ -146,7 +146,7 @@ class Client:
         router = self._router(model, flow)
         spec = None
         if output is not None:  # structured output (llmrelay.structured); pydantic loads here
-            from .structured import OutputSpec
+            from .structured.plan import OutputSpec
 
             spec = OutputSpec.of(output)
             if router is not None and router.mode in ("prefill", "user_turn"):
@@ -175,7 +175,7 @@ class Client:
         if retry is not None:
             chain.append(retry)
         if spec is not None:
-            from .structured import structured_plan
+            from .structured.plan import structured_plan
 
             plan = structured_plan(call, lambda c: with_middleware(self._base_plan(c, flow), chain), spec,
                                    retries=output_retries, partials=streaming)
@@ -250,14 +250,14 @@ class Client:
     def with_memory(self, user_id: str, memory: Any = None, **options: Any) -> Any:
         """This client with user-scoped memory: a `search_memory` tool and background
         learning from each finished exchange (see `llmrelay.memory`)."""
-        from .memory.client import with_memory
+        from .memory.memory import with_memory
 
         return with_memory(self, user_id, memory, **options)
 
     # -- transports -----------------------------------------------------------
     def _sync(self) -> Any:
         if self._sync_transport is None:
-            from .transport import SyncTransport
+            from .transports.httpx import SyncTransport
 
             self._sync_transport = SyncTransport(*self._http_args)
         return self._sync_transport
@@ -268,11 +268,11 @@ class Client:
             if self.async_backend == "aiohttp":
                 if transport is not None:
                     raise InvalidRequestError("async_transport= is an httpx transport; it needs async_backend='httpx'")
-                from .transport_aiohttp import AiohttpTransport
+                from .transports.aiohttp import AiohttpTransport
 
                 self._async_transport = AiohttpTransport(client)
             else:
-                from .transport import AsyncTransport
+                from .transports.httpx import AsyncTransport
 
                 self._async_transport = AsyncTransport(client, transport)
         return self._async_transport
@@ -358,9 +358,14 @@ _default: Client | None = None
 
 
 def default_client() -> Client:
+    """The client behind `llmrelay.stream()` and friends (built on first use from the environment).
+    Its hook list is `observability.hooks.DEFAULT_CLIENT_HOOKS`, where `llmrelay.logs.enable()` adds."""
     global _default
     if _default is None:
-        _default = Client()
+        client = Client()
+        DEFAULT_CLIENT_HOOKS.extend(h for h in client.hooks if h not in DEFAULT_CLIENT_HOOKS)
+        client.hooks = DEFAULT_CLIENT_HOOKS
+        _default = client
     return _default
 
 

@@ -2,7 +2,7 @@
 
 These are slotted dataclasses, not pydantic models: one is built per streamed
 chunk, so they must be cheap. Every protocol decoder emits the same kinds, and
-one assembler (`llmrelay.assembler`) folds them into a `Response`.
+one assembler (`llmrelay.engine.assembler`) folds them into a `Response`.
 
 `choice` is the candidate index (OpenAI `n>1`); it is 0 everywhere else.
 """

@@ -9,7 +9,7 @@ from .messages import Message, Part, ReasoningPart, TextPart, ToolCall
 from .usage import Usage
 
 if TYPE_CHECKING:
-    from .cost import Cost
+    from .cost.model import Cost
 
 
 @dataclass(slots=True)
@@ -74,7 +74,7 @@ class Attempt:
     @property
     def cost(self) -> Cost:
         """What this attempt cost (estimated if it was cut); a model never sent to costs 0."""
-        from .cost import attempt_cost
+        from .cost.prices import attempt_cost
 
         return attempt_cost(self)
 
@@ -112,6 +112,10 @@ class Response:
     #: The `PriceTable` of the client that made the call (None: the process-wide prices);
     #: an init field so `dataclasses.replace` keeps it.
     _prices: Any = field(default=None, repr=False, compare=False, kw_only=True)
+    #: Across a tool loop: the text / reasoning of every turn, in order (what `text_stream` showed);
+    #: None when `text` is choice 0's own (one turn). Set by the tool loop, kept by `replace`.
+    _text: str | None = field(default=None, repr=False, compare=False, kw_only=True)
+    _reasoning: str | None = field(default=None, repr=False, compare=False, kw_only=True)
     #: `cost`, computed once (keyed on what it depends on, so a later change recomputes it).
     _cost: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -120,7 +124,7 @@ class Response:
         """What the served response cost in USD (`llmrelay.cost`): provider-reported, your
         prices, or genai-prices; `total` None with a `reason` when unknown. A tool loop: the
         sum of its turns. Failed fallback attempts are in `attempts[i].cost`."""
-        from .cost import response_cost
+        from .cost.prices import response_cost
 
         return response_cost(self)
 
@@ -134,11 +138,14 @@ class Response:
 
     @property
     def text(self) -> str:
-        return self.choices[0].text
+        """Everything `text_stream` showed: choice 0's text, across every turn of a tool loop
+        (the last turn's own text: `turns[-1].text` or `choice.text`)."""
+        return self._text if self._text is not None else self.choices[0].text
 
     @property
     def reasoning(self) -> str:
-        return self.choices[0].reasoning
+        """Choice 0's reasoning, across every turn of a tool loop (like `text`)."""
+        return self._reasoning if self._reasoning is not None else self.choices[0].reasoning
 
     @property
     def refusal(self) -> str | None:

@@ -1,7 +1,7 @@
 """`Stream` and `AsyncStream`: the public iterators over one model call.
 
-A `Stream` runs a plan (`llmrelay.plan`: one request, or the tool loop, ...).
-Each model turn is a `StreamCore` (`llmrelay.turn`: decoder + assembler + clock); the two
+A `Stream` runs a plan (`llmrelay.engine.plan`: one request, or the tool loop, ...).
+Each model turn is a `StreamCore` (`llmrelay.engine.turn`: decoder + assembler + clock); the two
 drivers only perform the plan's actions and move bytes from the transport into
 the core, so sync and async share every rule. The request is sent when
 iteration starts.
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from . import events as ev
 from .errors import APIError, StreamInterruptedError, StreamResetError
-from .hooks import CallContext, Hooks, notify
-from .plan import Emit, RunTools, Send, Sleep
+from .observability.hooks import CallContext, Hooks, notify
+from .engine.plan import Emit, RunTools, Send, Sleep
 from .response import Response
-from .turn import StreamCore
+from .engine.turn import StreamCore
 from .usage import Usage
 
 if TYPE_CHECKING:
-    from .protocols._base import Call, HTTPRequest
+    from .call import Call, HTTPRequest
 
 __all__ = ["Stream", "AsyncStream", "StreamCore", "observe"]
 
@@ -175,7 +175,7 @@ class Stream(_BaseStream):
                     if kind is Send:
                         value = yield from self._turn(action.call, action.observers)
                     elif kind is RunTools:
-                        from .toolrun import run_tools_sync
+                        from .tools.run import run_tools_sync
 
                         value = run_tools_sync(action.calls, action.tools)
                         self._performed(action, value)
@@ -290,7 +290,7 @@ class AsyncStream(_BaseStream):
                             await turn.aclose()
                         value = self._core.response()  # type: ignore[union-attr]
                     elif kind is RunTools:
-                        from .toolrun import run_tools_async
+                        from .tools.run import run_tools_async
 
                         value = await run_tools_async(action.calls, action.tools)
                         self._performed(action, value)

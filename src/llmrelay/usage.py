@@ -5,8 +5,10 @@ Conventions (the same for every provider, whatever its wire format says):
 - `input_tokens` counts *all* prompt tokens, cached reads and cache writes
   included (Anthropic reports those separately; we add them back).
 - `cached_input_tokens` and `cache_write_tokens` are subsets of `input_tokens`.
-- `output_tokens` counts all generated tokens, reasoning included (Gemini
-  reports thoughts separately; we add them back).
+- `output_tokens` counts all generated tokens, reasoning included. Some
+  providers count reasoning outside their completion count (Gemini always;
+  xAI's OpenAI-compatible API); `output_with_reasoning` below is the one rule
+  every decoder applies to add it back.
 - `reasoning_tokens` is a subset of `output_tokens`.
 - `raw` is the provider's own usage object, as last reported.
 - `estimated` is True when the provider did not report usage and the numbers
@@ -67,6 +69,32 @@ class Usage:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["total_tokens"] = self.total_tokens
         return out
+
+
+def output_with_reasoning(
+    completion: int | None, reasoning: int | None, prompt: int | None = None, total: int | None = None,
+    *, outside: bool = False,
+) -> int | None:
+    """Output tokens with reasoning included, from a provider's own counts (the one rule).
+
+    When the provider reports a total, it decides: prompt + completion + reasoning == total
+    means the reasoning was counted outside the completion, so output is completion +
+    reasoning; prompt + completion == total means the completion already holds it. Without
+    a total (or when it matches neither), `outside` (what the protocol documents) decides. Per provider: Gemini counts thoughts outside
+    (`candidatesTokenCount` + `thoughtsTokenCount`); xAI's Chat Completions count
+    `reasoning_tokens` outside `completion_tokens`; OpenAI, DeepSeek, Groq, OpenRouter and
+    the Responses API count them inside.
+    """
+    if not reasoning:
+        return completion
+    if completion is None:
+        return reasoning if outside else None
+    if prompt is not None and total is not None:
+        if prompt + completion + reasoning == total:
+            return completion + reasoning
+        if prompt + completion == total:
+            return completion
+    return completion + reasoning if outside else completion
 
 
 def estimate_tokens(text: str) -> int:

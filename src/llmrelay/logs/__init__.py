@@ -37,7 +37,6 @@ them back.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -48,31 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["LogHook", "LogStats", "LogStoreFailure", "LogStoreWarning", "default_path", "enable", "hook_from",
            "open_store", "ENV_VAR"]
 
-#: `1` (default path), a SQLite path, or a `postgresql://` DSN; `0`/empty: off.
-ENV_VAR = "LLMRELAY_LOG"
-#: Also write request/response JSON files to this directory.
-FILES_ENV_VAR = "LLMRELAY_LOG_FILES"
-
-_ON = ("1", "true", "yes", "on")
-_OFF = ("", "0", "false", "no", "off")
-
-
-def default_path(env: Mapping[str, str] | None = None) -> str:
-    """`$LLMRELAY_LOG_DIR/logs.db`, else the user data directory: `$XDG_DATA_HOME/llmrelay/logs.db`,
-    `~/.local/share/llmrelay/logs.db` (Linux), `~/Library/Application Support/llmrelay/logs.db`
-    (macOS), `%LOCALAPPDATA%\\llmrelay\\logs.db` (Windows)."""
-    env = os.environ if env is None else env
-    if env.get("LLMRELAY_LOG_DIR"):
-        return os.path.join(os.path.expanduser(env["LLMRELAY_LOG_DIR"]), "logs.db")
-    if env.get("XDG_DATA_HOME"):
-        base = env["XDG_DATA_HOME"]
-    elif sys.platform == "win32":
-        base = env.get("LOCALAPPDATA") or env.get("APPDATA") or os.path.join(os.path.expanduser("~"), "AppData", "Local")
-    elif sys.platform == "darwin":
-        base = os.path.join(os.path.expanduser("~"), "Library", "Application Support")
-    else:
-        base = os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "llmrelay", "logs.db")
+from .paths import _OFF, _ON, ENV_VAR, FILES_ENV_VAR, _is_dsn, default_path  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:  # the hook and writer load on first use, not with the CLI
@@ -85,10 +60,6 @@ def __getattr__(name: str) -> Any:  # the hook and writer load on first use, not
 
         return getattr(writer, name)
     raise AttributeError(f"module 'llmrelay.logs' has no attribute {name!r}")
-
-
-def _is_dsn(value: str) -> bool:
-    return value.startswith(("postgresql://", "postgres://"))
 
 
 _SHARED: dict[tuple[str, str, str | None], LogHook] = {}
@@ -147,7 +118,7 @@ def enable(path: str | os.PathLike[str] | None = None, *, dsn: str | None = None
     """Log the module-level calls (`llmrelay.stream`, `llmrelay.complete`, …) and return the hook.
 
     For your own `Client`, pass `log=...` (or `hooks=[hook]`)."""
-    from ..client import default_client
+    from ..observability.hooks import DEFAULT_CLIENT_HOOKS
     from .hook import LogHook
 
     if options:
@@ -155,9 +126,8 @@ def enable(path: str | os.PathLike[str] | None = None, *, dsn: str | None = None
     else:
         hook = hook_from(dsn if dsn is not None else (path if path is not None else True))
         assert hook is not None
-    client = default_client()
-    if hook not in client.hooks:
-        client.hooks.append(hook)
+    if hook not in DEFAULT_CLIENT_HOOKS:  # the default client's own hook list (see llmrelay.default_client)
+        DEFAULT_CLIENT_HOOKS.append(hook)
     return hook
 
 

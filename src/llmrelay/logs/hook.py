@@ -29,7 +29,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-from ..hooks import Hooks
+from ..observability.hooks import Hooks
 from .rows import OK_STATUSES, TurnRecord
 from .writer import LogStats, LogStoreFailure, Writer
 
@@ -86,7 +86,7 @@ class LogHook(Hooks):
 
                 store = PostgresStore(dsn, schema=schema)
             else:
-                from . import default_path
+                from .paths import default_path
                 from .sqlite import SQLiteStore
 
                 store = SQLiteStore(os.path.expanduser(os.fspath(path)) if path is not None else default_path(),

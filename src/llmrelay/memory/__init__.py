@@ -17,7 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "Memory": "memory", "UserMemory": "memory", "format_hits": "memory",
-    "MemoryClient": "client", "with_memory": "client",
+    "MemoryClient": "client", "with_memory": "memory",
     "Learner": "learn", "SalienceGate": "learn", "LearnResult": "learn", "LearnError": "learn",
     "extraction_types": "learn", "DEFAULT_EXTRACT_MODEL": "learn",
     "Extraction": "learn", "ExtractedFact": "learn", "ExtractedEntity": "learn", "ExtractedRelation": "learn",

@@ -32,9 +32,12 @@ import asyncio
 from typing import Any
 
 from ..errors import InvalidRequestError
-from ..hooks import CallContext, Hooks
+from ..observability.hooks import CallContext, Hooks
 from ..messages import Message, normalize_messages
-from .memory import Memory, UserMemory
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .memory import Memory, UserMemory
 
 
 def _reply_after(response: Any, n: int) -> str:
@@ -71,13 +74,13 @@ class MemoryClient:
     """A `Client` wrapper for one user (see the module docstring). `learn=False` only searches;
     `inject` overrides `memory.inject` for this client."""
 
-    def __init__(self, client: Any, user_id: str, memory: Memory | None = None, *, learn: bool = True,
+    def __init__(self, client: Any, user_id: str, memory: Memory, *, learn: bool = True,
                  inject: int | None = None):
         if isinstance(client, MemoryClient):
             raise InvalidRequestError("this client already has memory (for user "
                                       f"{client.user_id!r}); wrap the underlying client instead")
         self.client = client
-        self.memory_store = memory if memory is not None else Memory(client=client)
+        self.memory_store = memory
         self.memory: UserMemory = self.memory_store.user(user_id)
         self.user_id = user_id
         self.learn = learn
@@ -92,7 +95,7 @@ class MemoryClient:
         user_text = next((m.text for m in reversed(msgs) if m.role == "user"), "")
         tools = params.get("tools")
         if tools:
-            from ..tools import as_tools
+            from ..tools.tool import as_tools
 
             mine = as_tools(tools)
             name = self._tool.name
@@ -149,16 +152,3 @@ class MemoryClient:
 
     def __repr__(self) -> str:
         return f"MemoryClient(user_id={self.user_id!r}, client={self.client!r})"
-
-
-def with_memory(client: Any, user_id: str, memory: Memory | None = None, *, learn: bool = True,
-                inject: int | None = None, **memory_options: Any) -> MemoryClient:
-    """`client` with memory for `user_id`. `memory`: a shared `Memory`; without one, a new
-    `Memory(**memory_options)` (extraction through `client`). See `MemoryClient`."""
-    if memory is None:
-        memory_options.setdefault("client", client)
-        memory = Memory(**memory_options)
-    elif memory_options:
-        raise InvalidRequestError(f"memory options {sorted(memory_options)} need memory=None "
-                                  "(configure the Memory you pass instead)")
-    return MemoryClient(client, user_id, memory, learn=learn, inject=inject)

@@ -163,7 +163,7 @@ class OpenAIEmbedder:
 
     def __init__(self, client: Any, model: str = "openai:text-embedding-3-small", *,
                  dimensions: int | None = None, batch_size: int = 256):
-        from ..prepare import resolve_model
+        from ..engine.prepare import resolve_model
 
         self.client = client
         self.provider, self.model_id = resolve_model(client.settings, model)
@@ -179,7 +179,7 @@ class OpenAIEmbedder:
         return self._dimensions
 
     def _request(self, texts: list[str]) -> Any:
-        from ..protocols._base import HTTPRequest
+        from ..call import HTTPRequest
         from ..providers import resolve_api_key, resolve_base_url
 
         settings = self.client.settings

@@ -36,6 +36,7 @@ import time
 import zlib
 from typing import Any, Callable, Iterable, Sequence
 
+from ..errors import InvalidRequestError
 from ..messages import Message, TextPart
 from .learn import DEFAULT_EXTRACT_MODEL, LearnResult, Learner, SalienceGate
 from .types import Entity, Fact, Hit, MemoryStore, NewFact, Relation, Tier
@@ -232,7 +233,7 @@ class Memory:
     # -- what the model sees -----------------------------------------------------------------------------
     def tool(self, user_id: str) -> Any:
         """The `search_memory(query, tier)` tool, bound to `user_id`."""
-        from ..tools import Tool
+        from ..tools.tool import Tool
 
         _check_user(user_id)
 
@@ -289,9 +290,9 @@ class Memory:
             return client
         if self.client is not None:
             return self.client
-        from ..client import default_client
-
-        return default_client()
+        raise InvalidRequestError(
+            "this Memory has no client to learn with: pass Memory(client=...), learn(..., client=...), "
+            "or use it through client.with_memory(...)")
 
     @property
     def stats(self) -> MemoryStats:
@@ -358,3 +359,18 @@ def _check_user(user_id: Any) -> str:
     if not isinstance(user_id, str) or not user_id:
         raise ValueError(f"user_id must be a non-empty str, got {user_id!r}")
     return user_id
+
+
+def with_memory(client: Any, user_id: str, memory: Memory | None = None, *, learn: bool = True,
+                inject: int | None = None, **memory_options: Any) -> Any:
+    """`client` with memory for `user_id`. `memory`: a shared `Memory`; without one, a new
+    `Memory(**memory_options)` (extraction through `client`). See `MemoryClient`."""
+    if memory is None:
+        memory_options.setdefault("client", client)
+        memory = Memory(**memory_options)
+    elif memory_options:
+        raise InvalidRequestError(f"memory options {sorted(memory_options)} need memory=None "
+                                  "(configure the Memory you pass instead)")
+    from .client import MemoryClient
+
+    return MemoryClient(client, user_id, memory, learn=learn, inject=inject)

@@ -44,7 +44,7 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, parse_arguments, shaped, copy_params
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, parse_arguments, shaped, copy_params
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "reasoning_effort", "thinking_budget"})
 

@@ -44,7 +44,7 @@ from ..errors import InvalidRequestError, UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire.eventstream import EventStreamError, EventStreamParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, copy_params, dumps, shaped
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, copy_params, dumps, shaped
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "reasoning_effort", "thinking_budget"})
 

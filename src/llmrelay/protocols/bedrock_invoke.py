@@ -24,7 +24,7 @@ from urllib.parse import quote
 from .. import events as ev
 from ..usage import Usage
 from . import anthropic, bedrock
-from ._base import Call, HTTPRequest, build_request, loads
+from .base import Call, HTTPRequest, build_request, loads
 
 PARAMS = anthropic.PARAMS
 ANTHROPIC_VERSION = "bedrock-2023-05-31"

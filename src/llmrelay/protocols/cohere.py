@@ -19,8 +19,10 @@ Decisions:
   `Usage.raw` untouched: a cost calculation should read
   `raw["billed_units"]`.
 - `finish_reason` "ERROR" gives `Finish("error")`; when the `message-end`
-  also carries an error message, a `StreamError` follows so the call raises
-  `ProviderStreamError` with the partial response.
+  also carries an error (`error`, `error_type`), a `StreamError` follows so
+  the call raises `ProviderStreamError` with the partial response; its `code`
+  is Cohere's error type (e.g. INVALID_TOOL_GENERATION), falling back to the
+  raw finish reason only when Cohere gives none.
 - Params: temperature, max_tokens, top_p -> `p`, stop -> `stop_sequences`,
   seed, thinking_budget -> `thinking: {type: enabled, token_budget}`.
   `reasoning_effort` and `n` have no Cohere equivalent (not in `PARAMS`).
@@ -38,7 +40,7 @@ from .. import events as ev
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "thinking_budget"})
 
@@ -221,8 +223,13 @@ class Decoder(_Decoder):
             out.append(ev.UsageEvent(cohere_usage(usage)))
         out.append(ev.Finish(normalized, reason))
         self.complete = True
-        if delta.get("error"):
-            out.append(ev.StreamError(str(delta["error"]), code=reason, data=obj))
+        error = delta.get("error")
+        if error or delta.get("error_type"):
+            # the provider's error type is the code; the finish reason stays on the response
+            detail = error if isinstance(error, dict) else {}
+            code = delta.get("error_type") or detail.get("type") or detail.get("code") or reason
+            message = detail.get("message") if detail else error
+            out.append(ev.StreamError(str(message or code), code=code, data=obj))
 
 
 def _unknown(obj: dict[str, Any], out: list) -> None:

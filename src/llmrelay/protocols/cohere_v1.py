@@ -29,7 +29,7 @@ from .. import events as ev
 from ..errors import InvalidRequestError, UnsupportedParameterError
 from ..messages import ImagePart, Message
 from ..wire import NDJSONParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
 from .cohere import cohere_usage
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed"})

@@ -60,9 +60,9 @@ from typing import Any
 from .. import events as ev
 from ..errors import InvalidRequestError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
-from ..usage import Usage
+from ..usage import Usage, output_with_reasoning
 from ..wire import JSONArrayParser, SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, malformed, parse_arguments, shaped, copy_params
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, malformed, parse_arguments, shaped, copy_params
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "thinking_budget", "n"})
 
@@ -234,7 +234,7 @@ def gemini_usage(u: dict[str, Any]) -> Usage:
         prompt = (prompt or 0) + tool_prompt
     candidates = u.get("candidatesTokenCount")
     thoughts = u.get("thoughtsTokenCount")
-    output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+    output = output_with_reasoning(candidates, thoughts, prompt, u.get("totalTokenCount"), outside=True)
     return Usage(prompt, output, u.get("cachedContentTokenCount"), None, thoughts, raw=u)
 
 

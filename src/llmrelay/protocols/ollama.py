@@ -12,7 +12,10 @@ Request (`encode`):
   in `thinking`. Tool results are `role: "tool"` with `tool_name` when known
   (the tool message's `name`, else the name of the call with that id).
 - Params -> `options`: temperature, num_predict (`max_tokens`), top_p, stop,
-  seed. Thinking -> top-level `think`: `reasoning_effort` "none" -> false,
+  seed. The caller's `options={...}` (Ollama's runtime options: num_ctx,
+  top_k, repeat_penalty, num_predict, ...) merge into the same object, the
+  caller winning on a clash; `keep_alive` (a top-level field in Ollama's API)
+  is accepted there too and moved to the top level. Thinking -> top-level `think`: `reasoning_effort` "none" -> false,
   "minimal"/"low" -> "low", "medium" -> "medium", "high"/"xhigh" -> "high"
   (level strings are what gpt-oss takes; other thinking models treat them as
   on); `thinking_budget` -> true (false for 0): Ollama has no token budget.
@@ -41,8 +44,13 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, ToolCall
 from ..usage import Usage
 from ..wire import NDJSONParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, parse_arguments, shaped, copy_params
-from ._think import ThinkTags
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, parse_arguments, shaped, copy_params
+from .think import ThinkTags
+
+#: `options=` is accepted (Ollama's runtime options).
+RUNTIME_OPTIONS = True
+#: Fields of `options=` that Ollama takes at the top level of the body.
+_TOP_LEVEL = frozenset({"keep_alive"})
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "thinking_budget"})
 
@@ -115,6 +123,11 @@ def encode(call: Call) -> HTTPRequest:
         "stop": "stop",
         "seed": "seed",
     })
+    for key, value in (call.options or {}).items():
+        if key in _TOP_LEVEL:
+            body[key] = value
+        else:
+            options[key] = value
     if options:
         body["options"] = options
     if p.reasoning_effort is not None:

@@ -7,10 +7,10 @@ from typing import Any
 from .. import events as ev
 from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
-from ..usage import Usage
+from ..usage import Usage, output_with_reasoning
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
-from ._think import ThinkTags
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
+from .think import ThinkTags
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "n"})
 
@@ -136,11 +136,14 @@ def chat_usage(u: dict[str, Any]) -> Usage:
     completion_details = u.get("completion_tokens_details")
     completion_details = completion_details if isinstance(completion_details, dict) else {}
     cost = u.get("cost")
+    prompt = _count(u.get("prompt_tokens"))
+    reasoning = _count(completion_details.get("reasoning_tokens"))
     return Usage(
-        input_tokens=_count(u.get("prompt_tokens")),
-        output_tokens=_count(u.get("completion_tokens")),
+        input_tokens=prompt,
+        # xAI counts reasoning outside completion_tokens: the total tells (llmrelay.usage)
+        output_tokens=output_with_reasoning(_count(u.get("completion_tokens")), reasoning, prompt, _count(u.get("total_tokens"))),
         cached_input_tokens=cached,
-        reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+        reasoning_tokens=reasoning,
         provider_cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
         raw=u,
     )

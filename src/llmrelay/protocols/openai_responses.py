@@ -47,9 +47,9 @@ from typing import Any
 from .. import events as ev
 from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
-from ..usage import Usage
+from ..usage import Usage, output_with_reasoning
 from ..wire import SSEParser
-from ._base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, loads, shaped, copy_params
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, dumps, loads, shaped, copy_params
 
 #: `stop`, `seed`, `n` and `thinking_budget` do not exist in the Responses API.
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "reasoning_effort"})
@@ -198,11 +198,12 @@ def responses_usage(u: dict[str, Any]) -> Usage:
     itd = u.get("input_tokens_details") or {}
     otd = u.get("output_tokens_details") or {}
     cost = u.get("cost")  # OpenRouter
+    prompt, reasoning = u.get("input_tokens"), otd.get("reasoning_tokens")
     return Usage(
-        input_tokens=u.get("input_tokens"),
-        output_tokens=u.get("output_tokens"),
+        input_tokens=prompt,
+        output_tokens=output_with_reasoning(u.get("output_tokens"), reasoning, prompt, u.get("total_tokens")),
         cached_input_tokens=itd.get("cached_tokens"),
-        reasoning_tokens=otd.get("reasoning_tokens"),
+        reasoning_tokens=reasoning,
         provider_cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
         raw=u,
     )

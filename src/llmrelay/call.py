@@ -1,0 +1,73 @@
+"""The prepared request: what every layer from the protocols up passes around.
+
+`Call` is a validated request resolved against a provider profile (the encoder's
+only input); `HTTPRequest` is what an encoder produces and a transport sends;
+`Params` are the provider-neutral generation parameters. Vocabulary only: this
+module imports nothing of llmrelay at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .messages import Message
+    from .providers import Provider
+
+__all__ = ["Call", "HTTPRequest", "Params"]
+
+
+@dataclass(slots=True)
+class Params:
+    """Generation parameters, provider-neutral. None means "not set"."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    #: "minimal" | "low" | "medium" | "high" (OpenAI-style effort).
+    reasoning_effort: str | None = None
+    #: Token budget for thinking (Anthropic `budget_tokens`, Gemini `thinkingBudget`).
+    thinking_budget: int | None = None
+    n: int | None = None
+
+    def set_fields(self) -> list[str]:
+        return [name for name in self.__slots__ if getattr(self, name) is not None]  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Call:
+    """A validated request, resolved against a provider profile: the encoder's only input."""
+
+    provider: Provider
+    model: str
+    base_url: str
+    api_key: str | None
+    messages: list[Message]
+    params: Params = field(default_factory=Params)
+    extra_body: dict[str, Any] | None = None
+    extra_headers: dict[str, str] | None = None
+    #: Tool definitions offered to the model (`llmrelay.tools.Tool`), and the choice:
+    #: "auto" | "none" | "required" | a tool name.
+    tools: list[Any] | None = None
+    tool_choice: str | None = None
+    #: `llmrelay.Timeouts` for this call (None: the client's).
+    timeouts: Any = None
+    #: Structured output: a `llmrelay.structured.OutputSchema` (name, JSON schema, strict flag), or None.
+    output: Any = None
+    #: The provider's own runtime options (`options=`; Ollama: num_ctx, top_k, keep_alive...), or None.
+    options: dict[str, Any] | None = None
+    #: A cloud provider's auth (`llmrelay.cloud`): the URL form and the signed/token headers, or None.
+    auth: Any = None
+
+
+@dataclass(slots=True)
+class HTTPRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    #: The JSON body as an object, for tests and logs (never re-encoded).
+    json: Any = None

@@ -1,0 +1,255 @@
+"""One assembler for every protocol: folds typed events into a `Response`.
+
+Text pieces are compacted into blocks every 256 pieces: O(n) time, and
+memory that tracks the text itself (a plain list of small `str` pieces costs
+~60 bytes per chunk whatever the text; `io.StringIO` keeps the pieces alive too). Parts keep their order and
+their opaque signatures: a signature (or redacted data) closes the current
+part, so the next delta starts a new one, exactly as providers expect it back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import events as ev
+from ..messages import ReasoningPart, TextPart, ToolCall
+from ..response import Choice, Response
+from ..usage import Usage
+
+_TEXT, _REASONING, _TOOL = 0, 1, 2
+
+
+class _Text:
+    """An append-only string builder whose memory is the characters, not the pieces."""
+
+    __slots__ = ("pieces", "blocks")
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.blocks: list[str] = []
+
+    def write(self, s: str) -> None:
+        pieces = self.pieces
+        pieces.append(s)
+        if len(pieces) >= 256:
+            self.blocks.append("".join(pieces))
+            pieces.clear()
+
+    def getvalue(self) -> str:
+        if self.blocks:
+            if self.pieces:
+                self.blocks.append("".join(self.pieces))
+                self.pieces.clear()
+            text = "".join(self.blocks)
+            self.blocks = [text]  # keep one copy, not blocks plus the joined text
+            return text
+        return "".join(self.pieces)
+
+
+class _PartBuilder:
+    __slots__ = ("kind", "buf", "write", "pieces", "signature", "redacted", "tool")
+
+    def __init__(self, kind: int):
+        self.kind = kind
+        self.buf = _Text()
+        self.write = self.buf.write
+        self.pieces: list[str] = []  # tool-call argument fragments
+        self.signature: str | None = None
+        self.redacted: str | None = None
+        self.tool: dict[str, Any] | None = None
+
+
+class _ChoiceBuilder:
+    __slots__ = ("parts", "current", "tools", "refusal", "finish_reason", "raw_finish_reason")
+
+    def __init__(self) -> None:
+        self.parts: list[_PartBuilder] = []
+        self.current: _PartBuilder | None = None
+        self.tools: dict[int, _PartBuilder] = {}
+        self.refusal: list[str] | None = None
+        self.finish_reason: str | None = None
+        self.raw_finish_reason: str | None = None
+
+    def open(self, kind: int) -> _PartBuilder:
+        part = _PartBuilder(kind)
+        self.parts.append(part)
+        self.current = part
+        return part
+
+
+class Assembler:
+    def __init__(self) -> None:
+        self._choices: dict[int, _ChoiceBuilder] = {0: _ChoiceBuilder()}
+        self.usage = Usage()
+        self.id: str | None = None
+        self.model: str | None = None
+        self.provider_events: list[Any] = []
+        self._handlers = {
+            ev.TextDelta: self._text,
+            ev.ReasoningDelta: self._reasoning,
+            ev.RefusalDelta: self._refusal,
+            ev.ToolCallStart: self._tool_start,
+            ev.ToolCallDelta: self._tool_delta,
+            ev.ToolCallEnd: self._tool_end,
+            ev.UsageEvent: self._usage,
+            ev.Finish: self._finish,
+            ev.StreamStart: self._start,
+            ev.ProviderEvent: self._provider,
+        }
+
+    def add(self, event: Any) -> None:
+        self._handlers[type(event)](event)
+
+    @staticmethod
+    def _bad(e: Any, field: str) -> TypeError:
+        return TypeError(f"{type(e).__name__}.{field} must be a string, got {type(getattr(e, field)).__name__}")
+
+    # -- handlers -----------------------------------------------------------
+    def _choice(self, index: int) -> _ChoiceBuilder:
+        cb = self._choices.get(index)
+        if cb is None:
+            cb = self._choices[index] = _ChoiceBuilder()
+        return cb
+
+    def _text(self, e: ev.TextDelta) -> None:
+        if type(e.text) is not str:
+            raise self._bad(e, "text")
+        cb = self._choices.get(e.choice) or self._choice(e.choice)
+        cur = cb.current
+        if cur is None or cur.kind != _TEXT or cur.signature is not None:
+            cur = cb.open(_TEXT)
+        cur.write(e.text)
+        if e.signature is not None:
+            cur.signature = e.signature
+
+    def _reasoning(self, e: ev.ReasoningDelta) -> None:
+        if type(e.text) is not str:
+            raise self._bad(e, "text")
+        cb = self._choice(e.choice)
+        cur = cb.current
+        if (
+            cur is None
+            or cur.kind != _REASONING
+            or cur.signature is not None
+            or cur.redacted is not None
+            or e.redacted is not None
+        ):
+            cur = cb.open(_REASONING)
+        if e.text:
+            cur.write(e.text)
+        if e.signature is not None:
+            cur.signature = e.signature
+        if e.redacted is not None:
+            cur.redacted = e.redacted
+
+    def _refusal(self, e: ev.RefusalDelta) -> None:
+        if type(e.text) is not str:
+            raise self._bad(e, "text")
+        cb = self._choice(e.choice)
+        if cb.refusal is None:
+            cb.refusal = []
+        cb.refusal.append(e.text)
+
+    def _tool_start(self, e: ev.ToolCallStart) -> None:
+        cb = self._choice(e.choice)
+        part = cb.open(_TOOL)
+        part.tool = {"id": e.id, "name": e.name, "signature": e.signature, "end": None}
+        cb.tools[e.index] = part
+
+    def _tool_delta(self, e: ev.ToolCallDelta) -> None:
+        if type(e.arguments) is not str:
+            raise self._bad(e, "arguments")
+        cb = self._choice(e.choice)
+        part = cb.tools.get(e.index)
+        if part is None:  # a delta with no start: keep it rather than drop it
+            self._tool_start(ev.ToolCallStart(e.index, None, "", e.choice))
+            part = cb.tools[e.index]
+        part.pieces.append(e.arguments)
+
+    def _tool_end(self, e: ev.ToolCallEnd) -> None:
+        cb = self._choice(e.choice)
+        part = cb.tools.get(e.index)
+        if part is None:
+            self._tool_start(ev.ToolCallStart(e.index, e.id, e.name, e.choice, e.signature))
+            part = cb.tools[e.index]
+        assert part.tool is not None
+        part.tool["end"] = e
+
+    def _usage(self, e: ev.UsageEvent) -> None:
+        self.usage.merge(e.usage)
+
+    def _finish(self, e: ev.Finish) -> None:
+        cb = self._choice(e.choice)
+        cb.finish_reason = e.reason
+        cb.raw_finish_reason = e.raw_reason
+
+    def _start(self, e: ev.StreamStart) -> None:
+        if e.id and not self.id:
+            self.id = e.id
+        if e.model:
+            self.model = e.model
+
+    def _provider(self, e: ev.ProviderEvent) -> None:
+        self.provider_events.append(e)
+
+    # -- output -------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        cb = self._choices[0]
+        return "".join(p.buf.getvalue() for p in cb.parts if p.kind == _TEXT)
+
+    def open_tool_calls(self) -> bool:
+        return any(p.tool is not None and p.tool["end"] is None for p in self._choices[0].tools.values())
+
+    def build(self, response: Response | None = None) -> Response:
+        """A fresh `Response` from everything folded so far (safe to call mid-stream)."""
+        r = response if response is not None else Response()
+        r.id = self.id
+        r.model = self.model or r.model
+        r.usage = Usage()
+        r.usage.merge(self.usage)
+        r.provider_events = list(self.provider_events)
+        r.choices = [self._build_choice(i, self._choices[i]) for i in sorted(self._choices)]
+        return r
+
+    @staticmethod
+    def _build_choice(index: int, cb: _ChoiceBuilder) -> Choice:
+        parts: list[Any] = []
+        for p in cb.parts:
+            if p.kind == _TEXT:
+                parts.append(TextPart(p.buf.getvalue(), p.signature))
+            elif p.kind == _REASONING:
+                parts.append(ReasoningPart(p.buf.getvalue(), p.signature, p.redacted))
+            else:
+                assert p.tool is not None
+                end: ev.ToolCallEnd | None = p.tool["end"]
+                raw = "".join(p.pieces)
+                if end is not None:
+                    parts.append(
+                        ToolCall(
+                            id=end.id or p.tool["id"],
+                            name=end.name or p.tool["name"],
+                            arguments=end.arguments,
+                            raw_arguments=end.raw_arguments,
+                            error=end.error,
+                            signature=end.signature or p.tool["signature"],
+                        )
+                    )
+                else:
+                    parts.append(
+                        ToolCall(
+                            id=p.tool["id"],
+                            name=p.tool["name"],
+                            arguments=None,
+                            raw_arguments=raw,
+                            error="incomplete: the stream ended before this tool call finished",
+                            signature=p.tool["signature"],
+                        )
+                    )
+        return Choice(
+            index=index,
+            parts=parts,
+            refusal="".join(cb.refusal) if cb.refusal is not None else None,
+            finish_reason=cb.finish_reason,
+            raw_finish_reason=cb.raw_finish_reason,
+        )

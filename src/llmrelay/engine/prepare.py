@@ -1,0 +1,176 @@
+"""Turning a caller's arguments into a validated `Call` (pure: no I/O).
+
+Everything a caller can get wrong is checked here, before anything is sent,
+and reported as a typed error naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import InvalidRequestError, UnknownProviderError, UnsupportedParameterError
+from ..messages import Message, normalize_messages
+from ..call import Call, Params
+from ..providers import Provider, parse_model, resolve_api_key, resolve_base_url
+
+PARAM_NAMES = tuple(Params.__slots__)  # type: ignore[attr-defined]
+#: Per-call options that shape the request (besides the generation params).
+CALL_OPTIONS = (
+    "extra_body", "extra_headers", "timeout", "api_key", "base_url", "provider", "tools", "tool_choice", "options",
+)
+#: Per-call options of the control flow around requests.
+FLOW_OPTIONS = (
+    "max_tool_rounds", "run_tools", "tool_errors", "retry", "middleware", "fallback_mode", "resume_prompt",
+    "hooks", "tags", "on_length",
+)
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+def protocol_module(name: str) -> Any:
+    return importlib.import_module(f"llmrelay.protocols.{name}")
+
+
+@dataclass(slots=True)
+class Settings:
+    """What a `Client` knows that resolving a model needs (providers, keys, URLs, env)."""
+
+    providers: Mapping[str, Provider]
+    aliases: Mapping[str, Any]
+    api_keys: Mapping[str, str]
+    base_urls: Mapping[str, str]
+    env: Mapping[str, str] | None = None
+
+
+def check_params(raw: dict[str, Any]) -> Params:
+    unknown = sorted(set(raw) - set(PARAM_NAMES))
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown parameter(s) {', '.join(map(repr, unknown))}. Known: {', '.join(PARAM_NAMES)}; "
+            "pass provider-specific fields with extra_body={...}."
+        )
+    p = Params(**raw)
+    for name in ("temperature", "top_p"):
+        v = getattr(p, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InvalidRequestError(f"{name} must be a number, got {v!r}")
+    for name in ("max_tokens", "seed", "thinking_budget", "n"):
+        v = getattr(p, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise InvalidRequestError(f"{name} must be an integer, got {v!r}")
+    if p.max_tokens is not None and p.max_tokens < 1:
+        raise InvalidRequestError(f"max_tokens must be at least 1, got {p.max_tokens}")
+    if isinstance(p.stop, str):
+        p.stop = [p.stop]
+    elif p.stop is not None:
+        if not isinstance(p.stop, (list, tuple)) or not all(isinstance(s, str) for s in p.stop):
+            raise InvalidRequestError(f"stop must be a string or a list of strings, got {p.stop!r}")
+        p.stop = list(p.stop)
+    if p.reasoning_effort is not None and p.reasoning_effort not in EFFORTS:
+        raise InvalidRequestError(f"reasoning_effort must be one of {', '.join(EFFORTS)}; got {p.reasoning_effort!r}")
+    return p
+
+
+def check_options(options: dict[str, Any]) -> tuple[list[Any] | None, str | None]:
+    """Validate request options; returns (tools, tool_choice)."""
+    for opt in ("extra_body", "extra_headers", "options"):
+        if options.get(opt) is not None and not isinstance(options[opt], dict):
+            raise InvalidRequestError(f"{opt} must be a dict, got {type(options[opt]).__name__}")
+    tools: dict[str, Any] = {}
+    if options.get("tools"):
+        from ..tools.tool import as_tools  # lazy: pydantic and inspect load only for tool users
+
+        tools = as_tools(options["tools"])
+    tool_choice = options.get("tool_choice")
+    if tool_choice is not None:
+        if not isinstance(tool_choice, str):
+            raise InvalidRequestError(
+                f"tool_choice must be a string ('auto', 'none', 'required' or a tool name), got {type(tool_choice).__name__}"
+            )
+        if tool_choice not in ("auto", "none") and not tools:
+            raise InvalidRequestError(f"tool_choice={tool_choice!r} needs tools=[...]")
+        if tool_choice not in ("auto", "none", "required") and tool_choice not in tools:
+            raise InvalidRequestError(
+                f"tool_choice must be 'auto', 'none', 'required' or the name of a given tool; got {tool_choice!r}"
+            )
+    return list(tools.values()) or None, tool_choice
+
+
+def resolve_model(settings: Settings, model: str, provider: str | None = None) -> tuple[Provider, str]:
+    if provider:
+        if provider not in settings.providers:
+            raise UnknownProviderError(model, list(settings.providers), reason=f"Unknown provider {provider!r}")
+        return settings.providers[provider], model
+    name, model_id = parse_model(model, settings.providers)
+    return settings.providers[name], model_id
+
+
+def build_call(
+    settings: Settings,
+    model: str,
+    messages: list[Message],
+    params: Params,
+    options: dict[str, Any],
+    tools: list[Any] | None,
+    tool_choice: str | None,
+) -> Call:
+    """One target: provider resolved, params checked against it, key and base URL found."""
+    provider, model_id = resolve_model(settings, model, options.get("provider"))
+    provider = provider.for_model(model_id)
+    module = protocol_module(provider.protocol)
+    unsupported = [f for f in params.set_fields() if f not in module.PARAMS or f in provider.unsupported]
+    if unsupported:
+        raise UnsupportedParameterError(
+            provider.name, unsupported[0], "Drop it, or pass a provider-specific field with extra_body={...}."
+        )
+    runtime = options.get("options")
+    if runtime and not getattr(module, "RUNTIME_OPTIONS", False):
+        raise UnsupportedParameterError(
+            provider.name, "options", "options= carries Ollama's runtime options; use extra_body={...} for other providers."
+        )
+    env = os.environ if settings.env is None else settings.env
+    auth = None
+    if provider.cloud:
+        from ..cloud import resolve  # botocore / google-auth / azure-identity load only for cloud calls
+
+        base_url, auth = resolve(provider, model_id, options.get("api_key") or settings.api_keys.get(provider.name),
+                                 options.get("base_url") or settings.base_urls.get(provider.name), env)
+        api_key = None
+    else:
+        base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
+        api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
+    return Call(
+        provider=provider,
+        model=model_id,
+        base_url=base_url,
+        api_key=api_key,
+        messages=messages,
+        params=params,
+        extra_body=options.get("extra_body"),
+        extra_headers=options.get("extra_headers"),
+        tools=tools,
+        tool_choice=tool_choice,
+        auth=auth,
+        options=runtime or None,
+    )
+
+
+def retarget(settings: Settings, call: Call, model: str) -> Call:
+    """The same turn (messages, params, tools) for another model (fallback).
+
+    `extra_body`, `extra_headers`, `options`, `api_key` and `base_url` given for the first
+    model are provider-specific, so they follow only to the same provider.
+    """
+    provider, _ = resolve_model(settings, model)
+    same = provider.name == call.provider.name
+    options = {"extra_body": call.extra_body, "extra_headers": call.extra_headers, "options": call.options} if same else {}
+    new = build_call(settings, model, call.messages, call.params, options, call.tools, call.tool_choice)
+    new.timeouts = call.timeouts
+    new.output = call.output
+    return new
+
+
+def normalize(messages: Any) -> list[Message]:
+    return normalize_messages(messages)

@@ -1,0 +1,210 @@
+"""One model turn, without I/O: bytes in, typed events out, folded as they pass.
+
+`StreamCore` feeds each network chunk to the protocol decoder, folds the
+events into the assembler, keeps the clock (time to first token and busy time,
+which excludes the caller's own time between chunks), enforces first-token and
+total deadlines between chunks, and builds the `Response` for every outcome
+(ok, truncated, error, aborted). The sync and async drivers in `stream.py`
+only move bytes into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .. import events as ev
+from .assembler import Assembler
+from ..errors import APIError, APITimeoutError, MalformedChunkError, ProviderStreamError, StreamInterruptedError
+from ..response import Response, Timings
+from ..timeouts import Timeouts
+from ..usage import Usage, estimate_tokens
+
+if TYPE_CHECKING:
+    from ..call import Call, HTTPRequest
+
+_perf = time.perf_counter
+_CONTENT = frozenset(ev.CONTENT_EVENTS)
+_StreamError = ev.StreamError
+
+
+class StreamCore:
+    """Per-call state, no I/O: feeds bytes to the decoder, folds events, keeps time."""
+
+    __slots__ = (
+        "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "busy",
+        "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
+        "on_first_token", "correlation_id", "prices",
+    )
+
+    def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
+        self.call = call
+        self.request = request
+        self.decoder = decoder
+        self.assembler = Assembler()
+        self._add = self.assembler.add
+        self.t_dispatch: float | None = None
+        self.t_first: float | None = None
+        self.busy = 0.0  # time inside llmrelay + waiting on the network
+        self.t_resume = 0.0
+        self.pending: APIError | None = None
+        self.done = False
+        self.error: BaseException | None = None
+        self.aborted = False
+        self.request_id: str | None = None
+        self.timeouts: Timeouts | None = None
+        self.deadline: float | None = None  # the nearer of first-token and total, until the first token
+        self.end_by: float | None = None  # the total deadline
+        self.on_first_token: Any = None  # called once with the TTFT (hooks)
+        self.correlation_id: str | None = None
+        self.prices: Any = None  # a client's PriceTable, for Response.cost
+
+    @property
+    def ctx(self) -> dict[str, Any]:
+        return {"provider": self.call.provider.name, "model": self.call.model}
+
+    def dispatch(self) -> None:
+        self.t_dispatch = self.t_resume = now = _perf()
+        t = self.timeouts
+        if t is not None:
+            self.end_by = now + t.total if t.total is not None else None
+            first = now + t.first_token if t.first_token is not None else None
+            self.deadline = min(d for d in (first, self.end_by) if d is not None) if (first or self.end_by) else None
+
+    def timed_out(self) -> APITimeoutError:
+        if self.t_first is None and self.timeouts is not None and self.timeouts.first_token is not None and (
+            self.end_by is None or _perf() < self.end_by
+        ):
+            return APITimeoutError(f"no content within first_token={self.timeouts.first_token}s", kind="first_token", **self.ctx)
+        total = self.timeouts.total if self.timeouts is not None else None
+        return APITimeoutError(f"total timeout: the call took more than {total}s", kind="total", **self.ctx)
+
+    def headers(self, headers: Any) -> None:
+        self.request_id = headers.get("x-request-id") or headers.get("request-id") or headers.get("x-groq-id")
+
+    def feed(self, data: bytes) -> Iterator[Any]:
+        """Decode one network chunk; fold every event first (so a close mid-batch loses
+        nothing), then hand them out, timing only what is not the caller's own time."""
+        if self.pending is not None:
+            raise self.pending
+        if self.deadline is not None and _perf() > self.deadline:
+            raise self.timed_out()
+        events = self._fold(self.decoder.feed(data))
+        for e in events:
+            self.busy += _perf() - self.t_resume
+            yield e
+            self.t_resume = _perf()
+
+    def finish(self) -> Iterator[Any]:
+        if self.pending is not None:
+            raise self.pending
+        events = self._fold(self.decoder.end())
+        if self.pending is None and not self.decoder.complete:
+            why = "the connection closed in the middle of an event" if self.decoder.cut else "the stream ended before its final event"
+            self.pending = StreamInterruptedError(f"{self.call.provider.name} stream interrupted: {why}", **self.ctx)
+        for e in events:
+            self.busy += _perf() - self.t_resume
+            yield e
+            self.t_resume = _perf()
+        if self.pending is not None:
+            raise self.pending
+        self.busy += _perf() - self.t_resume
+        self.done = True
+
+    def _fold(self, events: list) -> list:
+        add = self._add
+        for i, e in enumerate(events):
+            t = type(e)
+            if t is _StreamError:
+                self.pending = self._stream_error(e)
+                return events[:i]
+            try:
+                add(e)
+            except TypeError as exc:  # a value of the wrong type in the provider's JSON
+                self.pending = MalformedChunkError(f"{self.call.provider.name} sent a malformed chunk: {exc}", **self.ctx)
+                return events[:i]
+            if self.t_first is None and t in _CONTENT:
+                # on the same clock as `busy`: the caller's time before this is not ours
+                self.t_first = self.busy + (_perf() - self.t_resume)
+                self.deadline = self.end_by
+                if self.on_first_token is not None:
+                    self.on_first_token(self.t_first)
+        return events
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Around a driver loop: an early close marks the call aborted; any error gets the partial response."""
+        try:
+            yield
+        except (GeneratorExit, KeyboardInterrupt):
+            self.aborted = True
+            raise
+        except BaseException as exc:
+            if type(exc).__name__ == "CancelledError":  # asyncio task cancelled: the caller's abort
+                self.aborted = True
+                raise
+            raise self.fail(exc) from None
+
+    def _stream_error(self, e: ev.StreamError) -> APIError:
+        cls = MalformedChunkError if e.kind == "malformed" else ProviderStreamError
+        return cls(
+            f"{self.call.provider.name} reported an error in the stream: {e.message}",
+            code=e.code,
+            status=e.status,
+            body=e.data,
+            **self.ctx,
+        )
+
+    def fail(self, exc: BaseException) -> BaseException:
+        """Record the error and attach the partial response to it."""
+        self.error = exc
+        if isinstance(exc, APIError):
+            exc.request_id = exc.request_id or self.request_id
+            exc.partial = self.response()
+        return exc
+
+    def response(self) -> Response:
+        """The response as it stands (complete, partial, failed or aborted)."""
+        a = self.assembler
+        r = a.build(Response(provider=self.call.provider.name, requested_model=self.call.model))
+        r.model = r.model or self.call.model
+        r.request_id = self.request_id
+        r.correlation_id = self.correlation_id
+        if self.prices is not None:
+            r._prices = self.prices
+        if self.done:
+            r.status = "truncated" if r.finish_reason == "length" else "ok"
+        elif self.aborted and self.error is None:
+            r.status = "aborted"
+        else:
+            r.status = "error" if self.error is not None else ("aborted" if self.aborted else "error")
+        r.error = self.error
+        if r.usage.output_tokens is None or r.usage.input_tokens is None:
+            _estimate_usage(r, self.call)
+        r.timings = self.timings(r.usage)
+        return r
+
+    def timings(self, usage: Usage) -> Timings:
+        if self.t_dispatch is None:
+            return Timings()
+        ttft = self.t_first
+        total = self.busy
+        out_tokens = usage.output_tokens
+        tps = None
+        if out_tokens and ttft is not None and total > ttft:
+            tps = out_tokens / (total - ttft)
+        return Timings(ttft, total, tps)
+
+
+def _estimate_usage(r: Response, call: Call) -> None:
+    """Usage the provider never reported (cut or cancelled): estimated, and marked so."""
+    u = r.usage
+    if u.output_tokens is None:
+        produced = r.text + r.reasoning + (r.refusal or "") + "".join(c.raw_arguments for c in r.tool_calls)
+        u.output_tokens = estimate_tokens(produced)
+        u.estimated = True
+    if u.input_tokens is None:
+        prompt = "".join(m.text for m in call.messages)
+        u.input_tokens = estimate_tokens(prompt)
+        u.estimated = True

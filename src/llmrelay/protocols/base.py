@@ -1,0 +1,236 @@
+"""What every wire protocol module shares: the request it encodes and the decoder base.
+
+A protocol module is sans-IO. It exposes:
+
+- `encode(call: Call) -> HTTPRequest`: a pure function from a validated call to
+  the exact HTTP request (method, URL, headers, JSON body).
+- `Decoder`: `feed(bytes) -> list[Event]` and `end() -> list[Event]` (at EOF);
+  after `end()`, `complete` says whether the stream reached its final semantic
+  event (`finish_reason`, `message_stop`, `response.completed`, `done:true`…).
+- `PARAMS`: the generation parameters the protocol can carry.
+
+Decoders never raise for provider problems: an in-band error becomes a
+`StreamError` event and an undecodable chunk a `StreamError(kind="malformed")`,
+so the stream layer can fold everything before it and raise with the partial
+response attached.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from .. import events as ev
+
+from ..call import Call, HTTPRequest, Params
+
+__all__ = ["Call", "HTTPRequest", "Params", "Decoder", "ToolCalls", "build_request", "copy_params", "deep_merge", "dumps",
+           "loads", "malformed", "parse_arguments", "shaped"]
+
+_json_loads = json.loads
+_scan_once = json.JSONDecoder().scan_once
+
+
+def loads(payload: Any) -> Any:
+    """`json.loads`, ~2 µs faster per chunk: decode UTF-8 ourselves (no encoding sniffing)
+    and call the C scanner directly; anything unusual takes the stdlib path (same results, same errors)."""
+    if type(payload) is bytes:
+        try:
+            s = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return _json_loads(payload)
+    elif type(payload) is str:
+        s = payload
+    else:
+        return _json_loads(payload)
+    try:
+        obj, end = _scan_once(s, 0)
+    except StopIteration:
+        return _json_loads(s)
+    if end != len(s):
+        return _json_loads(s)
+    return obj
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` merged into a copy of `base`: objects merge key by key (recursively), anything
+    else (scalars, lists, null) replaces. Neither argument is modified."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        out[key] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str, str], method: str = "POST") -> HTTPRequest:
+    """Join URL, merge `extra_body` deeply (caller wins: objects merge, scalars and lists
+    replace) and `extra_headers`, encode JSON once."""
+    if call.extra_body:
+        body = deep_merge(body, call.extra_body)
+    all_headers = {"content-type": "application/json", "accept": "text/event-stream"}
+    all_headers.update(call.provider.headers)
+    all_headers.update(headers)
+    if call.extra_headers:
+        all_headers.update(call.extra_headers)
+    auth = call.auth
+    if auth is None:
+        return HTTPRequest(method, call.base_url.rstrip("/") + path, all_headers, dumps(body), body)
+    url, body = auth.prepare(call, path, body, all_headers)  # the cloud's URL form (and body changes)
+    request = HTTPRequest(method, url, all_headers, dumps(body), body)
+    auth.sign(request)  # fresh credentials for every request; SigV4 signs these exact bytes
+    return request
+
+
+def copy_params(params: Params, target: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """`target[wire] = params.<ours>` for each `ours -> wire` in `names` whose value is set."""
+    for ours, wire in names.items():
+        value = getattr(params, ours)
+        if value is not None:
+            target[wire] = value
+    return target
+
+
+def shaped(call: Call) -> tuple[Call, str | None]:
+    """Structured output: the call reshaped for the provider's mechanism (tool/prompt modes add a
+    tool or an instruction) and the native mode to encode, or (call, None) without `output=`."""
+    if call.output is None:
+        return call, None
+    from .output import shape
+
+    return shape(call)
+
+
+def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Tool-call arguments: `""` means `{}`; anything but a JSON object is an error, never a crash."""
+    if not raw or raw.isspace():
+        return {}, None
+    try:
+        value = loads(raw)
+    except ValueError as exc:
+        return None, f"arguments are not valid JSON: {exc}"
+    if not isinstance(value, dict):
+        return None, f"arguments must be a JSON object, got {type(value).__name__}"
+    return value, None
+
+
+class ToolCalls:
+    """Tracks tool calls as they form and emits start / delta / end events.
+
+    Keys are whatever the protocol identifies a call by (Chat: `(choice, index)`;
+    Anthropic: block index; Responses: `item_id`). Indexes in events are dense
+    per choice, in order of first appearance.
+    """
+
+    __slots__ = ("_open", "_count")
+
+    def __init__(self) -> None:
+        self._open: dict[Any, list[Any]] = {}
+        self._count: dict[int, int] = {}
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._open
+
+    def start(self, key: Any, id: str | None, name: str, out: list, choice: int = 0, signature: str | None = None) -> None:
+        index = self._count.get(choice, 0)
+        self._count[choice] = index + 1
+        self._open[key] = [index, id, name, [], choice, signature]
+        out.append(ev.ToolCallStart(index, id, name, choice, signature))
+
+    def delta(self, key: Any, arguments: str, out: list) -> None:
+        if not arguments:
+            return
+        call = self._open.get(key)
+        if call is None:
+            return
+        call[3].append(arguments)
+        out.append(ev.ToolCallDelta(call[0], arguments, call[4]))
+
+    def end(self, key: Any, out: list, error: str | None = None) -> None:
+        call = self._open.pop(key, None)
+        if call is None:
+            return
+        index, id, name, pieces, choice, signature = call
+        raw = "".join(pieces)
+        if error is None:
+            arguments, error = parse_arguments(raw)
+        else:
+            arguments = None
+        out.append(ev.ToolCallEnd(index, id, name, arguments, raw, error, choice, signature))
+
+    def end_all(self, out: list, error: str | None = None, choice: int | None = None) -> None:
+        for key in [k for k, c in self._open.items() if choice is None or c[4] == choice]:
+            self.end(key, out, error)
+
+    def whole(self, key: Any, id: str | None, name: str, arguments: Any, out: list, choice: int = 0, signature: str | None = None) -> None:
+        """A call delivered complete in one piece (Gemini, Ollama, Groq)."""
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+        self.start(key, id, name, out, choice, signature)
+        self.delta(key, raw, out)
+        self.end(key, out)
+
+
+def malformed(payload: bytes, exc: Exception) -> ev.StreamError:
+    snippet = payload[:200].decode("utf-8", "replace")
+    return ev.StreamError(f"malformed chunk ({exc}): {snippet!r}", code="malformed_chunk", data=snippet, kind="malformed")
+
+
+class Decoder:
+    """Base for protocol decoders: framing + JSON, then `_on(event_name, obj, out)` per frame.
+
+    Subclasses set `framing` and implement `_on`; they set `self.complete = True`
+    when the final semantic event arrives, and may override `_at_end(out)` to
+    flush open state (tool calls) at EOF.
+    """
+
+    framing: Callable[[], Any]
+
+    def __init__(self) -> None:
+        self._parser = self.framing()
+        self.complete = False
+        #: Set when a frame could not be decoded at EOF (the connection was cut mid-event).
+        self.cut = False
+
+    def feed(self, data: bytes) -> list:
+        out: list = []
+        self._frames(self._parser.feed(data), out, final=False)
+        return out
+
+    def end(self) -> list:
+        out: list = []
+        self._frames(self._parser.close(), out, final=True)
+        self._at_end(out)
+        return out
+
+    def _frames(self, frames: list, out: list, final: bool) -> None:
+        on = self._on
+        for frame in frames:
+            name, payload = frame if type(frame) is tuple else (None, frame)
+            if payload == b"[DONE]":
+                self._done(out)
+                continue
+            try:
+                obj = loads(payload)
+            except ValueError as exc:
+                if final:
+                    self.cut = True  # half an event at EOF: a cut, not a malformed chunk
+                else:
+                    out.append(malformed(payload, exc))
+                continue
+            try:
+                on(name, obj, out)
+            except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+                # valid JSON of an unexpected shape: a malformed chunk, never a crash
+                out.append(malformed(payload, exc))
+
+    def _done(self, out: list) -> None:
+        """`data: [DONE]`: not the completion signal by itself (see `complete`)."""
+
+    def _at_end(self, out: list) -> None:
+        pass
+
+    def _on(self, name: str | None, obj: Any, out: list) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError

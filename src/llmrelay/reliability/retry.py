@@ -1,0 +1,116 @@
+"""Retries: only before any content has reached the caller, with exponential backoff and full jitter.
+
+Retried: connection errors and timeouts, HTTP 408, 409, 429, 500, 502, 503,
+504 and 529, and in-band error events or malformed chunks, as long as nothing
+of the answer (text, reasoning, refusal, tool call) was shown. Never retried:
+400, 401, 403, 404, 422 (the same request would fail the same way).
+
+`Retry-After` (seconds or HTTP date, or `retry-after-ms`) is honoured as a
+minimum; above `max_retry_after` we give up at once with the typed error. The
+request count is exactly `1 + max_retries` at most: nothing underneath retries.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from ..errors import APIConnectionError, APIError, APIStatusError, ProviderStreamError
+from ..events import RetryEvent
+from .middleware import Middleware, SendFn
+from ..engine.plan import Emit, Plan, Sleep
+from ..call import Call
+from ..response import Attempt
+
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def content_shown(error: APIError) -> bool:
+    """Did any of the answer reach the caller before this error?"""
+    p = error.partial
+    if p is None:
+        return False
+    return any(c.parts or c.refusal for c in p.choices)
+
+
+def is_retryable(error: BaseException) -> bool:
+    if not isinstance(error, APIError) or content_shown(error):
+        return False
+    if isinstance(error, APIStatusError):
+        return error.status_code in RETRY_STATUSES
+    return isinstance(error, (APIConnectionError, ProviderStreamError))
+
+
+class Retry(Middleware):
+    """Retry a model turn that failed before content. `Client(retry=Retry(...))`, or `retry=3`."""
+
+    def __init__(
+        self,
+        max_retries: int = 2,
+        *,
+        initial_delay: float = 0.5,
+        max_delay: float = 8.0,
+        multiplier: float = 2.0,
+        max_retry_after: float = 60.0,
+        jitter: bool = True,
+        seed: int | None = None,
+    ):
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.max_retries = max_retries
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        self.multiplier = multiplier
+        self.max_retry_after = max_retry_after
+        self.jitter = jitter
+        self._random = random.Random(seed)
+
+    def __repr__(self) -> str:
+        return f"Retry(max_retries={self.max_retries})"
+
+    def delay(self, attempt: int, error: BaseException) -> float | None:
+        """Seconds before retry number `attempt + 1`, or None to give up now."""
+        cap = min(self.max_delay, self.initial_delay * self.multiplier**attempt)
+        delay = self._random.uniform(0, cap) if self.jitter else cap
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            if retry_after > self.max_retry_after:
+                return None
+            delay = max(delay, retry_after)
+        return delay
+
+    def turn(self, call: Call, send: SendFn) -> Plan:
+        attempt = 0
+        failed: list[Attempt] = []
+        while True:
+            try:
+                response = yield from send(call)
+            except APIError as error:
+                if attempt >= self.max_retries or not is_retryable(error):
+                    error.retried = failed  # the requests that failed before this one (fallback records them)
+                    raise
+                # the failed request stays on record (its usage and cost, if the provider reported any)
+                failed.append(Attempt(f"{call.provider.name}:{call.model}", error.partial, error))
+                delay = self.delay(attempt, error)
+                if delay is None:
+                    error.retried = failed
+                    raise
+                attempt += 1
+                yield Emit(RetryEvent(attempt, delay, error, call.provider.name, call.model))
+                if delay > 0:
+                    yield Sleep(delay)
+                continue
+            if failed:
+                response.attempts = [*failed, *(response.attempts or [Attempt(failed[0].model, response, None)])]
+            return response
+
+
+def as_retry(value: Any) -> Retry | None:
+    """`retry=` accepts a `Retry`, a number of retries, or None/0/False for none."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, Retry):
+        return value if value.max_retries else None
+    if isinstance(value, int):
+        return Retry(value) if value else None
+    raise TypeError(f"retry must be a Retry, an int or None, got {type(value).__name__}")

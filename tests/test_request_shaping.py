@@ -1,0 +1,74 @@
+"""What llmrelay sends (issue 13, item 2): `extra_body` merges deeply into the encoded body of
+every protocol (objects merge, scalars and lists replace); Ollama's runtime options go in with
+`options=` beside llmrelay's own. Every body is the one the replay server received."""
+
+from __future__ import annotations
+
+import pytest
+
+import llmrelay
+from llmrelay.protocols.base import deep_merge
+from llmrelay.testing import Reply
+
+#: A recording per protocol, and the nested object llmrelay fills from the typed parameters.
+PROTOCOLS = [
+    ("ollama:gemma3:1b", "ollama/chat_text_done_stop.ndjson", "options", {"temperature": 0, "num_predict": 50}),
+    ("gemini:gemini-2.5-flash", "gemini/text_sse.sse", "generationConfig", {"temperature": 0, "maxOutputTokens": 50}),
+    ("openai:gpt-4o-mini", "openai_chat/text_usage_chunk.sse", "stream_options", {"include_usage": True}),
+    ("anthropic:claude-sonnet-4-5", "anthropic/text_basic.sse", "thinking", None),
+    ("cohere:command-a-03-2025", "cohere/v2_text.sse", "thinking", None),
+    ("openai-responses:gpt-4o-mini", "openai_responses/openrouter_reasoning_text_done.sse", "reasoning", None),
+]
+
+
+def test_deep_merge_rules():
+    base = {"a": {"x": 1, "y": [1, 2], "z": {"k": 1}}, "b": 1, "c": [1]}
+    extra = {"a": {"y": [3], "z": {"j": 2}, "w": None}, "b": {"n": 1}, "c": [2], "d": 4}
+    assert deep_merge(base, extra) == {"a": {"x": 1, "y": [3], "z": {"k": 1, "j": 2}, "w": None},
+                                       "b": {"n": 1}, "c": [2], "d": 4}
+    assert base == {"a": {"x": 1, "y": [1, 2], "z": {"k": 1}}, "b": 1, "c": [1]}  # untouched
+
+
+@pytest.mark.parametrize("model, recording, key, ours", PROTOCOLS)
+def test_extra_body_merges_into_nested_objects(server, client, model, recording, key, ours):
+    params = {}
+    if model.startswith("ollama") or model.startswith("gemini"):
+        params = {"temperature": 0, "max_tokens": 50}
+    server.enqueue(Reply.recording(recording), Reply.recording(recording))
+    client.complete(model, "hi", **params)
+    plain = server.requests[0].json
+    if ours is not None:
+        assert plain[key] == ours
+    extra = {key: {"added": 8192}, "top": {"x": [1, 2]}}
+    client.complete(model, "hi", extra_body=extra, **params)
+    sent = server.requests[1].json
+    assert sent[key] == {**(ours or {}), "added": 8192}  # llmrelay's own fields survive
+    assert sent["top"] == {"x": [1, 2]}
+    assert {k: v for k, v in sent.items() if k not in (key, "top")} == {k: v for k, v in plain.items() if k != key}
+
+
+def test_extra_body_scalars_and_lists_replace(server, client):
+    server.enqueue(Reply.recording("ollama/chat_text_done_stop.ndjson"))
+    client.complete("ollama:gemma3:1b", "hi", temperature=0, stop=["a"],
+                    extra_body={"options": {"temperature": 0.5, "stop": ["b", "c"]}, "stream": True})
+    assert server.requests[0].json["options"] == {"temperature": 0.5, "stop": ["b", "c"]}
+
+
+def test_ollama_options_land_beside_llmrelays_own(server, client):
+    """The issue's case: num_ctx must not drop the temperature and num_predict llmrelay set."""
+    server.enqueue(Reply.recording("ollama/chat_text_done_stop.ndjson"), Reply.recording("ollama/chat_text_done_stop.ndjson"))
+    r = client.complete("ollama:gemma3:1b", "Count from 1 to 5", temperature=0, max_tokens=50,
+                        options={"num_ctx": 8192, "top_k": 20, "keep_alive": "10m"})
+    sent = server.requests[0].json
+    assert sent["options"] == {"temperature": 0, "num_predict": 50, "num_ctx": 8192, "top_k": 20}
+    assert sent["keep_alive"] == "10m"  # a top-level field in Ollama's API
+    assert r.text
+    client.complete("ollama:gemma3:1b", "hi", max_tokens=50, extra_body={"options": {"num_ctx": 8192}})
+    assert server.requests[1].json["options"] == {"num_predict": 50, "num_ctx": 8192}
+
+
+def test_options_are_refused_where_no_provider_takes_them(client):
+    with pytest.raises(llmrelay.UnsupportedParameterError, match="options"):
+        client.complete("openai:gpt-4o-mini", "hi", options={"num_ctx": 8192})
+    with pytest.raises(llmrelay.InvalidRequestError, match="options must be a dict"):
+        client.complete("ollama:gemma3:1b", "hi", options=["num_ctx"])
