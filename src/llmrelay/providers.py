@@ -52,13 +52,14 @@ class Provider:
     cloud: str | None = None
     #: Model-name prefix -> the protocol (and structured mode) that serves it, when a cloud
     #: hosts several API families under one provider (Vertex: "claude" -> anthropic).
-    model_protocols: tuple[tuple[str, str, str], ...] = ()
+    #: Each entry: (model prefix, protocol, structured mode, supports_prefill).
+    model_protocols: tuple[tuple[str, str, str, bool], ...] = ()
 
     def for_model(self, model: str) -> Provider:
         """The profile that serves `model` (itself unless a `model_protocols` prefix matches)."""
-        for prefix, protocol, structured in self.model_protocols:
+        for prefix, protocol, structured, prefill in self.model_protocols:
             if model.startswith(prefix):
-                return replace(self, protocol=protocol, structured=structured, model_protocols=())
+                return replace(self, protocol=protocol, structured=structured, supports_prefill=prefill, model_protocols=())
         return self
 
     def with_base_url(self, base_url: str) -> Provider:
@@ -147,7 +148,7 @@ _BUILTIN: tuple[Provider, ...] = (
     ),
     Provider(
         "vertex", "gemini", "", ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"), ("VERTEX_BASE_URL",), cloud="google",
-        model_protocols=(("claude", "anthropic", "tool"),),
+        model_protocols=(("claude", "anthropic", "tool", True),),
         description="Google Vertex AI: Gemini (streamGenerateContent) and Claude (streamRawPredict)",
     ),
     _compat("openai-compatible", "", ("OPENAI_COMPATIBLE_API_KEY",), requires_key=False,

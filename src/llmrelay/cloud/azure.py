@@ -55,6 +55,7 @@ class AzureAuth:
     api_version: str | None = None
     endpoint: str | None = None
     deployments: Mapping[str, str] = field(default_factory=dict)
+    _tokens: Any = field(default=None, repr=False, compare=False)  # the credential's token cache, across calls
 
 
 class _CredentialTokens:
@@ -146,7 +147,9 @@ def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
         elif given.token_provider is not None:
             token = given.token_provider
         elif given.credential is not None:
-            token = _CredentialTokens(given.credential)
+            if given._tokens is None or given._tokens.credential is not given.credential:
+                given._tokens = _CredentialTokens(given.credential)
+            token = given._tokens
         elif env.get("AZURE_OPENAI_API_KEY"):
             key = env["AZURE_OPENAI_API_KEY"]
         elif env.get("AZURE_OPENAI_AD_TOKEN"):
