@@ -167,3 +167,14 @@ def test_every_subpackage_says_what_it_holds():
     for init in PKG.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc) > 40, f"{init.parent.name}/__init__.py needs a docstring"
+
+
+def test_the_architecture_page_names_the_contract_layers():
+    """docs/architecture.md draws the same layers as the contract (it must be kept true)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    for layer in layers:
+        for module in layer.split("|"):
+            leaf = module.strip("() ").rpartition(".")[2]
+            assert f"{leaf}/" in page or f"{leaf}.py" in page, f"docs/architecture.md does not name {leaf}"

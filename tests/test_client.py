@@ -83,7 +83,8 @@ def _assert_lists_providers(message: str, extra=()) -> None:
     "model,why",
     [
         ("meta-llama/Llama-3.3-70B", "No known provider prefix"),  # a slash that is not a provider
-        ("gpt-4o", "No known provider prefix"),  # bare name
+        ("gpt-4o", "names no provider; openai, openai-responses"),  # bare name: who serves it
+        ("my-finetune-7b", "No known provider prefix"),  # bare name of no known family
         ("foo:bar", "Unknown provider 'foo'"),
         ("openai:", "No model name"),
         ("", "non-empty"),
@@ -180,8 +181,8 @@ def test_missing_api_key_names_every_env_var_checked(name):
     assert e.provider == name
     assert repr(name) in msg
     assert "api_key=" in msg
-    assert e.env_vars == PROVIDERS[name].key_env
-    for var in PROVIDERS[name].key_env:
+    assert e.env_vars == PROVIDERS[name].key_env + PROVIDERS[name].token_env
+    for var in e.env_vars:
         assert var in msg
 
 
@@ -190,7 +191,7 @@ def test_missing_api_key_names_every_env_var_checked(name):
     [
         ("openai", ("OPENAI_API_KEY",)),
         ("anthropic", ("ANTHROPIC_API_KEY",)),
-        ("gemini", ("GEMINI_API_KEY", "GOOGLE_API_KEY")),
+        ("gemini", ("GOOGLE_API_KEY", "GEMINI_API_KEY")),  # google-genai's precedence
         ("cohere", ("CO_API_KEY", "COHERE_API_KEY")),
         ("groq", ("GROQ_API_KEY",)),
         ("deepseek", ("DEEPSEEK_API_KEY",)),
@@ -223,9 +224,9 @@ def test_missing_key_error_never_shows_other_key_values():
 @pytest.mark.parametrize(
     "name,env,expected",
     [
-        ("gemini", {"GEMINI_API_KEY": "g1", "GOOGLE_API_KEY": "g2"}, "g1"),  # GEMINI_API_KEY first
-        ("gemini", {"GOOGLE_API_KEY": "g2"}, "g2"),
-        ("gemini", {"GEMINI_API_KEY": "", "GOOGLE_API_KEY": "g2"}, "g2"),  # empty counts as unset
+        ("gemini", {"GEMINI_API_KEY": "g1", "GOOGLE_API_KEY": "g2"}, "g2"),  # GOOGLE_API_KEY first (google-genai)
+        ("gemini", {"GEMINI_API_KEY": "g1"}, "g1"),
+        ("gemini", {"GOOGLE_API_KEY": "", "GEMINI_API_KEY": "g1"}, "g1"),  # empty counts as unset
         ("cohere", {"CO_API_KEY": "c1", "COHERE_API_KEY": "c2"}, "c1"),
         ("cohere", {"COHERE_API_KEY": "c2"}, "c2"),
         ("cohere-v1", {"COHERE_API_KEY": "c2"}, "c2"),
@@ -284,6 +285,8 @@ def test_local_server_sends_key_when_given():
         ("mistral", {"MISTRAL_BASE_URL": "http://mi2"}, "http://mi2"),
         ("cohere", {"CO_BASE_URL": "http://co", "COHERE_BASE_URL": "http://co2"}, "http://co"),
         ("cohere", {"COHERE_BASE_URL": "http://co2"}, "http://co2"),
+        ("cohere", {"CO_API_URL": "http://co0", "CO_BASE_URL": "http://co"}, "http://co0"),  # the cohere SDK's
+        ("cohere-v1", {"CO_API_URL": "http://co0/"}, "http://co0"),
         ("openrouter", {"OPENROUTER_BASE_URL": "http://or"}, "http://or"),
         ("openrouter", {"OPENROUTER_API_BASE": "http://or2"}, "http://or2"),
         ("together", {"TOGETHER_BASE_URL": "http://tg"}, "http://tg"),

@@ -792,6 +792,6 @@ def test_m003_upgrades_a_database_made_before_it(tmp_path):
         conn.execute("INSERT INTO turns (correlation_id, started_at, status) VALUES ('c1', 1.0, 'ok')")
     finally:
         m.MIGRATIONS = old
-    assert apply_sqlite(conn) == ["m003_output"]
+    assert apply_sqlite(conn) == ["m003_output", "m004_conversation", "m005_search_content"]
     assert apply_sqlite(conn) == []  # idempotent
     assert conn.execute("SELECT correlation_id, output FROM turns").fetchall() == [("c1", None)]

@@ -35,12 +35,10 @@ from llmrelay.memory import (
     Relation,
     SalienceGate,
     SQLiteMemoryStore,
-    Worker,
     extraction_types,
     with_memory,
 )
 from llmrelay.memory.embed import HashingEmbedder
-from llmrelay.memory.worker import Job
 from llmrelay.testing import ReplayServer, Reply, client_for
 
 STATEMENT = "I live in Lisbon and I have a dog named Rex."
@@ -150,7 +148,7 @@ def events():
 
 @pytest.fixture
 def memory(events):
-    m = Memory(SQLiteMemoryStore(), extract_model="openai:gpt-4o-mini", on_event=events.append)
+    m = Memory(SQLiteMemoryStore(embedder=None), extract_model="openai:gpt-4o-mini", on_event=events.append)
     yield m
     m.close(5)
     m.store.close()
@@ -181,7 +179,7 @@ async def test_learn_then_search_memory_mid_stream(client, memory, script, event
     script.chat(synthetic_text("Lisbon is lovely, and say hi to Rex!")).extract(LISBON_EXTRACTION)
     evs, r1 = await run(alice, mode, [{"role": "user", "content": STATEMENT}])
     assert r1.status == "ok" and r1.text == "Lisbon is lovely, and say hi to Rex!"
-    assert [t["function"]["name"] for t in script.chat_requests[0]["tools"]] == ["search_memory"]
+    assert [t["function"]["name"] for t in script.chat_requests[0]["tools"]] == ["search_memory", "schedule_task"]
     assert alice.flush(10)
     assert texts(memory, "alice") == [LISBON, REX]
     assert [e.kind for e in events] == ["learned"]
@@ -197,7 +195,7 @@ async def test_learn_then_search_memory_mid_stream(client, memory, script, event
     answer = "You live in Lisbon, with your dog Rex."
     script.chat(synthetic_tool_call("search_memory", {"query": "where the user lives", "tier": "deep"}),
                 synthetic_text(answer))
-    evs, r2 = await run(alice, mode, "Where do I live, and with whom?")
+    evs, r2 = await run(alice, mode, "I just got back home. Where do I live, and with whom?")
     results = [e for e in evs if isinstance(e, ToolResult)]
     assert len(results) == 1 and results[0].name == "search_memory" and results[0].ok
     assert LISBON in results[0].content
@@ -266,7 +264,7 @@ def test_forget_leaves_nothing_behind(client, memory, script):
     assert memory.flush(10)
     memory.add_facts("alice", ["The user likes jazz."], entities=["Jazz"], relations=[("user", "likes", "jazz")])
     store = memory.store
-    assert all(n > 0 for t, n in rows_of(store, "alice").items() if t != "vectors")
+    assert all(n > 0 for t, n in rows_of(store, "alice").items() if t in ("facts", "facts_fts", "entities", "relations"))
     assert alice.forget() > 0
     assert set(rows_of(store, "alice").values()) == {0}
     assert store.list_entities("alice") == [] and store.list_relations("alice") == []
@@ -323,7 +321,7 @@ def test_a_failing_event_callback_does_not_stop_learning(client, script, caplog)
     def explode(event: MemoryEvent) -> None:
         raise RuntimeError("callback bug")
 
-    memory = Memory(SQLiteMemoryStore(), on_event=explode)
+    memory = Memory(SQLiteMemoryStore(embedder=None), on_event=explode)
     alice = with_memory(client, "alice", memory)
     script.chat(synthetic_text("Noted."), synthetic_text("Noted.")).extract(
         extraction(facts=[(LISBON, 0.8)])).extract(extraction(facts=[(REX, 0.5)]))
@@ -358,7 +356,7 @@ async def test_aborted_and_failed_streams_are_not_learned(client, memory, script
 
 
 def test_learn_on_can_include_aborted_streams(client, script):
-    memory = Memory(SQLiteMemoryStore(), learn_on=("ok", "aborted"))
+    memory = Memory(SQLiteMemoryStore(embedder=None), learn_on=("ok", "aborted"))
     alice = with_memory(client, "alice", memory)
     script.chat(synthetic_text("Lisbon is a lovely city to live in with a dog.", delay=0.05)).extract(LISBON_EXTRACTION)
     with alice.stream("openai:gpt-4o", STATEMENT) as s:
@@ -392,7 +390,7 @@ async def test_caller_tools_and_hooks_are_merged_never_replaced(client, memory, 
     alice = with_memory(client, "alice", memory, learn=False)
     script.chat(synthetic_tool_call("get_time", {"city": "Lisbon"}), synthetic_text("It is noon."))
     evs, r = await run(alice, mode, "What time is it in Lisbon?", tools=[get_time], hooks=[Spy()])
-    assert [t["function"]["name"] for t in script.chat_requests[0]["tools"]] == ["get_time", "search_memory"]
+    assert [t["function"]["name"] for t in script.chat_requests[0]["tools"]] == ["get_time", "search_memory", "schedule_task"]
     assert [e.content for e in evs if isinstance(e, ToolResult)] == ["12:00 in Lisbon"]
     assert r.text == "It is noon." and seen == ["ok"]
     with pytest.raises(InvalidRequestError, match="search_memory"):
@@ -442,7 +440,7 @@ async def test_async_direct_api(memory):
 
 
 def test_learn_runs_the_pipeline_now(client, script):
-    memory = Memory(SQLiteMemoryStore(), client=client)
+    memory = Memory(SQLiteMemoryStore(embedder=None), client=client)
     script.extract(LISBON_EXTRACTION)
     result = memory.learn("alice", STATEMENT, "Nice!")
     assert len(result.added) == 2 and result.relations == 2 and result.entities == 2
@@ -456,7 +454,7 @@ def _extraction(**kw: Any) -> Any:
 
 
 def test_duplicates_merge_instead_of_piling_up():
-    store, learner = SQLiteMemoryStore(), Learner()
+    store, learner = SQLiteMemoryStore(embedder=None), Learner()
     first = learner.consolidate(store, "alice", _extraction(facts=[(LISBON, 0.4)]))
     again = learner.consolidate(store, "alice", _extraction(facts=[("the user lives in Lisbon", 0.9)]))
     assert again.added == [] and again.merged == first.added
@@ -465,7 +463,7 @@ def test_duplicates_merge_instead_of_piling_up():
 
 
 def test_a_fact_marked_replaces_supersedes_the_old_one():
-    store, learner = SQLiteMemoryStore(), Learner()
+    store, learner = SQLiteMemoryStore(embedder=None), Learner()
     old = learner.consolidate(store, "alice", _extraction(facts=[(LISBON, 0.8)])).added[0]
     r = learner.consolidate(store, "alice", _extraction(facts=[("The user lives in Porto.", 0.8, LISBON)]))
     assert r.superseded == [(old, r.added[0])]
@@ -475,7 +473,7 @@ def test_a_fact_marked_replaces_supersedes_the_old_one():
 
 
 def test_a_single_valued_relation_with_a_new_object_supersedes():
-    store, learner = SQLiteMemoryStore(), Learner()  # rule 2 uses the store's (optional) list_relations
+    store, learner = SQLiteMemoryStore(embedder=None), Learner()  # rule 2 uses the store's (optional) list_relations
     learner.consolidate(store, "alice", _extraction(facts=[(LISBON, 0.8), ("The user likes jazz.", 0.5)],
                                                     relations=[("user", "lives_in", "Lisbon"), ("user", "likes", "jazz")]))
     r = learner.consolidate(store, "alice", _extraction(
@@ -486,7 +484,7 @@ def test_a_single_valued_relation_with_a_new_object_supersedes():
 
 
 def test_expiring_facts_get_expires_at():
-    store, learner = SQLiteMemoryStore(), Learner(clock=lambda: 1_000_000.0)
+    store, learner = SQLiteMemoryStore(embedder=None), Learner(clock=lambda: 1_000_000.0)
     ex = extraction(facts=[("The user is in Tokyo this week.", 0.5)])
     ex["facts"][0]["expires_in_days"] = 7
     learner.consolidate(store, "alice", extraction_types()[0].model_validate(ex))
@@ -503,7 +501,9 @@ def texts_of(store: Any, user: str) -> list[str]:
     ("", "empty"), ("hi!", "chit-chat"), ("Thank you so much!", "chit-chat"), ("ok cool", "chit-chat"),
     ("good morning", "chit-chat"), ("sounds good", "chit-chat"), ("whatever works", "too short"),
     ("What is the capital of France?", "impersonal question"),
-    (STATEMENT, None), ("I'm vegan", None), ("Where do I live?", None), ("Flight BA123", None),
+    (STATEMENT, None), ("I'm vegan", None), ("Where do I live?", "question about the user"), ("Flight BA123", None),
+    ("What's my job?", "question about the user"), ("Do I have a dog?", "question about the user"),
+    ("I'm vegetarian and moving to Paris, what should I eat?", None), ("My job is hard. Any tips?", None),
     ("Please remember that the wifi password is hunter2", None), ("The deadline moved to Friday.", None),
 ])
 def test_salience_heuristics(text, reason):
@@ -516,58 +516,9 @@ def test_embedding_gate():
     assert gate.reason_to_skip("Explain quicksort complexity in detail please").startswith("not salient")
 
 
-# -- worker ----------------------------------------------------------------------------------------------------
-def test_worker_bounded_queue_flush_close_and_failures(caplog):
-    seen: list[MemoryEvent] = []
-    worker = Worker(queue_size=1, concurrency=1, on_event=seen.append)
-    gate, ran = threading.Event(), []
-
-    def job(name: str, fail: BaseException | None = None, wait: bool = False) -> Job:
-        def work() -> Any:
-            if wait:
-                gate.wait(5)
-            ran.append(name)
-            if fail is not None:
-                raise fail
-            return None
-        return Job("alice", work, name)
-
-    class Weird(BaseException):
-        pass
-
-    with caplog.at_level(logging.WARNING, logger="llmrelay.memory"):
-        assert worker.submit(job("blocking", wait=True))
-        deadline = time.monotonic() + 5
-        while worker._queue.qsize() and time.monotonic() < deadline:  # the thread took it
-            time.sleep(0.01)
-        assert worker.submit(job("queued", fail=RuntimeError("boom")))
-        assert not worker.submit(job("dropped"))  # the queue (1) is full
-        assert worker.flush(0.1) is False  # still blocked
-        gate.set()
-        assert worker.flush(5)
-        assert worker.submit(job("weird", fail=Weird("odd"))) and worker.flush(5)
-        assert worker.submit(job("after"))  # the worker survived both failures
-        assert worker.close(5)
-    assert ran == ["blocking", "queued", "weird", "after"]
-    assert [e.kind for e in seen] == ["dropped", "learned", "failed", "failed", "learned"]
-    assert worker.stats.dropped == 1 and worker.stats.failed == 2 and worker.stats.errors == {"worker": 2}
-    assert sum("dropped" in r.getMessage() for r in caplog.records) == 1
-    # a later submit starts it again
-    assert worker.submit(job("restart")) and worker.flush(5) and ran[-1] == "restart"
-    assert worker.close(5)
-
-
-def test_close_drains_pending_work():
-    worker = Worker(queue_size=50, concurrency=2)
-    done: list[int] = []
-    for i in range(20):
-        worker.submit(Job("u", lambda i=i: (time.sleep(0.005), done.append(i)) and None))
-    assert worker.close(10)
-    assert sorted(done) == list(range(20)) and worker.pending == 0
-
-
+# -- worker (more in test_memory_durable.py) ----------------------------------------------------------
 def test_memory_close_drains_learning(client, script):
-    memory = Memory(SQLiteMemoryStore(), client=client)
+    memory = Memory(SQLiteMemoryStore(embedder=None), client=client)
     alice = with_memory(client, "alice", memory)
     script.chat(synthetic_text("Noted.")).extract(LISBON_EXTRACTION)
     alice.complete("openai:gpt-4o", STATEMENT)
@@ -576,7 +527,19 @@ def test_memory_close_drains_learning(client, script):
 
 
 def test_with_memory_builds_its_own_memory(client):
-    chat = with_memory(client, "alice", store=SQLiteMemoryStore(), inject=2)
+    chat = with_memory(client, "alice", store=SQLiteMemoryStore(embedder=None), inject=2)
     assert chat.inject == 2 and chat.memory.user_id == "alice"
     with pytest.raises(InvalidRequestError):
-        with_memory(client, "alice", chat.memory_store, store=SQLiteMemoryStore())
+        with_memory(client, "alice", chat.memory_store, store=SQLiteMemoryStore(embedder=None))
+
+
+async def test_the_callers_correlation_id_reaches_memory(client, memory, script, events, mode):
+    """Issue 13: correlation_id= flows into memory (the learned fact's source and its events)."""
+    alice = with_memory(client, "alice", memory)
+    script.chat(synthetic_text("Lisbon is lovely, and say hi to Rex!")).extract(LISBON_EXTRACTION)
+    _, r1 = await run(alice, mode, [{"role": "user", "content": STATEMENT}],
+                      conversation_id="thread-7", correlation_id="req-42")
+    assert alice.flush(10)
+    assert (r1.correlation_id, r1.conversation_id) == ("req-42", "thread-7")
+    assert events[0].correlation_id == "req-42"
+    assert {f.source for f in memory.list_facts("alice")} == {"req-42"}

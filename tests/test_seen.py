@@ -217,3 +217,150 @@ async def test_cohere_error_type_is_the_error_code(server, client, mode):
     assert info.value.code == "INVALID_TOOL_GENERATION"
     assert "invalid tool call" in str(info.value)
     assert info.value.partial.finish_reason == "error" and info.value.partial.raw_finish_reason == "ERROR"
+
+
+# -- item 5: the caller's correlation and conversation ids --------------------------------------
+class Seen(llmrelay.Hooks):
+    def __init__(self) -> None:
+        self.ids: list[tuple[str, str, Any]] = []
+
+    def on_call_start(self, ctx):
+        self.ids.append(("call_start", ctx.correlation_id, ctx.conversation_id))
+
+    def on_turn_end(self, ctx, call, response):
+        self.ids.append(("turn_end", response.correlation_id, response.conversation_id))
+
+    def on_call_end(self, ctx, response, error):
+        self.ids.append(("call_end", response.correlation_id, response.conversation_id))
+
+
+@pytest.mark.parametrize("how", ["stream", "complete"])
+async def test_the_callers_ids_flow_into_hooks_and_the_response(server, client, mode, how):
+    hooks = Seen()
+    server.enqueue(Reply.recording("openai_chat/tool_call_then_usage.sse"),
+                   Reply.recording("openai_chat/text_after_tool_result.sse"))
+    kw = {"tools": [any_tool("multiply", mode)], "hooks": [hooks],
+          "correlation_id": "req-42", "conversation_id": "thread-7"}
+    if how == "stream":
+        s = client.stream("openai:gpt-4o-mini", "hi", **kw) if mode == "sync" else client.astream("openai:gpt-4o-mini", "hi", **kw)
+        assert s.correlation_id == "req-42"
+        await drain(s, mode)
+        r = s.response
+    else:
+        r = await complete(client, mode, "openai:gpt-4o-mini", **kw)
+    assert (r.correlation_id, r.conversation_id) == ("req-42", "thread-7")
+    assert all(t.correlation_id == "req-42" and t.conversation_id == "thread-7" for t in r.turns)
+    assert hooks.ids == [("call_start", "req-42", "thread-7"), ("turn_end", "req-42", "thread-7"),
+                         ("turn_end", "req-42", "thread-7"), ("call_end", "req-42", "thread-7")]
+
+
+async def test_a_generated_id_is_never_a_conversation_id(server, client, mode):
+    hooks = Seen()
+    server.enqueue(Reply.recording("anthropic/text_basic.sse"))
+    r = await complete(client, mode, "anthropic:claude-sonnet-4-5", hooks=[hooks])
+    assert len(r.correlation_id) == 32 and r.conversation_id is None
+    assert {c for _, _, c in hooks.ids} == {None}
+
+
+@pytest.mark.parametrize("bad", ["", "  ", 42])
+def test_ids_must_be_strings(client, bad):
+    for name in ("correlation_id", "conversation_id"):
+        with pytest.raises(llmrelay.InvalidRequestError, match=name):
+            client.stream("openai:gpt-4o-mini", "hi", **{name: bad})
+
+
+# -- item 6: time to first text -----------------------------------------------------------------
+async def test_time_to_first_text_follows_the_reasoning(server, client, mode):
+    """Recorded DeepSeek reasoner stream: reasoning first, then the answer text."""
+    server.enqueue(Reply.recording("deepseek/reasoning_content_stream.sse", chunking="events", delay=0.004))
+    r = await complete(client, mode, "deepseek:deepseek-reasoner")
+    t = r.timings
+    assert r.reasoning and r.text
+    assert t.time_to_first_token is not None and t.time_to_first_text is not None
+    assert t.time_to_first_text > t.time_to_first_token + 0.01
+    assert t.time_to_first_text < t.total
+    assert t.to_dict()["time_to_first_text"] == t.time_to_first_text
+
+
+async def test_time_to_first_text_in_a_tool_loop_counts_the_tool_round(server, client, mode):
+    """The issue's case: TTFT is the first tool-call token; the first text comes a turn later."""
+    server.enqueue(Reply.recording("openai_chat/tool_call_then_usage.sse"),
+                   Reply.recording("openai_chat/text_after_tool_result.sse", chunking="events", delay=0.002))
+
+    def slow(**kwargs: Any) -> str:
+        import time
+
+        time.sleep(0.3)
+        return "2869461"
+
+    if mode == "async":
+        async def aslow(**kwargs: Any) -> str:
+            import asyncio
+
+            await asyncio.sleep(0.3)
+            return "2869461"
+        tool = llmrelay.Tool("multiply", "", {"type": "object", "properties": {}}, aslow)
+    else:
+        tool = llmrelay.Tool("multiply", "", {"type": "object", "properties": {}}, slow)
+    r = await complete(client, mode, "openai:gpt-4o-mini", tools=[tool])
+    first, last = r.turns
+    assert first.timings.time_to_first_text is None and first.timings.time_to_first_token is not None
+    assert last.timings.time_to_first_text is not None
+    assert r.timings.time_to_first_token == first.timings.time_to_first_token
+    assert r.timings.time_to_first_text >= 0.3 + last.timings.time_to_first_text  # the tool ran before any text
+    assert r.timings.time_to_first_text > r.timings.time_to_first_token
+
+
+# -- item 7: text_stream and a fallback restart -------------------------------------------------
+def restart_server(server) -> None:
+    from llmrelay.testing import faults
+
+    server.enqueue(faults.cut("openai_chat/text_usage_chunk.sse", after=4), faults.ok("anthropic/text_basic.sse"))
+
+
+MODELS = ["openai:gpt-4o-mini", "anthropic:claude-sonnet-4-5"]
+
+
+async def llmgate_loop(client, mode: str, **kw: Any) -> str:
+    """llmgate's loop, unchanged: print every text piece of `text_stream`."""
+    out = ""
+    if mode == "sync":
+        for text in client.stream(MODELS, "hi", fallback_mode="restart", **kw).text_stream:
+            out += text
+    else:
+        async for text in client.astream(MODELS, "hi", fallback_mode="restart", **kw).text_stream:
+            out += text
+    return out
+
+
+async def test_restart_raises_in_text_stream_by_default(server, client, mode):
+    restart_server(server)
+    with pytest.raises(llmrelay.StreamResetError) as info:
+        await llmgate_loop(client, mode)
+    assert info.value.discarded_text and "text_reset" in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["call", "client"])
+async def test_restart_with_a_separator(server, mode, where):
+    from llmrelay.stream import RESET_SEPARATOR
+    from llmrelay.testing import client_for
+
+    restart_server(server)
+    client = client_for(server, retry=0, **({"text_reset": "separator"} if where == "client" else {}))
+    out = await llmgate_loop(client, mode, **({"text_reset": "separator"} if where == "call" else {}))
+    shown, _, answer = out.partition(RESET_SEPARATOR)
+    assert shown and answer == "- Captain\n- Scoop"
+    client.close()
+
+
+async def test_restart_continue_yields_only_the_new_answer(server, client, mode):
+    restart_server(server)
+    out = await llmgate_loop(client, mode, text_reset="continue")
+    assert out.endswith("- Captain\n- Scoop") and len(out) > len("- Captain\n- Scoop")
+
+
+def test_text_reset_is_validated(client):
+    with pytest.raises(llmrelay.InvalidRequestError, match="text_reset"):
+        client.stream("openai:gpt-4o-mini", "hi", text_reset="skip")
+    with pytest.raises(llmrelay.InvalidRequestError, match="text_reset"):
+        llmrelay.Client(text_reset="skip")

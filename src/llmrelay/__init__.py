@@ -78,7 +78,7 @@ if TYPE_CHECKING:  # lazy at run time (see __getattr__), visible to type checker
     from .cost import Cost, PriceTable, clear_prices, set_price
     from .tools import Tool, tool
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> Any:  # lazy exports: tools pull in inspect/pydantic only when used

@@ -10,7 +10,13 @@ from dataclasses import replace
 import os
 from typing import Any, Mapping
 
-from .errors import AllModelsFailedError, InvalidRequestError, MissingAPIKeyError, UnsupportedParameterError
+from .errors import (
+    AllModelsFailedError,
+    InvalidRequestError,
+    MissingAPIKeyError,
+    UnknownProviderError,
+    UnsupportedParameterError,
+)
 from .reliability.fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
 from .observability.hooks import DEFAULT_CLIENT_HOOKS, CallContext, Hooks
 from .messages import normalize_messages
@@ -31,7 +37,7 @@ from .call import Call
 from .providers import PROVIDERS, Provider
 from .response import Attempt, Response
 from .reliability.retry import Retry, as_retry
-from .stream import AsyncStream, Stream, StreamCore
+from .stream import TEXT_RESETS, AsyncStream, Stream, StreamCore
 from .timeouts import Timeouts
 
 __all__ = ["Client", "stream", "astream", "complete", "acomplete", "default_client", "protocol_module"]
@@ -48,10 +54,16 @@ class Client:
       service is one `Provider(name, "openai_chat", base_url, key_env)`).
     - `aliases`: names that stand for a model string, or for a list of model
       strings (a cascade: fails over before first content only).
+    - `default_provider`: the provider for model strings that name none (`"gpt-4o"`), or
+      "auto" to pick it by the id's family (`gpt-` -> openai, `claude-` -> anthropic...);
+      None: `LLMRELAY_DEFAULT_PROVIDER`, else such a string raises `UnknownProviderError`.
     - `timeout`: a `Timeouts` or seconds.
     - `retry`: a `Retry` policy or a number of retries (default 2; 0 for none).
     - `middleware`: a list of `Middleware`, outermost first.
     - `fallback_mode` / `resume_prompt`: for model lists (see `llmrelay.fallback`).
+    - `text_reset`: what `text_stream` does at a fallback restart: "raise" (`StreamResetError`,
+      the default), "separator" (yields `llmrelay.stream.RESET_SEPARATOR`, then the new answer)
+      or "continue" (only the new answer's text follows). Also per call.
     - `hooks`: `Hooks` instances observing every call (logs and tracing are hooks).
     - `prices`: a `llmrelay.cost.PriceTable` (or mapping) overriding the price database.
     - `async_backend`: "auto" (default: aiohttp when installed, else httpx), "httpx" or
@@ -75,6 +87,7 @@ class Client:
         middleware: list[Middleware] | tuple[Middleware, ...] = (),
         fallback_mode: str = "prefill",
         resume_prompt: str = DEFAULT_RESUME_PROMPT,
+        text_reset: str = "raise",
         hooks: list[Hooks] | tuple[Hooks, ...] = (),
         prices: Any = None,
         log: Any = None,
@@ -84,16 +97,24 @@ class Client:
         transport: Any = None,
         async_transport: Any = None,
         env: Mapping[str, str] | None = None,
+        default_provider: str | None = None,
     ):
         self.api_keys = dict(api_keys or {})
         self.base_urls = dict(base_urls or {})
         self.providers: dict[str, Provider] = {**PROVIDERS, **(providers or {})}
         self.aliases = dict(aliases or {})
+        if default_provider is not None and default_provider != "auto" and default_provider not in self.providers:
+            raise UnknownProviderError(default_provider, list(self.providers),
+                                       reason=f"Unknown default_provider {default_provider!r}")
+        self.default_provider = default_provider
         self.timeouts = Timeouts.of(timeout)
         self.retry = as_retry(retry)
         self.middleware = list(middleware)
         self.fallback_mode = fallback_mode
         self.resume_prompt = resume_prompt
+        if text_reset not in TEXT_RESETS:
+            raise InvalidRequestError(f"text_reset must be one of {', '.join(TEXT_RESETS)}; got {text_reset!r}")
+        self.text_reset = text_reset
         self.hooks = list(hooks)
         if log is not None or (os.environ if env is None else env).get("LLMRELAY_LOG"):
             from .logs import hook_from  # sqlite3 and the writer load only when logging is on
@@ -116,7 +137,7 @@ class Client:
     # -- preparing a call (pure) ---------------------------------------------
     @property
     def settings(self) -> Settings:
-        return Settings(self.providers, self.aliases, self.api_keys, self.base_urls, self._env)
+        return Settings(self.providers, self.aliases, self.api_keys, self.base_urls, self._env, self.default_provider)
 
     def prepare(self, model: Any, messages: Any, **kwargs: Any) -> tuple[Call, Any, Any, Timeouts]:
         """Resolve, validate and encode a call without sending it: (call, request, decoder, timeouts)."""
@@ -224,7 +245,9 @@ class Client:
         `tool_choice`, `max_tool_rounds` (10), `run_tools` (True), `tool_errors`
         ("return" | "raise"), `retry`, `middleware`, `fallback_mode`, `resume_prompt`,
         `extra_body`, `extra_headers`, `timeout`, `api_key`, `base_url`, `provider`,
-        `output` (a type or JSON schema: structured output, see `llmrelay.structured`), `output_retries`."""
+        `output` (a type or JSON schema: structured output, see `llmrelay.structured`), `output_retries`,
+        `correlation_id` (your request id; else one is generated), `conversation_id` (your thread id),
+        `text_reset`, `options` (Ollama runtime options)."""
         return self._open(Stream, self._sync(), model, messages, params, True)
 
     def astream(self, model: Any, messages: Any, **params: Any) -> AsyncStream:
@@ -245,7 +268,19 @@ class Client:
         if not isinstance(tags, dict):
             raise InvalidRequestError(f"tags must be a dict, got {type(tags).__name__}")
         context = CallContext(tags=dict(tags), requested=model, stream=streaming)
-        return cls(plan, _Engine(transport, timeouts, call, request, self.prices), hooks, context)
+        for name in ("correlation_id", "conversation_id"):
+            value = flow.get(name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidRequestError(f"{name} must be a non-empty string, got {value!r}")
+        if flow.get("correlation_id") is not None:
+            context.correlation_id, context.correlation_given = flow["correlation_id"], True
+        context.conversation_id = flow.get("conversation_id")
+        text_reset = flow.get("text_reset", self.text_reset)
+        if text_reset not in TEXT_RESETS:
+            raise InvalidRequestError(f"text_reset must be one of {', '.join(TEXT_RESETS)}; got {text_reset!r}")
+        s = cls(plan, _Engine(transport, timeouts, call, request, self.prices), hooks, context)
+        s.text_reset = text_reset
+        return s
 
     def with_memory(self, user_id: str, memory: Any = None, **options: Any) -> Any:
         """This client with user-scoped memory: a `search_memory` tool and background

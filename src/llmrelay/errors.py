@@ -40,9 +40,12 @@ class MissingAPIKeyError(LLMRelayError):
 
 
 class UnknownProviderError(LLMRelayError, ValueError):
-    def __init__(self, model: str, known: list[str], reason: str | None = None):
+    """`.known`: every provider name; `.candidates`: those that serve such a model id (a bare id)."""
+
+    def __init__(self, model: str, known: list[str], reason: str | None = None, candidates: list[str] | None = None):
         self.model = model
         self.known = known
+        self.candidates = candidates or []
         msg = reason or f"Unknown provider in model {model!r}"
         super().__init__(
             f"{msg}. Use 'provider:model'. Known providers: {', '.join(sorted(known))}."

@@ -40,6 +40,12 @@ class Provider:
     #: Parameters this service rejects although its protocol has them.
     unsupported: frozenset[str] = frozenset()
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Headers read from env vars, as the provider's official SDK does: (header, env var);
+    #: sent when the variable is set (OpenAI's `OPENAI_ORG_ID` -> `openai-organization`).
+    env_headers: tuple[tuple[str, str], ...] = ()
+    #: Env vars holding a bearer token (first set wins), sent as `authorization: Bearer ...`;
+    #: with one set, no API key is required (Anthropic's `ANTHROPIC_AUTH_TOKEN`).
+    token_env: tuple[str, ...] = ()
     description: str = ""
     #: How structured output (`output=`) is asked for (see `llmrelay.structured`):
     #: "json_schema" (the protocol's native schema-constrained output), "json_object" (JSON
@@ -70,23 +76,28 @@ def _compat(name: str, base_url: str, key_env: tuple[str, ...], **kw) -> Provide
     return Provider(name, "openai_chat", base_url, key_env, **kw)
 
 
+#: The openai SDK sends these when the variables are set.
+_OPENAI_HEADERS = (("openai-organization", "OPENAI_ORG_ID"), ("openai-project", "OPENAI_PROJECT_ID"))
+
 _BUILTIN: tuple[Provider, ...] = (
     Provider(
         "openai", "openai_chat", "https://api.openai.com/v1", ("OPENAI_API_KEY",),
         ("OPENAI_BASE_URL", "OPENAI_API_BASE"), max_tokens_field="max_completion_tokens",
-        description="OpenAI Chat Completions",
+        env_headers=_OPENAI_HEADERS, description="OpenAI Chat Completions",
     ),
     Provider(
         "openai-responses", "openai_responses", "https://api.openai.com/v1", ("OPENAI_API_KEY",),
-        ("OPENAI_BASE_URL", "OPENAI_API_BASE"), description="OpenAI Responses API",
+        ("OPENAI_BASE_URL", "OPENAI_API_BASE"), env_headers=_OPENAI_HEADERS, description="OpenAI Responses API",
     ),
     Provider(
         "anthropic", "anthropic", "https://api.anthropic.com", ("ANTHROPIC_API_KEY",),
-        ("ANTHROPIC_BASE_URL",), supports_prefill=True, description="Anthropic Messages", structured="tool",
+        ("ANTHROPIC_BASE_URL",), supports_prefill=True, token_env=("ANTHROPIC_AUTH_TOKEN",),
+        description="Anthropic Messages", structured="tool",
     ),
+    # google-genai: with both set, GOOGLE_API_KEY wins
     Provider(
         "gemini", "gemini", "https://generativelanguage.googleapis.com/v1beta",
-        ("GEMINI_API_KEY", "GOOGLE_API_KEY"), ("GOOGLE_GEMINI_BASE_URL",),
+        ("GOOGLE_API_KEY", "GEMINI_API_KEY"), ("GOOGLE_GEMINI_BASE_URL",),
         description="Google Gemini (streamGenerateContent, SSE)",
     ),
     Provider(
@@ -96,11 +107,11 @@ _BUILTIN: tuple[Provider, ...] = (
     ),
     Provider(
         "cohere", "cohere", "https://api.cohere.com", ("CO_API_KEY", "COHERE_API_KEY"),
-        ("CO_BASE_URL", "COHERE_BASE_URL"), description="Cohere v2 /v2/chat",
+        ("CO_API_URL", "CO_BASE_URL", "COHERE_BASE_URL"), description="Cohere v2 /v2/chat",
     ),
     Provider(
         "cohere-v1", "cohere_v1", "https://api.cohere.com", ("CO_API_KEY", "COHERE_API_KEY"),
-        ("CO_BASE_URL", "COHERE_BASE_URL"), description="Cohere v1 /v1/chat (legacy NDJSON)",
+        ("CO_API_URL", "CO_BASE_URL", "COHERE_BASE_URL"), description="Cohere v1 /v1/chat (legacy NDJSON)",
     ),
     # Groq: json_schema only on some models (400 elsewhere); JSON mode works on all
     _compat("groq", "https://api.groq.com/openai/v1", ("GROQ_API_KEY",), base_url_env=("GROQ_BASE_URL",),
@@ -163,25 +174,103 @@ def env_names(provider: Provider, suffixes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(prefix + s for s in suffixes)
 
 
-def parse_model(model: str, known: Mapping[str, Provider], aliases: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """`provider:model` (split at the first colon) or `provider/model` with a known prefix."""
+#: Model-string prefixes of the libraries users come from, mapped to llmrelay's provider names.
+#: LiteLLM writes `together_ai/...`, pydantic-ai `google-gla:...`, any-llm `vertexai:...`; their
+#: prefixes that already are llmrelay names (`openai/`, `anthropic:`, `gemini/`, `groq:`...) need
+#: no entry. A provider of your own (`Client(providers=...)`) of the same name wins over an alias.
+PREFIX_ALIASES: dict[str, str] = {
+    # the cloud platforms under their own names (LiteLLM's `azure/`, `bedrock/`), so that a build
+    # without them says which provider is missing
+    "azure": "azure",
+    "bedrock": "bedrock",
+    "vertex": "vertex",
+    # LiteLLM
+    "together_ai": "together",
+    "ollama_chat": "ollama",
+    "cohere_chat": "cohere",
+    "fireworks_ai": "fireworks",
+    "lm_studio": "lmstudio",
+    "hosted_vllm": "vllm",
+    "vertex_ai": "vertex",
+    # pydantic-ai
+    "google-gla": "gemini",
+    "google-vertex": "vertex",
+    "grok": "xai",
+    # any-llm
+    "vertexai": "vertex",
+    "azureopenai": "azure",
+    "google": "gemini",
+}
+
+#: Model-id families and the providers that serve such ids as they are: what a bare id
+#: (`gpt-4o`) is matched against, for the error's hint and for `default_provider="auto"`.
+MODEL_FAMILIES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("gpt-", "o1", "o3", "o4-", "chatgpt-"), ("openai", "openai-responses", "azure")),
+    (("claude-",), ("anthropic", "vertex")),
+    (("gemini-",), ("gemini", "vertex")),
+    (("gemma",), ("ollama", "gemini")),
+    (("command-", "c4ai-"), ("cohere",)),
+    (("mistral-", "ministral-", "magistral-", "codestral-", "devstral-", "pixtral-", "open-mistral-"), ("mistral",)),
+    (("deepseek-",), ("deepseek",)),
+    (("grok-",), ("xai",)),
+    (("sonar",), ("perplexity",)),
+)
+
+
+def serving(model_id: str, known: Mapping[str, Provider]) -> list[str]:
+    """The known providers that serve a bare model id as it is, by its family (`MODEL_FAMILIES`)."""
+    for prefixes, names in MODEL_FAMILIES:
+        if model_id.startswith(prefixes):
+            return [name for name in names if name in known]
+    return []
+
+
+def parse_model(model: str, known: Mapping[str, Provider], default_provider: str | None = None) -> tuple[str, str]:
+    """Split a model string into (provider name, model id).
+
+    `provider:model` (at the first colon) or `provider/model` with a known provider; then the
+    prefixes of other libraries (`PREFIX_ALIASES`: `together_ai/...`, `google-gla:...`); then
+    `default_provider` for a string that names no provider ("auto": by the id's family).
+    """
     if not isinstance(model, str) or not model.strip():
         raise UnknownProviderError(repr(model), list(known), reason="The model must be a non-empty 'provider:model' string")
-    if aliases and model in aliases:
-        model = aliases[model]
-    head, sep, rest = model.partition(":")
-    if sep and head in known:
-        if not rest:
-            raise UnknownProviderError(model, list(known), reason=f"No model name after {head!r}")
-        return head, rest
-    head, sep, rest = model.partition("/")
-    if sep and head in known and rest:
-        return head, rest
-    if ":" in model and "/" not in model.split(":", 1)[0]:
-        reason = f"Unknown provider {model.split(':', 1)[0]!r} in model {model!r}"
+    for sep in ":/":
+        head, found, rest = model.partition(sep)
+        if found and head in known:
+            if not rest:
+                raise UnknownProviderError(model, list(known), reason=f"No model name after {head!r}")
+            return head, rest
+    for sep in ":/":
+        head, found, rest = model.partition(sep)
+        target = PREFIX_ALIASES.get(head) if found and rest else None
+        if target is not None:
+            if target not in known:
+                raise UnknownProviderError(
+                    model, list(known),
+                    reason=f"{head!r} in model {model!r} stands for provider {target!r}, which this llmrelay does "
+                    f"not have; add it with Client(providers={{{target!r}: Provider(...)}})",
+                )
+            return target, rest
+    if default_provider:
+        if default_provider == "auto":
+            candidates = serving(model, known)
+            if candidates:
+                return candidates[0], model
+        elif default_provider in known:
+            return default_provider, model
+        else:
+            raise UnknownProviderError(model, list(known), reason=f"Unknown default provider {default_provider!r}")
+    head = model.split(":", 1)[0]
+    if ":" in model and "/" not in head:
+        reason = f"Unknown provider {head!r} in model {model!r}"
     else:
         reason = f"No known provider prefix in model {model!r}"
-    raise UnknownProviderError(model, list(known), reason=reason)
+    candidates = serving(model, known)
+    if candidates:
+        reason = (f"Model {model!r} names no provider; {', '.join(candidates)} serve such models: write "
+                  f"'{candidates[0]}:{model}', or set a default provider (Client(default_provider=...) or "
+                  "LLMRELAY_DEFAULT_PROVIDER)")
+    raise UnknownProviderError(model, list(known), reason=reason, candidates=candidates)
 
 
 def normalize_base_url(provider: Provider, url: str) -> str:
@@ -227,6 +316,16 @@ def resolve_api_key(provider: Provider, explicit: str | None, env: Mapping[str, 
     for name in names:
         if env.get(name):
             return env[name]
-    if provider.requires_key:
-        raise MissingAPIKeyError(provider.name, names)
+    if provider.requires_key and not any(env.get(name) for name in provider.token_env):
+        raise MissingAPIKeyError(provider.name, names + provider.token_env)
     return None
+
+
+def resolve_headers(provider: Provider, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers the provider's env vars ask for (`env_headers`, a `token_env` bearer token)."""
+    env = os.environ if env is None else env
+    headers = {header: env[name] for header, name in provider.env_headers if env.get(name)}
+    token = next((env[name] for name in provider.token_env if env.get(name)), None)
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return headers

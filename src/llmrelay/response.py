@@ -18,15 +18,24 @@ class Timings:
 
     `total` excludes the time the caller spent between chunks (their own work),
     so it measures the provider and llmrelay, not the consumer.
+
+    `time_to_first_token` is the first token of any kind (text, reasoning, refusal or a
+    tool call); `time_to_first_text` the first visible answer text (choice 0), None if no
+    text came. For a tool loop, both are counted from the first request's dispatch:
+    `time_to_first_text` includes the earlier turns and the tool runs before the text.
     """
 
     time_to_first_token: float | None = None
     total: float | None = None
     output_tokens_per_second: float | None = None
+    time_to_first_text: float | None = None
+    #: `time.perf_counter()` at dispatch (to place turns on one clock); not a duration.
+    dispatched_at: float | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "time_to_first_token": self.time_to_first_token,
+            "time_to_first_text": self.time_to_first_text,
             "total": self.total,
             "output_tokens_per_second": self.output_tokens_per_second,
         }
@@ -107,6 +116,8 @@ class Response:
     resumed: bool = False
     #: One id across every tool round, retry and fallback of the call (logs, traces).
     correlation_id: str | None = None
+    #: The caller's `conversation_id=` (None when not given: never generated).
+    conversation_id: str | None = None
     #: Structured output (`output=`): the validated object (choice 0); None otherwise.
     output: Any = None
     #: The `PriceTable` of the client that made the call (None: the process-wide prices);

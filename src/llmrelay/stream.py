@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Generator, Iterator
 
 from . import events as ev
 from .errors import APIError, StreamInterruptedError, StreamResetError
@@ -24,7 +24,13 @@ from .usage import Usage
 if TYPE_CHECKING:
     from .call import Call, HTTPRequest
 
-__all__ = ["Stream", "AsyncStream", "StreamCore", "observe"]
+__all__ = ["Stream", "AsyncStream", "StreamCore", "observe", "TEXT_RESETS", "RESET_SEPARATOR"]
+
+#: What `text_stream` does at a fallback restart (`Reset`): raise `StreamResetError` (default),
+#: yield `RESET_SEPARATOR` then the new answer, or just go on with the new answer's text.
+TEXT_RESETS = ("raise", "separator", "continue")
+#: The visible break `text_reset="separator"` yields before the restarted answer (a Markdown rule).
+RESET_SEPARATOR = "\n\n---\n\n"
 
 
 class _BaseStream:
@@ -39,6 +45,8 @@ class _BaseStream:
         self._hooks = hooks
         self.context = context if context is not None else CallContext()
         self._started = False
+        #: `text_stream` at a fallback restart: one of `TEXT_RESETS`.
+        self.text_reset = "raise"
 
     @property
     def call(self) -> Call | None:
@@ -85,6 +93,7 @@ class _BaseStream:
         core, open_body = self._engine.turn(call)
         self._core = core
         core.correlation_id = self.context.correlation_id
+        core.conversation_id = self.context.conversation_id
         self.context.turns += 1
         if self._hooks:
             ctx, hooks = self.context, self._hooks
@@ -113,6 +122,7 @@ class _BaseStream:
         except StopIteration as stop:
             self._final = stop.value
             self._final.correlation_id = self.context.correlation_id
+            self._final.conversation_id = self.context.conversation_id
             notify(self._hooks, "on_call_end", self.context, self._final, None)
             return None
         except BaseException as error:
@@ -224,13 +234,17 @@ class Stream(_BaseStream):
 
     @property
     def text_stream(self) -> Iterator[str]:
-        """Only the answer text (choice 0), as `str` pieces."""
+        """Only the answer text (choice 0), as `str` pieces. At a fallback restart, `text_reset`
+        (per call or on the `Client`) decides: raise `StreamResetError`, yield `RESET_SEPARATOR`,
+        or go on with the new answer's text."""
         for e in self:
             t = type(e)
             if t is ev.TextDelta and e.choice == 0:
                 yield e.text
             elif t is ev.Reset:
-                raise_reset(e)
+                separator = on_reset(self, e)
+                if separator:
+                    yield separator
 
     @property
     def partial_stream(self) -> Iterator[ev.PartialOutput]:
@@ -255,10 +269,19 @@ class Stream(_BaseStream):
 
 
 class AsyncStream(_BaseStream):
-    """`async for` events; `.text_stream`; `await .collect()`; `await .aclose()`."""
+    """`async for` events; `.text_stream`; `await .collect()`; `await .aclose()`.
+
+    Awaiting it gives the stream itself (`stream = await client.astream(...)`), so code
+    written for SDKs whose streaming call is a coroutine works unchanged. Nothing is sent
+    until iteration starts either way.
+    """
 
     async def __aenter__(self) -> AsyncStream:
         return self
+
+    def __await__(self) -> Generator[Any, None, AsyncStream]:
+        return self
+        yield  # pragma: no cover - makes this a generator: `await stream` returns at once
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
@@ -414,13 +437,24 @@ async def _async_text(stream: AsyncStream) -> AsyncIterator[str]:
         if t is ev.TextDelta and e.choice == 0:
             yield e.text
         elif t is ev.Reset:
-            raise_reset(e)
+            separator = on_reset(stream, e)
+            if separator:
+                yield separator
+
+
+def on_reset(stream: _BaseStream, event: ev.Reset) -> str:
+    """`text_stream` met a restart: raise (`text_reset="raise"`), or the text to yield ("" or the separator)."""
+    mode = stream.text_reset
+    if mode == "raise":
+        raise_reset(event)
+    return RESET_SEPARATOR if mode == "separator" and event.discarded_text else ""
 
 
 def raise_reset(event: ev.Reset) -> None:
     """`text_stream` cannot express "discard what you printed": raise rather than repeat text."""
     raise StreamResetError(
-        "the answer restarted on another model (fallback mode 'restart'); iterate the events to handle Reset",
+        "the answer restarted on another model (fallback mode 'restart'); iterate the events to handle Reset, "
+        "or pass text_reset='separator' or 'continue'",
         discarded_text=event.discarded_text,
     )
 

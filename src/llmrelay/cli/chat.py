@@ -52,6 +52,9 @@ continue (-c):
   answer, partial if it was interrupted) followed by the new prompt; -m
   defaults to that conversation's model, -s replaces its system prompt. With
   nothing logged it exits 1: "llmrelay: error: nothing to continue: ...".
+  Every chat has a conversation id: --conversation-id, else the continued
+  conversation's, else a new one; `llmrelay logs list --conversation ID`
+  shows its rows.
 
 exit status: 0 ok, 1 error (the partial answer is printed and logged),
 2 usage (bad model, missing key, empty prompt), 130 interrupted."""
@@ -77,7 +80,11 @@ def add_arguments(chat: argparse.ArgumentParser) -> None:
     chat.add_argument("-v", "--verbose", action="store_true",
                       help="say where the cost came from (or why there is none) and where the call was logged")
     chat.add_argument("-c", "--continue", dest="cont", action="store_true",
-                      help="continue the most recent logged conversation")
+                      help="continue the most recent logged conversation (and keep its conversation id)")
+    chat.add_argument("--conversation-id", metavar="ID",
+                      help="your conversation id (logs, hooks, traces); default: the continued one, or a new id")
+    chat.add_argument("--correlation-id", metavar="ID",
+                      help="your request id for this call (logs, hooks, traces); default: a generated id")
     chat.add_argument("--db", metavar="PATH",
                       help="the log store (SQLite path or postgresql:// DSN) that -c reads and the call is logged to")
     where = chat.add_mutually_exclusive_group()
@@ -254,6 +261,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     messages: list[dict[str, Any]] = []
     model = args.model
+    conversation = args.conversation_id
     if args.cont:
         try:
             messages, logged_model, row = last_conversation(read_target(args))
@@ -261,6 +269,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
             _err(f"{NOTHING_TO_CONTINUE}{exc}")
             return EXIT_ERROR
         model = model or logged_model
+        # rows logged before conversation ids: the first call of the conversation names it
+        conversation = conversation or row.get("conversation_id") or row.get("correlation_id")
         if args.verbose:
             _err(f"continuing call {row['correlation_id']} ({len(messages)} messages, {logged_model}, "
                  f"status {row['status']})")
@@ -275,6 +285,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
         options["base_url"] = args.base_url
     if args.key:
         options["api_key"] = args.key
+    # the CLI is the caller here: a new chat starts a conversation of its own
+    options["conversation_id"] = conversation or os.urandom(16).hex()
+    if args.correlation_id:
+        options["correlation_id"] = args.correlation_id
 
     from ..client import Client
 
@@ -434,6 +448,7 @@ def _chat_json(stream: Any, args: argparse.Namespace) -> int:
         "cost": cost_dict(r),
         "timings": r.timings.to_dict(),
         "correlation_id": r.correlation_id,
+        "conversation_id": r.conversation_id,
     })
     if error is not None:
         _err(f"llmrelay: {describe_error(error)}")

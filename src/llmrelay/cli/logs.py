@@ -6,8 +6,16 @@
     llmrelay logs totals [--by model|day]   calls, requests, tokens, cost, p50/p95 time to first token
 
 Every action takes `--db PATH` (SQLite) or `--dsn postgresql://…` (with
-`--schema`); by default `LLMRELAY_LOG`, else the default SQLite path. `--json`
-prints one JSON object per line instead of a table.
+`--schema`); by default `LLMRELAY_LOG`, else the default SQLite path. `list`,
+`search` and `totals` take filters: `--model` (served or requested; a trailing
+`*` matches a prefix), `--provider`, `--status`, `--conversation` and
+`--since` / `--until` (`30m`, `2h`, `7d`, `1w` ago, or an ISO-8601 date or
+time, UTC unless it says otherwise).
+
+`--json` prints JSON lines: one JSON object per row (per group for `totals`),
+one row per line, newest first, with every column of the `turns` table (JSON
+columns decoded; times as epoch floats and, for rows written since m004,
+`started_at_iso` / `ended_at_iso`). `jq -s .` turns it into an array.
 """
 
 from __future__ import annotations
@@ -28,19 +36,28 @@ def register(sub: Any) -> argparse.ArgumentParser:
     where.add_argument("--db", metavar="PATH", help="SQLite log file (default: $LLMRELAY_LOG or the user data dir)")
     where.add_argument("--dsn", metavar="DSN", help="PostgreSQL DSN (postgresql://…)")
     common.add_argument("--schema", default="llmrelay", help="PostgreSQL schema (default: llmrelay)")
-    common.add_argument("--json", action="store_true", help="one JSON object per line")
+    common.add_argument("--json", action="store_true",
+                        help="JSON lines: one JSON object per row (per group for totals), one per line")
+    filters = argparse.ArgumentParser(add_help=False)
+    group = filters.add_argument_group("filters")
+    group.add_argument("--model", help="served or requested model (a trailing * matches a prefix)")
+    group.add_argument("--provider", help="provider name, e.g. openai")
+    group.add_argument("--status", choices=("ok", "truncated", "error", "aborted"), help="row status")
+    group.add_argument("--conversation", metavar="ID", help="a conversation id (conversation_id=, chat -c)")
+    group.add_argument("--since", metavar="WHEN", help="started at or after: 30m, 2h, 7d, 1w ago, or an ISO date/time")
+    group.add_argument("--until", metavar="WHEN", help="started before: same forms as --since")
 
     logs = sub.add_parser("logs", help="read the request logs (list, show, search, totals)",
                           description="Read the request logs written with Client(log=...) or LLMRELAY_LOG.")
     actions = logs.add_subparsers(dest="logs_action", metavar="{list,show,search,totals}")
-    p = actions.add_parser("list", parents=[common], help="recent requests, newest first")
+    p = actions.add_parser("list", parents=[common, filters], help="recent requests, newest first")
     p.add_argument("-n", "--limit", type=int, default=20, help="how many rows (default 20)")
     p = actions.add_parser("show", parents=[common], help="one row, or every row of a call")
     p.add_argument("id", help="a row id, or a correlation id (or a unique prefix of one)")
-    p = actions.add_parser("search", parents=[common], help="full-text search over request and response text")
+    p = actions.add_parser("search", parents=[common, filters], help="full-text search over request and response text")
     p.add_argument("text", help="words that must all appear")
     p.add_argument("-n", "--limit", type=int, default=20, help="how many rows (default 20)")
-    p = actions.add_parser("totals", parents=[common], help="calls, tokens, cost and TTFT percentiles")
+    p = actions.add_parser("totals", parents=[common, filters], help="calls, tokens, cost and TTFT percentiles")
     p.add_argument("--by", choices=("model", "day"), default="model", help="group by (default: model)")
     logs.set_defaults(logs_parser=logs)
     return logs
@@ -53,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if action is None:
         args.logs_parser.print_help()
         return 2
+    try:
+        filters = _filters(args)
+    except ValueError as exc:
+        sys.stderr.write(f"llmrelay: error: {exc}\n")
+        return 2
     store = open_store(args.dsn or args.db, schema=args.schema)
     try:
         store.open(create=False)
@@ -62,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         if action == "list":
-            rows = store.recent(args.limit)
+            rows = store.recent(args.limit, filters)
             _emit(args, rows, _list_table)
         elif action == "show":
             rows = store.get(args.id)
@@ -74,14 +96,25 @@ def run(args: argparse.Namespace) -> int:
             else:
                 sys.stdout.write("\n".join(format_row(r) for r in rows))
         elif action == "search":
-            rows = store.search(args.text, args.limit)
+            rows = store.search(args.text, args.limit, filters)
             _emit(args, rows, _list_table)
         elif action == "totals":
-            rows = store.totals(args.by)
+            rows = store.totals(args.by, filters)
             _emit(args, rows, lambda r: _totals_table(r, args.by))
     finally:
         store.close()
     return EXIT_OK
+
+
+def _filters(args: argparse.Namespace) -> Any:
+    from ..logs.query import Filters, parse_time
+
+    return Filters(
+        model=getattr(args, "model", None), provider=getattr(args, "provider", None),
+        status=getattr(args, "status", None), conversation=getattr(args, "conversation", None),
+        since=parse_time(args.since) if getattr(args, "since", None) else None,
+        until=parse_time(args.until) if getattr(args, "until", None) else None,
+    )
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -162,23 +195,25 @@ def _totals_table(rows: list[dict[str, Any]], by: str) -> str:
 def format_row(r: dict[str, Any]) -> str:
     """Every field of a row, readable: messages and JSON columns expanded."""
     lines = [f"── row {r['id']} · call {r['correlation_id']} · turn {r['turn']} " + "─" * 20]
-    simple = ("started_at", "ended_at", "provider", "requested", "requested_model", "model", "status",
+    simple = ("started_at", "ended_at", "conversation_id", "provider", "base_url", "requested", "requested_model",
+              "model", "status",
               "finish_reason", "error", "request_id", "response_id", "stream", "input_tokens", "output_tokens",
               "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost_usd",
-              "cost_reason", "ttft", "duration")
+              "cost_reason", "ttft", "time_to_first_text", "duration")
     for name in simple:
         value = r.get(name)
         if value is None:
             continue
         if name in ("started_at", "ended_at"):
             value = f"{when(value)} ({value:.3f})"
-        elif name in ("ttft", "duration"):
+        elif name in ("ttft", "time_to_first_text", "duration"):
             value = ms(value)
         elif name == "cost_usd":
             value = money(value)
         lines.append(f"{name:>20}: {value}")
-    if r.get("tags"):
-        lines.append(f"{'tags':>20}: {json.dumps(r['tags'], ensure_ascii=False)}")
+    for name in ("params", "tags"):
+        if r.get(name):
+            lines.append(f"{name:>20}: {json.dumps(r[name], ensure_ascii=False)}")
     lines.append("request messages:")
     for m in r.get("request_messages") or []:
         content = m.get("content")

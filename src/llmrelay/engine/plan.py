@@ -207,5 +207,20 @@ def _merge(turns: list[Response], messages: list[Message]) -> Response:
         final._reasoning = "".join(t.reasoning for t in turns)
         first = turns[0].timings
         final.timings = replace(final.timings, time_to_first_token=first.time_to_first_token,
-                                total=sum(t.timings.total or 0.0 for t in turns))
+                                time_to_first_text=_first_text(turns),
+                                total=sum(t.timings.total or 0.0 for t in turns), dispatched_at=first.dispatched_at)
     return final
+
+
+def _first_text(turns: list[Response]) -> float | None:
+    """Time from the first request's dispatch to the first visible text, whichever turn it came in."""
+    start = turns[0].timings.dispatched_at
+    for t in turns:
+        timings = t.timings
+        if timings.time_to_first_text is not None:
+            if t is turns[0]:
+                return timings.time_to_first_text
+            if start is None or timings.dispatched_at is None:
+                return None
+            return timings.dispatched_at - start + timings.time_to_first_text
+    return None

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from ..errors import InvalidRequestError, UnknownProviderError, UnsupportedParameterError
 from ..messages import Message, normalize_messages
 from ..call import Call, Params
-from ..providers import Provider, parse_model, resolve_api_key, resolve_base_url
+from ..providers import Provider, parse_model, resolve_api_key, resolve_base_url, resolve_headers
 
 PARAM_NAMES = tuple(Params.__slots__)  # type: ignore[attr-defined]
 #: Per-call options that shape the request (besides the generation params).
@@ -24,7 +24,7 @@ CALL_OPTIONS = (
 #: Per-call options of the control flow around requests.
 FLOW_OPTIONS = (
     "max_tool_rounds", "run_tools", "tool_errors", "retry", "middleware", "fallback_mode", "resume_prompt",
-    "hooks", "tags", "on_length",
+    "hooks", "tags", "on_length", "correlation_id", "conversation_id", "text_reset",
 )
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
@@ -42,6 +42,9 @@ class Settings:
     api_keys: Mapping[str, str]
     base_urls: Mapping[str, str]
     env: Mapping[str, str] | None = None
+    #: For model strings that name no provider (`gpt-4o`): a provider name, "auto" (by the id's
+    #: family) or None (`LLMRELAY_DEFAULT_PROVIDER` decides; unset: such a string is an error).
+    default_provider: str | None = None
 
 
 def check_params(raw: dict[str, Any]) -> Params:
@@ -103,7 +106,10 @@ def resolve_model(settings: Settings, model: str, provider: str | None = None) -
         if provider not in settings.providers:
             raise UnknownProviderError(model, list(settings.providers), reason=f"Unknown provider {provider!r}")
         return settings.providers[provider], model
-    name, model_id = parse_model(model, settings.providers)
+    default = settings.default_provider
+    if default is None:
+        default = (os.environ if settings.env is None else settings.env).get("LLMRELAY_DEFAULT_PROVIDER") or None
+    name, model_id = parse_model(model, settings.providers, default)
     return settings.providers[name], model_id
 
 
@@ -141,6 +147,10 @@ def build_call(
     else:
         base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
         api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
+    if provider.env_headers or provider.token_env:
+        env_headers = resolve_headers(provider, env)
+        if env_headers:  # below the protocol's own headers and extra_headers (see protocols.base)
+            provider = replace(provider, headers={**provider.headers, **env_headers})
     return Call(
         provider=provider,
         model=model_id,

@@ -27,15 +27,16 @@ if TYPE_CHECKING:
 _perf = time.perf_counter
 _CONTENT = frozenset(ev.CONTENT_EVENTS)
 _StreamError = ev.StreamError
+_TextDelta = ev.TextDelta
 
 
 class StreamCore:
     """Per-call state, no I/O: feeds bytes to the decoder, folds events, keeps time."""
 
     __slots__ = (
-        "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "busy",
+        "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "t_text", "busy",
         "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
-        "on_first_token", "correlation_id", "prices",
+        "on_first_token", "correlation_id", "conversation_id", "prices",
     )
 
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
@@ -45,7 +46,8 @@ class StreamCore:
         self.assembler = Assembler()
         self._add = self.assembler.add
         self.t_dispatch: float | None = None
-        self.t_first: float | None = None
+        self.t_first: float | None = None  # time to the first token of any kind (busy clock)
+        self.t_text: float | None = None  # time to the first visible answer text (choice 0)
         self.busy = 0.0  # time inside llmrelay + waiting on the network
         self.t_resume = 0.0
         self.pending: APIError | None = None
@@ -58,6 +60,7 @@ class StreamCore:
         self.end_by: float | None = None  # the total deadline
         self.on_first_token: Any = None  # called once with the TTFT (hooks)
         self.correlation_id: str | None = None
+        self.conversation_id: str | None = None
         self.prices: Any = None  # a client's PriceTable, for Response.cost
 
     @property
@@ -124,13 +127,21 @@ class StreamCore:
             except TypeError as exc:  # a value of the wrong type in the provider's JSON
                 self.pending = MalformedChunkError(f"{self.call.provider.name} sent a malformed chunk: {exc}", **self.ctx)
                 return events[:i]
-            if self.t_first is None and t in _CONTENT:
-                # on the same clock as `busy`: the caller's time before this is not ours
-                self.t_first = self.busy + (_perf() - self.t_resume)
-                self.deadline = self.end_by
-                if self.on_first_token is not None:
-                    self.on_first_token(self.t_first)
+            if self.t_text is None:  # once the first text came, this is the only test per event
+                if t is _TextDelta and e.text and e.choice == 0:
+                    self.t_text = self.busy + (_perf() - self.t_resume)
+                    if self.t_first is None:
+                        self._first(self.t_text)
+                elif self.t_first is None and t in _CONTENT:
+                    # on the same clock as `busy`: the caller's time before this is not ours
+                    self._first(self.busy + (_perf() - self.t_resume))
         return events
+
+    def _first(self, t: float) -> None:
+        self.t_first = t
+        self.deadline = self.end_by
+        if self.on_first_token is not None:
+            self.on_first_token(t)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
@@ -171,6 +182,7 @@ class StreamCore:
         r.model = r.model or self.call.model
         r.request_id = self.request_id
         r.correlation_id = self.correlation_id
+        r.conversation_id = self.conversation_id
         if self.prices is not None:
             r._prices = self.prices
         if self.done:
@@ -194,7 +206,7 @@ class StreamCore:
         tps = None
         if out_tokens and ttft is not None and total > ttft:
             tps = out_tokens / (total - ttft)
-        return Timings(ttft, total, tps)
+        return Timings(ttft, total, tps, self.t_text, self.t_dispatch)
 
 
 def _estimate_usage(r: Response, call: Call) -> None:

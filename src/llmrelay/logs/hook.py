@@ -41,7 +41,7 @@ class _CallState:
 
     def __init__(self, ctx: Any):
         tags = ctx.tags
-        self.info = (dict(tags) if tags else None, ctx.requested, ctx.stream)
+        self.info = (dict(tags) if tags else None, ctx.requested, ctx.stream, ctx.conversation_id)
         self.turns: list[TurnRecord] = []
         self.turn = 0
         self.t_start = 0.0

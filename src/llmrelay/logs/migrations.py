@@ -8,15 +8,22 @@ a transaction-level advisory lock). A new migration is appended to
 
 The `turns` table has one row per model request (a *turn*: every retry,
 fallback attempt and tool round is one row); the rows of one logical call
-share `correlation_id`. Timestamps are seconds since the epoch (UTC) in both
-databases (`to_timestamp(started_at)` in PostgreSQL, `datetime(started_at,
-'unixepoch')` in SQLite); JSON columns are TEXT in SQLite and JSONB in
-PostgreSQL.
+share `correlation_id`, and the calls of one conversation `conversation_id`
+(the caller's, m004). `started_at` / `ended_at` are seconds since the epoch
+(UTC) in both databases; since m004, `started_at_iso` / `ended_at_iso` hold the
+same instants as ISO-8601 UTC (TEXT `2026-12-06T17:05:01.123456+00:00` in
+SQLite, TIMESTAMPTZ in PostgreSQL) on rows written from then on (older rows are
+never rewritten: `datetime(started_at, 'unixepoch')` reads them). JSON columns
+are TEXT in SQLite and JSONB in PostgreSQL.
 
-Full-text search: SQLite uses a contentless FTS5 table `turns_fts(rowid =
-turns.id, request_text, response_text)` (skipped, with a LIKE fallback, if the
-SQLite build lacks FTS5); PostgreSQL a GIN index over `SEARCH_VECTOR` (the
-'simple' configuration: words are lower-cased, not stemmed, as in FTS5).
+Full-text search: SQLite uses an FTS5 table `turns_fts` with the turns table as
+its content (`content="turns"`: columns request_messages, text, reasoning,
+refusal), kept in step by triggers (m005, which replaced m002's contentless
+table and indexed the existing rows), so plain SQL (`... WHERE turns_fts MATCH
+'pelican'`) and Datasette's search box both use it; skipped, with a LIKE
+fallback, if the SQLite build lacks FTS5. PostgreSQL has a GIN index over
+`SEARCH_VECTOR` (the 'simple' configuration: words are lower-cased, not
+stemmed, as in FTS5).
 """
 
 from __future__ import annotations
@@ -62,10 +69,21 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "tags": ("TEXT", "JSONB"),
     #: Structured output (`output=`): the validated object, as JSON (m003).
     "output": ("TEXT", "JSONB"),
+    #: m004: the caller's conversation id, the request parameters (JSON: temperature, max_tokens...,
+    #: tool_choice, options, extra_body), the base URL without credentials, ISO-8601 UTC times beside
+    #: the epoch floats (TEXT in SQLite, TIMESTAMPTZ in PostgreSQL), time to first visible text.
+    "conversation_id": ("TEXT", "TEXT"),
+    "params": ("TEXT", "JSONB"),
+    "base_url": ("TEXT", "TEXT"),
+    "started_at_iso": ("TEXT", "TIMESTAMPTZ"),
+    "ended_at_iso": ("TEXT", "TIMESTAMPTZ"),
+    "time_to_first_text": ("REAL", "DOUBLE PRECISION"),
 }
 #: Columns that arrived after m001: m001 creates the table without them, a later migration adds them.
-_LATER = {"output": 3}
+_LATER = {"output": 3, "conversation_id": 4, "params": 4, "base_url": 4, "started_at_iso": 4, "ended_at_iso": 4,
+          "time_to_first_text": 4}
 JSON_COLUMNS = frozenset(name for name, (_, pg) in COLUMNS.items() if pg == "JSONB")
+TIMESTAMP_COLUMNS = frozenset(name for name, (_, pg) in COLUMNS.items() if pg == "TIMESTAMPTZ")
 BOOL_COLUMNS = frozenset(name for name, (_, pg) in COLUMNS.items() if pg == "BOOLEAN")
 
 #: The PostgreSQL search expression (indexed by m002, used by `search`).
@@ -111,6 +129,39 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(3, "m003_output", ("ALTER TABLE turns ADD COLUMN output TEXT",),
               ("ALTER TABLE turns ADD COLUMN IF NOT EXISTS output JSONB",)),
+    Migration(
+        4,
+        "m004_conversation",
+        (*(f"ALTER TABLE turns ADD COLUMN {c} {COLUMNS[c][0]}" for c, v in _LATER.items() if v == 4),
+         "CREATE INDEX IF NOT EXISTS turns_conversation ON turns (conversation_id)"),
+        (*(f"ALTER TABLE turns ADD COLUMN IF NOT EXISTS {c} {COLUMNS[c][1]}" for c, v in _LATER.items() if v == 4),
+         "CREATE INDEX IF NOT EXISTS turns_conversation ON turns (conversation_id)"),
+    ),
+    Migration(
+        5,
+        "m005_search_content",
+        # An FTS5 table over the turns table's own columns (external content), kept in step by
+        # triggers, so `SELECT ... WHERE turns_fts MATCH ...` and Datasette's search box (it finds
+        # the table by content="turns") both work; the old contentless index goes, the new one is
+        # built from the rows (read, never rewritten). PostgreSQL's index (m002) already searches.
+        ("DROP TABLE IF EXISTS turns_fts",
+         'CREATE VIRTUAL TABLE turns_fts USING fts5(request_messages, text, reasoning, refusal, '
+         'content="turns", content_rowid="id", tokenize="unicode61")',
+         "CREATE TRIGGER IF NOT EXISTS turns_fts_insert AFTER INSERT ON turns BEGIN "
+         "INSERT INTO turns_fts (rowid, request_messages, text, reasoning, refusal) "
+         "VALUES (new.id, new.request_messages, new.text, new.reasoning, new.refusal); END",
+         "CREATE TRIGGER IF NOT EXISTS turns_fts_delete AFTER DELETE ON turns BEGIN "
+         "INSERT INTO turns_fts (turns_fts, rowid, request_messages, text, reasoning, refusal) "
+         "VALUES ('delete', old.id, old.request_messages, old.text, old.reasoning, old.refusal); END",
+         "CREATE TRIGGER IF NOT EXISTS turns_fts_update AFTER UPDATE ON turns BEGIN "
+         "INSERT INTO turns_fts (turns_fts, rowid, request_messages, text, reasoning, refusal) "
+         "VALUES ('delete', old.id, old.request_messages, old.text, old.reasoning, old.refusal); "
+         "INSERT INTO turns_fts (rowid, request_messages, text, reasoning, refusal) "
+         "VALUES (new.id, new.request_messages, new.text, new.reasoning, new.refusal); END",
+         "INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')"),
+        (),
+        optional="fts5",
+    ),
 )
 
 _MIGRATIONS_TABLE = {
@@ -135,6 +186,7 @@ def apply_sqlite(conn: Any) -> list[str]:
                 except Exception as exc:
                     if m.optional is None or m.optional not in str(exc).lower():
                         raise
+                    break  # the feature is missing from this build: skip the rest of the migration
             conn.execute("INSERT INTO _migrations (version, name, applied_at) VALUES (?, ?, ?)", (m.version, m.name, time.time()))
             applied_now.append(m.name)
         conn.execute("COMMIT")

@@ -16,14 +16,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .migrations import COLUMNS, JSON_COLUMNS, SEARCH_VECTOR, apply_postgres
+from .query import Filters, combine
+from .migrations import COLUMNS, JSON_COLUMNS, SEARCH_VECTOR, TIMESTAMP_COLUMNS, apply_postgres
 from .redact import redact_dsn
 
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
+MARK = "%s"
+
+
 def _placeholder(name: str) -> str:
-    return "%s::jsonb" if name in JSON_COLUMNS else "%s"
+    return "%s::jsonb" if name in JSON_COLUMNS else "%s::timestamptz" if name in TIMESTAMP_COLUMNS else "%s"
 
 
 _INSERT = f"INSERT INTO turns ({', '.join(COLUMNS)}) VALUES ({', '.join(_placeholder(c) for c in COLUMNS)})"
@@ -130,20 +134,24 @@ class PostgresStore:
             sql += f" LIMIT {int(limit)}"
         return self._query(sql, params)
 
-    def recent(self, n: int = 20) -> list[dict[str, Any]]:
-        return self.rows(order="id DESC", limit=n)
+    def recent(self, n: int = 20, filters: Filters | None = None) -> list[dict[str, Any]]:
+        where, params = combine("", (), filters, MARK)
+        return self.rows(where, params, order="id DESC", limit=n)
 
     def get(self, key: str) -> list[dict[str, Any]]:
         if key.isdigit():
             return self.rows("id = %s", (int(key),))
         return self.rows("left(correlation_id, %s) = %s", (len(key), key)) if key else []
 
-    def search(self, text: str, n: int = 20) -> list[dict[str, Any]]:
+    def search(self, text: str, n: int = 20, filters: Filters | None = None) -> list[dict[str, Any]]:
         if not text.strip():
             return []
-        return self.rows(f"{SEARCH_VECTOR} @@ plainto_tsquery('simple'::regconfig, %s)", (text,), "id DESC", n)
+        return self.rows(*combine(f"{SEARCH_VECTOR} @@ plainto_tsquery('simple'::regconfig, %s)", (text,), filters, MARK),
+                         "id DESC", n)
 
-    def totals(self, by: str = "model") -> list[dict[str, Any]]:
+    def totals(self, by: str = "model", filters: Filters | None = None) -> list[dict[str, Any]]:
+        where, params = combine("", (), filters, MARK)
+        where = f" WHERE {where}" if where else ""
         key = {"model": "coalesce(model, '?')",
                "day": "to_char(to_timestamp(started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"}[by]
         groups = self._query(
@@ -153,7 +161,7 @@ class PostgresStore:
             "count(*) FILTER (WHERE status NOT IN ('ok', 'truncated')) AS failed, "
             "percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft) AS ttft_p50, "
             "percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft) AS ttft_p95 "
-            f"FROM turns GROUP BY 1 ORDER BY 1"
+            f"FROM turns{where} GROUP BY 1 ORDER BY 1", params
         )
         for g in groups:  # bigint sums arrive as Decimal
             for name in ("input_tokens", "output_tokens"):

@@ -177,7 +177,7 @@ def build_row(rec: TurnRecord, scrub: Scrubber) -> dict[str, Any]:
     """Column values for one turn (JSON columns as JSON text, booleans as bool), secrets scrubbed."""
     r = rec.response
     call = rec.call
-    tags, requested, stream = rec.call_info
+    tags, requested, stream, conversation_id = rec.call_info
     usage = r.usage
     timings = r.timings
     cost_usd, cost_reason = cost_of(r)
@@ -221,11 +221,55 @@ def build_row(rec: TurnRecord, scrub: Scrubber) -> dict[str, Any]:
         "attempts": dumps([attempt_dict(a) for a in rec.attempts]) if rec.attempts else None,
         "tags": dumps(tags) if tags else None,
         "output": dumps(output_value(rec.output)) if rec.output is not None else None,
+        "conversation_id": conversation_id,
+        "params": dumps(params) if (params := request_params(call)) else None,
+        "base_url": base_url(call.base_url),
+        "started_at_iso": iso(rec.started_at),
+        "ended_at_iso": iso(rec.ended_at),
+        "time_to_first_text": timings.time_to_first_text,
     }
     for name, value in row.items():
-        if isinstance(value, str) and name not in ("correlation_id", "status"):
+        if isinstance(value, str) and name not in _NOT_SCRUBBED:
             row[name] = scrub.text(value)
     return row
+
+
+_NOT_SCRUBBED = frozenset({"correlation_id", "conversation_id", "status", "started_at_iso", "ended_at_iso"})
+
+
+def iso(epoch: float | None) -> str | None:
+    """Seconds since the epoch -> ISO-8601 UTC, microseconds kept (`2026-12-06T17:05:01.123456+00:00`)."""
+    if epoch is None:
+        return None
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def base_url(url: str | None) -> str | None:
+    """The base URL without credentials: no user or password, secret query values masked."""
+    if url and "@" in url:
+        from urllib.parse import urlsplit, urlunsplit
+
+        try:
+            parts = urlsplit(url)
+            url = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+        except ValueError:
+            pass
+    return redact_url(url)
+
+
+def request_params(call: Any) -> dict[str, Any] | None:
+    """The request's parameters: the generation params set, tool_choice, runtime options, extra_body."""
+    params = getattr(call, "params", None)
+    out: dict[str, Any] = {}
+    if params is not None:
+        out.update((name, getattr(params, name)) for name in params.set_fields())
+    for name in ("tool_choice", "options", "extra_body"):
+        value = getattr(call, name, None)
+        if value is not None:
+            out[name] = value
+    return out or None
 
 
 def output_value(value: Any) -> Any:
@@ -239,12 +283,6 @@ def output_value(value: Any) -> Any:
     if isinstance(value, list):
         return [output_value(v) for v in value]
     return value
-
-
-def search_texts(rec: TurnRecord, row: dict[str, Any], scrub: Scrubber) -> tuple[str, str]:
-    """(request text, response text) for the full-text index."""
-    response = "\n".join(t for t in (row["text"], row["reasoning"], row["refusal"]) if t)
-    return scrub.text(request_text(rec.call.messages)) or "", response
 
 
 def sqlite_values(row: dict[str, Any]) -> tuple[Any, ...]:

@@ -13,10 +13,12 @@ import sqlite3
 from typing import Any
 
 from .migrations import BOOL_COLUMNS, COLUMNS, JSON_COLUMNS, apply_sqlite
-from .rows import search_texts, sqlite_values
+from .query import Filters, combine
+from .rows import sqlite_values
+
+MARK = "?"
 
 _INSERT = f"INSERT INTO turns ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-_INSERT_FTS = "INSERT INTO turns_fts (rowid, request_text, response_text) VALUES (?, ?, ?)"
 
 
 def fts_query(text: str) -> str:
@@ -82,11 +84,8 @@ class SQLiteStore:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for row, rec, scrub in zip(rows, records, scrubbers):
-                cur = conn.execute(_INSERT, sqlite_values(row))
-                if self.has_fts:
-                    request_text, response_text = search_texts(rec, row, scrub)
-                    conn.execute(_INSERT_FTS, (cur.lastrowid, request_text, response_text))
+            # the full-text index follows by itself (triggers on turns, m005)
+            conn.executemany(_INSERT, [sqlite_values(row) for row in rows])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -106,8 +105,9 @@ class SQLiteStore:
             sql += f" LIMIT {int(limit)}"
         return [_decode(r) for r in self._query(sql, params)]
 
-    def recent(self, n: int = 20) -> list[dict[str, Any]]:
-        return self.rows(order="id DESC", limit=n)
+    def recent(self, n: int = 20, filters: Filters | None = None) -> list[dict[str, Any]]:
+        where, params = combine("", (), filters, MARK)
+        return self.rows(where, params, order="id DESC", limit=n)
 
     def get(self, key: str) -> list[dict[str, Any]]:
         """A row by id, or every row of a call by correlation id (or a unique prefix of it)."""
@@ -115,27 +115,32 @@ class SQLiteStore:
             return self.rows("id = ?", (int(key),))
         return self.rows("substr(correlation_id, 1, ?) = ?", (len(key), key)) if key else []
 
-    def search(self, text: str, n: int = 20) -> list[dict[str, Any]]:
+    def search(self, text: str, n: int = 20, filters: Filters | None = None) -> list[dict[str, Any]]:
         if self.has_fts:
             query = fts_query(text)
             if not query:
                 return []
-            return self.rows("id IN (SELECT rowid FROM turns_fts WHERE turns_fts MATCH ?)", (query,), "id DESC", n)
+            return self.rows(*combine("id IN (SELECT rowid FROM turns_fts WHERE turns_fts MATCH ?)", (query,), filters, MARK),
+                             "id DESC", n)
         like = f"%{text}%"
-        return self.rows("text LIKE ? OR reasoning LIKE ? OR request_messages LIKE ?", (like, like, like), "id DESC", n)
+        return self.rows(*combine("text LIKE ? OR reasoning LIKE ? OR request_messages LIKE ?", (like, like, like),
+                                  filters, MARK), "id DESC", n)
 
-    def totals(self, by: str = "model") -> list[dict[str, Any]]:
+    def totals(self, by: str = "model", filters: Filters | None = None) -> list[dict[str, Any]]:
+        where, params = combine("", (), filters, MARK)
+        where = f" WHERE {where}" if where else ""
         key = {"model": "coalesce(model, '?')", "day": "date(started_at, 'unixepoch')"}[by]
         groups = self._query(
             f"SELECT {key} AS key, count(DISTINCT correlation_id) AS calls, count(*) AS requests, "
             "sum(coalesce(input_tokens, 0)) AS input_tokens, sum(coalesce(output_tokens, 0)) AS output_tokens, "
             "sum(cost_usd) AS cost_usd, sum(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced, "
             "sum(CASE WHEN status NOT IN ('ok', 'truncated') THEN 1 ELSE 0 END) AS failed "
-            f"FROM turns GROUP BY key ORDER BY key"
+            f"FROM turns{where} GROUP BY key ORDER BY key", params
         )
         ttfts: dict[Any, list[float]] = {}
         for key_value, ttft in self.conn.execute(  # type: ignore[union-attr]
-            f"SELECT {key} AS key, ttft FROM turns WHERE ttft IS NOT NULL ORDER BY key, ttft"
+            f"SELECT {key} AS key, ttft FROM turns WHERE ttft IS NOT NULL" + (f" AND {where[7:]}" if where else "")
+            + " ORDER BY key, ttft", params
         ):
             ttfts.setdefault(key_value, []).append(ttft)
         for g in groups:

@@ -3,7 +3,7 @@ background learning from each finished exchange. See `Memory` and `with_memory`.
 
     from llmrelay.memory import Memory, with_memory
 
-    chat = with_memory(client, user_id="alice", memory=Memory(extract_model="openai:gpt-4o-mini"))
+    chat = with_memory(client, user_id="alice", memory=Memory(path="memory.db"))
     chat.stream("anthropic:claude-sonnet-4-5", "Where do I live again?")
 
 Stores: `SQLiteMemoryStore` (embedded, the default) and `PostgresMemoryStore`
@@ -23,9 +23,11 @@ _EXPORTS = {
     "Extraction": "learn", "ExtractedFact": "learn", "ExtractedEntity": "learn", "ExtractedRelation": "learn",
     "Worker": "worker", "MemoryEvent": "worker", "MemoryStats": "worker",
     "MemoryStore": "types", "NewFact": "types", "Fact": "types", "Entity": "types", "Relation": "types",
-    "Hit": "types", "Tier": "types",
+    "Hit": "types", "Tier": "types", "Task": "types", "PendingExchange": "types",
     "SQLiteMemoryStore": "sqlite_store", "PostgresMemoryStore": "postgres_store",
     "Embedder": "embed", "HashingEmbedder": "embed", "LocalEmbedder": "embed", "OpenAIEmbedder": "embed",
+    "AUTO": "embed", "default_embedder": "embed", "local_available": "embed",
+    "parse_due": "tasks", "schedule_tool": "tasks",
 }
 
 

@@ -12,12 +12,15 @@ On every call:
   `tools=` (never replacing them: a caller tool with the same name is refused
   with `InvalidRequestError`), so the tool loop runs it mid-stream;
 - with `inject=N` the N most relevant memories go into the system prompt first;
-- a per-call hook is added to the caller's `hooks=`. Its `on_call_end` only
-  queues the exchange (the user's last message, and the response whose
-  assistant turns after the request are read on the worker thread); the
-  stream's caller is never delayed. Calls whose status is not in
-  `memory.learn_on` (default: aborted and failed ones) are not queued, only
-  counted in `not_learned`.
+- with `Memory(reminders=...)` (on by default), the `schedule_task` tool is
+  added too, and the user's tasks that are due are put in front of the model
+  (`llmrelay.memory.tasks`);
+- a per-call hook is added to the caller's `hooks=`. Its `on_call_end` writes
+  the exchange (the user's last message, the assistant's turns after the
+  request, the conversation's model) to the store's pending table and wakes
+  the learning worker: one small write after the stream ended, never a model
+  call. Calls whose status is not in `memory.learn_on` (default: aborted and
+  failed ones) are not learned from, only counted in `not_learned`.
 
 Extraction calls go through the wrapped client (not through memory, so they
 are never learned from), tagged `{"llmrelay.memory": "extract"}`.
@@ -49,6 +52,17 @@ def _reply_after(response: Any, n: int) -> str:
     return "\n".join(t for t in texts if t)
 
 
+def _model_of(ctx: CallContext, response: Any) -> str | None:
+    """The conversation's model as an llmrelay model string: the one that answered, else the requested."""
+    provider, model = getattr(response, "provider", None), getattr(response, "requested_model", None)
+    if provider and model:
+        return f"{provider}:{model}"
+    requested = ctx.requested
+    if isinstance(requested, (list, tuple)) and requested:
+        requested = requested[0]
+    return requested if isinstance(requested, str) else None
+
+
 class _LearnHook(Hooks):
     """Per call: on `on_call_end`, queue the exchange (nothing else on the stream's thread)."""
 
@@ -65,9 +79,8 @@ class _LearnHook(Hooks):
         if status not in owner.memory_store.learn_on:
             owner.not_learned[status] = owner.not_learned.get(status, 0) + 1
             return
-        n = self.n
-        owner.memory_store.submit(owner.user_id, self.user_text, lambda: _reply_after(response, n),
-                                  client=owner.client, correlation_id=ctx.correlation_id)
+        owner.memory_store.submit(owner.user_id, self.user_text, _reply_after(response, self.n),
+                                  client=owner.client, correlation_id=ctx.correlation_id, model=_model_of(ctx, response))
 
 
 class MemoryClient:
@@ -81,11 +94,18 @@ class MemoryClient:
                                       f"{client.user_id!r}); wrap the underlying client instead")
         self.client = client
         self.memory_store = memory
+        if self.memory_store.client is None:  # what learning extracts through (pending exchanges included)
+            self.memory_store.client = client
         self.memory: UserMemory = self.memory_store.user(user_id)
         self.user_id = user_id
         self.learn = learn
         self.inject = self.memory_store.inject if inject is None else int(inject)
         self._tool = self.memory_store.tool(user_id)
+        self._tools = [self._tool]
+        if self.memory_store.reminders is not None:
+            from .tasks import schedule_tool
+
+            self._tools.append(schedule_tool(self.memory_store, user_id))
         #: Calls not learned from, by status ("aborted", "error"...).
         self.not_learned: dict[str, int] = {}
 
@@ -98,14 +118,18 @@ class MemoryClient:
             from ..tools.tool import as_tools
 
             mine = as_tools(tools)
-            name = self._tool.name
-            if name in mine:
-                raise InvalidRequestError(
-                    f"a tool named {name!r} was given, but memory adds its own {name!r} tool; rename yours "
-                    f"(or build the Memory with tool_name=...)")
-            params["tools"] = [*mine.values(), self._tool]
+            for tool in self._tools:
+                if tool.name in mine:
+                    raise InvalidRequestError(
+                        f"a tool named {tool.name!r} was given, but memory adds its own {tool.name!r} tool; rename "
+                        f"yours (or build the Memory with tool_name=... / reminders=None)")
+            params["tools"] = [*mine.values(), *self._tools]
         else:
-            params["tools"] = [self._tool]
+            params["tools"] = list(self._tools)
+        if self.memory_store.reminders is not None:
+            from .tasks import deliver
+
+            msgs = deliver(self.memory_store, self.user_id, msgs)
         if self.inject and user_text:
             msgs = self.memory_store.inject_into(self.user_id, msgs, user_text, self.inject)
         if self.learn:

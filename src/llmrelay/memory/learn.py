@@ -12,7 +12,11 @@ when the user's message is:
 - shorter than `min_words` (3) words with no digit, no first-person word and no
   capitalized word after the first;
 - a question with no first-person marker ("What is the capital of France?"):
-  asking about the world tells nothing about the user.
+  asking about the world tells nothing about the user;
+- a question about the user that states nothing ("What's my job?", "Do I have
+  a dog?"): every clause is a question (it ends with "?" or starts with a
+  question word) and none starts with a first-person subject ("I'm vegetarian,
+  what should I cook?" passes). Its answer is already in memory or unknown.
 
 "remember" / "don't forget" / "note that" always pass. With `embedder=` (a
 `llmrelay.memory.embed.Embedder`, or a callable `list[str] -> list[vector]`) a
@@ -20,16 +24,21 @@ message that passed the heuristics must also be at least `threshold` cosine
 -similar to one of `prototypes` (short personal statements).
 
 **Extraction**: one structured-output call through llmrelay itself
-(`client.complete(model, ..., output=Extraction)`, validated by pydantic) with a
-configurable fast model. The prompt carries the user's stored facts most similar
+(`client.complete(model, ..., output=Extraction)`, validated by pydantic) with
+`Learner.model` when set, else the model of the conversation the exchange came
+from (else `DEFAULT_EXTRACT_MODEL`). The prompt carries the user's stored facts most similar
 to the message (`store.similar_facts`), so the model can say which old fact a new
 one corrects.
 
 **Consolidation** (per extracted fact, against `store.similar_facts`):
 
-- duplicate: same normalized text (lowercase, no punctuation, no articles), or
-  word-set Jaccard >= `duplicate_jaccard` (0.9) -> the old fact is kept and
-  updated (importance = max, expiry from the new one), nothing new is added;
+- duplicate (`Learner.same_fact`): same normalized text (lowercase, no
+  punctuation, no articles); or, only when it is safe — the same numbers and
+  the same names in the same order, and the shared words in the same order —
+  word-set Jaccard >= `duplicate_jaccard` (0.9) or embedding cosine >=
+  `duplicate_cosine` (0.93). "Room code 1 2 3 4" and "Room code 4 3 2 1" are
+  two facts. -> the old fact is kept and updated (importance = max, expiry from
+  the new one), nothing new is added; every merge is counted in the stats;
 - contradiction, detected two cheap ways:
   1. the model marks it: `replaces: "<old fact text>"` (it saw the similar facts);
      the old fact found by normalized text / Jaccard >= `replaces_jaccard` (0.6)
@@ -78,16 +87,25 @@ SINGLE_VALUED = frozenset({
 })
 
 _WORD = re.compile(r"[\w']+", re.UNICODE)
+QUESTION_WORDS = frozenset(
+    "what what's whats who who's whom whose where where's when when's why how how's which do does did am is are "
+    "was were can could will would should shall have has had may might any".split())
+FIRST_PERSON_SUBJECTS = frozenset("i i'm im i've ive i'd i'll my we we're our".split())
+_SENTENCES = re.compile(r"[^.!?]+[.!?]*")
+_CLAUSES = re.compile(r"[,;:]|\b(?:and|but|so|because)\b", re.I)
+_NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _ARTICLES = frozenset({"the", "a", "an"})
 
 
 class LearnError(Exception):
-    """A stage of learning failed: `stage` is "gate", "extract" or "consolidate"."""
+    """A stage of learning failed: `stage` is "gate", "extract" or "consolidate"; `model`: the
+    extraction model, when known."""
 
-    def __init__(self, stage: str, message: str):
+    def __init__(self, stage: str, message: str, model: str | None = None):
         super().__init__(message)
         self.stage = stage
+        self.model = model
 
 
 # -- salience gate -----------------------------------------------------------------------------------
@@ -122,6 +140,8 @@ class SalienceGate:
             return "too short"
         if text.endswith("?") and not personal:
             return "impersonal question"
+        if personal and _only_questions(text):
+            return "question about the user"
         if self.embedder is not None:
             if self._proto_vectors is None:
                 self._proto_vectors = _embed(self.embedder, list(self.prototypes))
@@ -130,6 +150,22 @@ class SalienceGate:
             if best < self.threshold:
                 return f"not salient (similarity {best:.2f} < {self.threshold})"
         return None
+
+
+def _only_questions(text: str) -> bool:
+    """Every sentence is a question and no clause starts with a first-person subject."""
+    for sentence in _SENTENCES.findall(text):
+        sentence = sentence.strip()
+        if not sentence:
+            continue
+        first = (_WORD.findall(sentence.lower()) or [""])[0]
+        if not (sentence.endswith("?") or first in QUESTION_WORDS):
+            return False
+        for clause in _CLAUSES.split(sentence):
+            words = _WORD.findall((clause or "").lower())
+            if words and words[0] in FIRST_PERSON_SUBJECTS:
+                return False
+    return True
 
 
 # -- the extraction schema -----------------------------------------------------------------------
@@ -242,19 +278,21 @@ class LearnResult:
 class Learner:
     """The learning pipeline's configuration; `learn()` runs it once (on a worker thread)."""
 
-    model: str = DEFAULT_EXTRACT_MODEL
+    #: None: the conversation's model (else `DEFAULT_EXTRACT_MODEL`).
+    model: str | None = None
     gate: SalienceGate | None = field(default_factory=SalienceGate)
     #: Extra arguments for the extraction call (`max_tokens`, `temperature`, `retry`...).
     params: dict[str, Any] = field(default_factory=dict)
     known_facts: int = 8
     max_chars: int = 6000
     duplicate_jaccard: float = 0.9
+    duplicate_cosine: float = 0.93
     replaces_jaccard: float = 0.6
     single_valued: frozenset[str] = SINGLE_VALUED
     clock: Callable[[], float] = time.time
 
     def learn(self, memory: Memory, client: Any, user_id: str, user_text: str, reply: str,
-              source: str | None = None, generation: int | None = None) -> LearnResult:
+              source: str | None = None, generation: int | None = None, *, model: str | None = None) -> LearnResult:
         if self.gate is not None:
             try:
                 reason = self.gate.reason_to_skip(user_text)
@@ -267,7 +305,7 @@ class Learner:
             known = store.similar_facts(user_id, user_text, limit=self.known_facts) if self.known_facts else []
         except Exception as exc:
             raise LearnError("consolidate", f"reading similar facts failed: {type(exc).__name__}: {exc}") from exc
-        extraction = self.extract(client, user_text, reply, known)
+        extraction = self.extract(client, user_text, reply, known, model=model)
         if not extraction.facts and not extraction.entities and not extraction.relations:
             return LearnResult(skipped="nothing to remember")
         with memory.user_lock(user_id):
@@ -278,8 +316,11 @@ class Learner:
             except Exception as exc:
                 raise LearnError("consolidate", f"storing failed: {type(exc).__name__}: {exc}") from exc
 
-    def extract(self, client: Any, user_text: str, reply: str, known: Sequence[Fact] = ()) -> Any:
-        """The structured extraction call (raises `LearnError("extract")`)."""
+    def extract(self, client: Any, user_text: str, reply: str, known: Sequence[Fact] = (), *,
+                model: str | None = None) -> Any:
+        """The structured extraction call (raises `LearnError("extract")`) with `self.model`, else
+        `model` (the conversation's), else `DEFAULT_EXTRACT_MODEL`."""
+        model = self.model or model or DEFAULT_EXTRACT_MODEL
         Extraction = extraction_types()[0]
         lines = []
         if known:
@@ -292,9 +333,10 @@ class Learner:
                     {"role": "user", "content": "\n".join(lines)}]
         params = {"tags": {"llmrelay.memory": "extract"}, **self.params}
         try:
-            return client.complete(self.model, messages, output=Extraction, **params).output
+            return client.complete(model, messages, output=Extraction, **params).output
         except Exception as exc:
-            raise LearnError("extract", f"extraction with {self.model} failed: {type(exc).__name__}: {exc}") from exc
+            raise LearnError("extract", f"extraction with {model} failed: {type(exc).__name__}: {exc}",
+                             model) from exc
 
     def consolidate(self, store: Any, user_id: str, extraction: Any, source: str | None = None) -> LearnResult:
         result = LearnResult()
@@ -303,7 +345,7 @@ class Learner:
         for ef in extraction.facts:
             expires = now + ef.expires_in_days * 86400 if ef.expires_in_days else None
             similar = list(store.similar_facts(user_id, ef.text, limit=5))
-            dup = next((f for f in similar if self.same_fact(f.text, ef.text)), None)
+            dup = next((f for f in similar if self.same_fact(f.text, ef.text, _similarity(store, f, ef.text))), None)
             if dup is not None:
                 store.update_fact(user_id, dup.id, importance=max(dup.importance, ef.importance),
                                   expires_at=expires if expires is not None else dup.expires_at)
@@ -329,8 +371,14 @@ class Learner:
             result.relations = len(relations)
         return result
 
-    def same_fact(self, a: str, b: str) -> bool:
-        return normalize(a) == normalize(b) or jaccard(a, b) >= self.duplicate_jaccard
+    def same_fact(self, a: str, b: str, similarity: float | None = None) -> bool:
+        """Whether `b` says the same as the stored `a` (module docstring: merged only when safe)."""
+        if normalize(a) == normalize(b):
+            return True
+        if _signature(a) != _signature(b) or not _same_order(a, b):
+            return False
+        return jaccard(a, b) >= self.duplicate_jaccard or (
+            similarity is not None and similarity >= self.duplicate_cosine)
 
     def _replaced(self, store: Any, user_id: str, text: str, similar: list[Fact]) -> Fact | None:
         candidates = similar + [f for f in store.similar_facts(user_id, text, limit=5) if f.id not in {s.id for s in similar}]
@@ -357,6 +405,32 @@ class Learner:
                     store.supersede(user_id, s.fact_id, r.fact_id)
                     result.superseded.append((s.fact_id, r.fact_id))
                     done.add(s.fact_id)
+
+
+def _signature(text: str) -> tuple[list[str], list[str]]:
+    """The numbers and the names (capitalized words after the first), in order: what two facts must
+    share, exactly, to be merged by similarity."""
+    words = _WORD.findall(text)
+    names = [w.casefold() for w in words[1:] if w[:1].isupper() and w.casefold() not in _ARTICLES]
+    return _NUMBER.findall(text), names
+
+
+def _same_order(a: str, b: str) -> bool:
+    wa, wb = normalize(a).split(), normalize(b).split()
+    shared = set(wa) & set(wb)
+    return [w for w in dict.fromkeys(wa) if w in shared] == [w for w in dict.fromkeys(wb) if w in shared]
+
+
+def _similarity(store: Any, fact: Fact, text: str) -> float | None:
+    """Cosine of the two texts by the store's embedder (None without one, or if it fails)."""
+    embedder = getattr(store, "embedder", None)
+    if embedder is None:
+        return None
+    try:
+        va, vb = _embed(embedder, [fact.text, text])
+    except Exception:  # noqa: BLE001 - without a similarity, only the textual rules merge
+        return None
+    return cosine(va, vb)
 
 
 def _link(r: Any, ids: list[tuple[int, str]]) -> int | None:

@@ -20,12 +20,19 @@ the counts are the store's (SQLite/Postgres: 3, 8, 8 + up to 8 graph hits) unles
 last user message to the system prompt before the call (a "fast" search on the
 caller's thread: it adds the search's time to time to first token).
 
-Learning (`llmrelay.memory.learn`) runs on a background `Worker`: `flush()`
-waits for it, `close()` drains it (and closes the store when Memory created
-it), `stats` counts outcomes, `on_event` receives every `MemoryEvent`.
-`learn_on` lists the response statuses learned from (default ok and truncated:
-aborted and failed streams are not). `forget(user_id)` also voids that user's
-exchanges still queued, so nothing learned before it is written after it.
+Learning (`llmrelay.memory.learn`) runs on a background `Worker`: each exchange is
+first written to the store's `pending` table (`submit`), so nothing is lost to a
+burst, a crash or a missing `close()`; `flush()` waits for the worker, `close()`
+drains it (and closes the store when Memory created it), `stats` counts outcomes,
+`on_event` / `subscribe(fn)` receive every `MemoryEvent`. `learn_on` lists the
+response statuses learned from (default ok and truncated: aborted and failed
+streams are not). `forget(user_id)` also deletes that user's exchanges still
+pending, so nothing learned before it is written after it.
+
+Embeddings: by default (`embedder=AUTO`) the store uses the local all-MiniLM-L6-v2
+embedder when the `memory-local` extra and its weights are installed (hybrid
+search: paraphrases are found), else keyword search; `embedder=None` forces
+keyword-only search.
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import InvalidRequestError
 from ..messages import Message, TextPart
-from .learn import DEFAULT_EXTRACT_MODEL, LearnResult, Learner, SalienceGate
-from .types import Entity, Fact, Hit, MemoryStore, NewFact, Relation, Tier
-from .worker import Job, MemoryEvent, MemoryStats, Worker
+from .embed import AUTO
+from .learn import LearnError, LearnResult, Learner, SalienceGate, _similarity
+from .types import Entity, Fact, Hit, MemoryStore, NewFact, Relation, Tier, check_user
+from .types import PendingExchange
+from .worker import MemoryEvent, MemoryStats, Worker
 
 TIERS: tuple[str, ...] = ("fast", "balanced", "deep")
 TOOL_NAME = "search_memory"
@@ -52,6 +61,7 @@ TOOL_DESCRIPTION = (
 )
 INJECT_HEADER = "What you remember about the user from earlier conversations (may be outdated):"
 _STRIPES = 64
+_CLIENTS_KEPT = 1024
 
 
 def format_hits(hits: Sequence[Hit], *, dates: bool = True) -> str:
@@ -75,14 +85,20 @@ class Memory:
     """See the module docstring.
 
     - `store`: any `MemoryStore` (default: `SQLiteMemoryStore(path, embedder=embedder)`, created
-      on first use and closed by `close()`); `embedder` is the store's, for hybrid search.
-    - `extract_model` (default "openai:gpt-4o-mini"), `extract_params` (extra arguments of the
-      extraction call), `gate` (True: the default `SalienceGate`; False: none; or your own, e.g.
+      on first use and closed by `close()`); `embedder` is the store's, for hybrid search
+      (default `AUTO`: the local embedder when installed; None: keyword search only).
+    - `extract_model` (default None: the model of the conversation the exchange came from; "openai:
+      gpt-4o-mini" for `learn()` without one), `extract_params` (extra arguments of the extraction
+      call), `gate` (True: the default `SalienceGate`; False: none; or your own, e.g.
       `SalienceGate(embedder=...)`); or a whole `learner=Learner(...)` instead of these three.
     - `learn_on`: response statuses learned from; `inject`: memories put in the system prompt
       (0: off); `limits`: results per tier; `tool_name`: the tool's name.
-    - `queue_size`, `concurrency`, `on_event`: the background `Worker`.
-    - `client`: what `learn()` extracts through when not given one (default: the default client).
+    - `concurrency`, `on_event`, `retries`, `lease`, `curate_every` (seconds; None: curation only
+      when `curate()` is called), `curate_options`: the background `Worker`.
+    - `reminders`: the `schedule_task` tool and the delivery of due tasks ("system": as a system
+      message, "tool": as a tool result, None: off); see `llmrelay.memory.tasks`.
+    - `client`: what extraction goes through when the exchange did not come with one (a
+      `with_memory` client sets it); memory never builds a client of its own.
     """
 
     def __init__(
@@ -90,8 +106,8 @@ class Memory:
         store: MemoryStore | None = None,
         *,
         path: str = ":memory:",
-        embedder: Any = None,
-        extract_model: str = DEFAULT_EXTRACT_MODEL,
+        embedder: Any = AUTO,
+        extract_model: str | None = None,
         learner: Learner | None = None,
         gate: SalienceGate | None | bool = True,
         extract_params: dict[str, Any] | None = None,
@@ -99,11 +115,17 @@ class Memory:
         inject: int = 0,
         limits: dict[str, int] | None = None,
         tool_name: str = TOOL_NAME,
-        queue_size: int = 256,
         concurrency: int = 1,
         on_event: Callable[[MemoryEvent], Any] | None = None,
         client: Any = None,
+        retries: int = 0,
+        lease: float = 300.0,
+        curate_every: float | None = 3600.0,
+        curate_options: dict[str, Any] | None = None,
+        reminders: str | None = "system",
     ):
+        if reminders not in ("system", "tool", None):
+            raise ValueError(f"reminders must be 'system', 'tool' or None, got {reminders!r}")
         self._store = store
         self._owns_store = store is None
         self._path, self._embedder = path, embedder
@@ -118,7 +140,11 @@ class Memory:
         self.tool_name = tool_name
         #: The client extraction calls go through when the exchange did not come from one (`learn()`).
         self.client = client
-        self.worker = Worker(queue_size=queue_size, concurrency=concurrency, on_event=on_event)
+        self.reminders = reminders
+        self.curate_options: dict[str, Any] = dict(curate_options or {})
+        self.worker = Worker(self, concurrency=concurrency, on_event=on_event, retries=retries, lease=lease,
+                             curate_every=curate_every)
+        self._clients: dict[int, Any] = {}  # pending id -> the client of the call it came from (bounded)
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         self._generations: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -161,7 +187,9 @@ class Memory:
     def add_facts(self, user_id: str, facts: Iterable[NewFact | str], *, entities: Iterable[Entity | str] = (),
                   relations: Iterable[Relation | tuple[str, str, str]] = (), dedupe: bool = True) -> list[int]:
         """Store facts (and entities, relations) for the user; returns the fact ids in order.
-        `dedupe`: a fact with the same normalized text as an active one merges into it."""
+        `dedupe`: a fact saying the same as an active one merges into it (`Learner.same_fact`: facts
+        that differ in numbers, names or word order are kept). Counted in `stats` (facts_added,
+        facts_merged)."""
         _check_user(user_id)
         new = [NewFact(f) if isinstance(f, str) else f for f in facts]
         for f in new:
@@ -176,13 +204,14 @@ class Memory:
                 dup = None
                 if dedupe:
                     dup = next((s for s in store.similar_facts(user_id, f.text, limit=5)
-                                if self.learner.same_fact(s.text, f.text)), None)
+                                if self.learner.same_fact(s.text, f.text, _similarity(store, s, f.text))), None)
                 if dup is not None:
                     store.update_fact(user_id, dup.id, importance=max(dup.importance, f.importance),
                                       expires_at=f.expires_at if f.expires_at is not None else dup.expires_at)
                     ids.append(dup.id)
                 else:
                     ids.extend(store.add_facts(user_id, [f]))
+                self.worker.count(merged=dup is not None)
             if ents:
                 store.add_entities(user_id, ents)
             if rels:
@@ -213,13 +242,15 @@ class Memory:
             return self.store.forget(user_id)
 
     def curate(self, **options: Any) -> dict[str, int]:
-        """Expire, archive (see `MemoryStore.curate`)."""
-        return self.store.curate(**options)
+        """Expire, archive (see `MemoryStore.curate`; `curate_options` are the defaults). The worker
+        runs it every `curate_every` seconds."""
+        return self.store.curate(**{**self.curate_options, **options})
 
     def learn(self, user_id: str, user_text: str, reply: str = "", *, client: Any = None,
-              source: str | None = None) -> LearnResult:
+              source: str | None = None, model: str | None = None) -> LearnResult:
         """Run the whole learning pipeline now, on this thread (gate, extraction, consolidation)."""
-        return self.learner.learn(self, self._client(client), _check_user(user_id), user_text, reply, source)
+        return self.learner.learn(self, self._client(client), _check_user(user_id), user_text, reply, source,
+                                  model=model)
 
     async def asearch(self, user_id: str, query: str, tier: Tier = "balanced", *, limit: int | None = None) -> list[Hit]:
         return await asyncio.to_thread(self.search, user_id, query, tier, limit=limit)
@@ -271,19 +302,40 @@ class Memory:
         return [Message.system(text), *messages]
 
     # -- learning ------------------------------------------------------------------------------------------
-    def submit(self, user_id: str, user_text: str, reply: Callable[[], str] | str, *, client: Any = None,
-               correlation_id: str | None = None) -> bool:
-        """Queue an exchange for background learning (never blocks). `reply` may be a callable,
-        evaluated on the worker."""
-        generation = self.generation(user_id)
-        learner, extract_client = self.learner, client
+    def submit(self, user_id: str, user_text: str, reply: str, *, client: Any = None,
+               correlation_id: str | None = None, model: str | None = None) -> bool:
+        """Write an exchange to the store's pending table for background learning and wake the
+        worker (one small write; never raises). `model`: the conversation's model (extraction uses
+        it unless `extract_model` is set). False if the store could not be written ("dropped")."""
+        try:
+            _check_user(user_id)
+            pid = self.store.add_pending(user_id, user_text or "", reply or "", model=model, source=correlation_id,
+                                         origin=self.worker.origin)
+        except Exception as exc:  # noqa: BLE001 - the stream's caller never sees memory's failures
+            self.worker.dropped(user_id, exc, correlation_id)
+            return False
+        if client is not None and client is not self.client:
+            with self._lock:
+                self._clients[pid] = client
+                while len(self._clients) > _CLIENTS_KEPT:
+                    self._clients.pop(next(iter(self._clients)))
+        self.worker.submitted(pid)
+        return True
 
-        def run() -> LearnResult:
-            text = reply() if callable(reply) else reply
-            return learner.learn(self, self._client(extract_client), user_id, user_text, text,
-                                 correlation_id, generation)
+    def process(self, exchange: PendingExchange) -> LearnResult:
+        """Learn one pending exchange (the worker calls this; raises `LearnError`)."""
+        with self._lock:
+            client = self._clients.pop(exchange.id, None)
+        try:
+            client = self._client(client)
+        except InvalidRequestError as exc:
+            raise LearnError("extract", str(exc)) from exc
+        return self.learner.learn(self, client, exchange.user_id, exchange.user_text, exchange.reply,
+                                  exchange.source, self.generation(exchange.user_id), model=exchange.model)
 
-        return self.worker.submit(Job(user_id, run, correlation_id))
+    def subscribe(self, callback: Callable[[MemoryEvent], Any]) -> Callable[[], None]:
+        """Receive every `MemoryEvent` (learned, skipped, failed...); returns the unsubscribe function."""
+        return self.worker.subscribe(callback)
 
     def _client(self, client: Any) -> Any:
         if client is not None:
@@ -301,6 +353,11 @@ class Memory:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the exchanges queued so far are learned (or failed). False on timeout."""
         return self.worker.flush(timeout)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Learn every pending exchange in the store, also those other (e.g. crashed) processes left.
+        False on timeout."""
+        return self.worker.drain(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Drain the learning queue, stop the worker, close the store if this Memory created it."""
@@ -355,10 +412,7 @@ class UserMemory:
     list = list_facts
 
 
-def _check_user(user_id: Any) -> str:
-    if not isinstance(user_id, str) or not user_id:
-        raise ValueError(f"user_id must be a non-empty str, got {user_id!r}")
-    return user_id
+_check_user = check_user
 
 
 def with_memory(client: Any, user_id: str, memory: Memory | None = None, *, learn: bool = True,

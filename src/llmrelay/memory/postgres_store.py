@@ -26,12 +26,15 @@ reopened on the next operation.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from array import array
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from .embed import Embedder
+from .embed import AUTO, Embedder, resolve_embedder
+from .vecindex import VectorIndex, _numpy
 from .sqlbase import FACT_COLS, SQLMemoryStore
 from .types import Fact
 
@@ -58,6 +61,20 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "user_id TEXT NOT NULL, model TEXT NOT NULL, dims INTEGER NOT NULL, vector DOUBLE PRECISION[] NOT NULL)",
         "CREATE INDEX IF NOT EXISTS vectors_user ON vectors (user_id)",
     ]),
+    (2, [
+        "CREATE TABLE IF NOT EXISTS user_state (user_id TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS pending (id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, user_text TEXT NOT NULL, "
+        "reply TEXT NOT NULL, model TEXT, source TEXT, origin TEXT, created_at DOUBLE PRECISION NOT NULL, "
+        "claimed_by TEXT, claimed_until DOUBLE PRECISION NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX IF NOT EXISTS pending_user ON pending (user_id, id)",
+        "CREATE TABLE IF NOT EXISTS tasks (id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, text TEXT NOT NULL, "
+        "due_at DOUBLE PRECISION NOT NULL, created_at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
+        "done_at DOUBLE PRECISION, source TEXT)",
+        "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (user_id, status, due_at)",
+        # vectors as float32 bytes: read back in one buffer copy instead of parsing float8[] arrays
+        "ALTER TABLE vectors ADD COLUMN IF NOT EXISTS vec BYTEA",
+        "ALTER TABLE vectors ALTER COLUMN vector DROP NOT NULL",
+    ]),
 ]
 
 
@@ -70,15 +87,19 @@ def websearch_query(phrases: list[list[str]]) -> str:
 class PostgresMemoryStore(SQLMemoryStore):
     """`MemoryStore` on PostgreSQL. `dsn` is a libpq connection string or URL."""
 
-    def __init__(self, dsn: str, schema: str = "llmrelay_memory", embedder: Embedder | None = None, *,
-                 min_similarity: float = 0.2, connect_timeout: float = 10):
+    _vec_column = "vec"
+    _vec_select = "v.vec, v.vector"
+
+    def __init__(self, dsn: str, schema: str = "llmrelay_memory", embedder: Embedder | None | str = AUTO, *,
+                 min_similarity: float = 0.2, connect_timeout: float = 10, cache_bytes: int = 256 << 20):
         try:
             import psycopg  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("PostgresMemoryStore needs psycopg: pip install 'llmrelay[postgres]'") from exc
         self.dsn = dsn
         self.schema = schema
-        self.embedder = embedder
+        self.embedder = resolve_embedder(embedder)
+        self._vindex = VectorIndex(self._unpack, max_bytes=cache_bytes)
         self.min_similarity = min_similarity
         self.connect_timeout = connect_timeout
         self._lock = threading.RLock()
@@ -160,11 +181,18 @@ class PostgresMemoryStore(SQLMemoryStore):
             return []
         return [(self._fact(r), max(0.0, float(r[-1]))) for r in rows]
 
-    def _pack(self, vec: list[float]) -> list[float]:
-        return [float(x) for x in vec]
+    def _pack(self, vec: list[float]) -> bytes:
+        return array("f", [float(x) for x in vec]).tobytes()
 
-    def _unpack(self, raw: Any) -> list[float]:
-        return [float(x) for x in raw or ()]
+    def _unpack(self, raw: Any) -> Any:
+        if isinstance(raw, (list, tuple)):  # a float8[] row written before migration 2
+            return [float(x) for x in raw]
+        np = _numpy()
+        if np is not None:
+            return np.frombuffer(raw, dtype="<f4")
+        out = array("f")
+        out.frombytes(bytes(raw))
+        return [x if math.isfinite(x) else 0.0 for x in out]
 
     def close(self) -> None:
         with self._lock:

@@ -9,12 +9,15 @@ Ranking is documented on `SQLMemoryStore.search`. Every statement filters on
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 from typing import Any, Callable, Sequence
 
-from .embed import Embedder, cosine, embedder_name
-from .types import Entity, Fact, FactStatus, Hit, NewFact, Relation, Tier
+from .embed import Embedder, embedder_name
+from .types import Entity, Fact, FactStatus, Hit, NewFact, Relation, Tier, check_user
+from .pending import PendingMixin
+from .vecindex import VectorIndex
 
 log = logging.getLogger("llmrelay.memory")
 
@@ -74,13 +77,15 @@ def rrf(*rankings: Sequence[int]) -> dict[int, float]:
     return fused
 
 
-def _check_user(user_id: str) -> str:
-    if not isinstance(user_id, str) or not user_id:
-        raise ValueError("user_id must be a non-empty string")
-    return user_id
+_check_user = check_user
 
 
-class SQLMemoryStore:
+def clean_text(text: str) -> str:
+    """Stored text: stripped, without NUL characters (PostgreSQL text cannot hold them)."""
+    return text.replace("\x00", "").strip()
+
+
+class SQLMemoryStore(PendingMixin):
     """What SQLite and Postgres share. A backend implements `_tx` (a transaction yielding
     `q(sql, params) -> rows` and `run(sql, params) -> rowcount`, with `?` placeholders),
     `_text_search`, `_pack`/`_unpack` (vectors) and `_tables`."""
@@ -88,7 +93,10 @@ class SQLMemoryStore:
     embedder: Embedder | None = None
     min_similarity: float = 0.2
 
-    _tables: tuple[str, ...] = ("relations", "entities", "vectors", "facts")
+    _tables: tuple[str, ...] = ("relations", "entities", "vectors", "facts", "user_state", "pending", "tasks")
+    _vindex: VectorIndex
+    _vec_column = "vector"  # where a vector is written; read from `_vec_select` (the last non-null column)
+    _vec_select = "v.vector"
     # Backend hooks: _tx(), _text_search(q, user_id, phrases, now, n) -> [(Fact, relevance >= 0)] for
     # active facts matching any phrase (a list of words), best first; _pack(vec) / _unpack(raw).
     _tx: Callable[[], Any]
@@ -97,6 +105,16 @@ class SQLMemoryStore:
     _unpack: Callable[[Any], list[float]]
 
     # -- writing ---------------------------------------------------------------
+    def _bump(self, q: Any, user_id: str) -> None:
+        """A new version of the user's searchable vectors (see `llmrelay.memory.vecindex`). A new row
+        starts at a random version, so a cache of a forgotten user never matches its next life."""
+        q("INSERT INTO user_state (user_id, version) VALUES (?, ?) ON CONFLICT (user_id) "
+          "DO UPDATE SET version = user_state.version + 1", (user_id, random.getrandbits(52)))
+
+    def _version(self, q: Any, user_id: str) -> int:
+        rows = q("SELECT version FROM user_state WHERE user_id = ?", (user_id,))
+        return int(rows[0][0]) if rows else -1
+
     def _embed(self, texts: list[str]) -> list[list[float]] | None:
         if self.embedder is None or not texts:
             return None
@@ -110,14 +128,15 @@ class SQLMemoryStore:
         if not vectors or self.embedder is None:
             return
         name = embedder_name(self.embedder)
+        self._bump(q, user_id)
         for fid, vec in zip(ids, vectors):
             q("DELETE FROM vectors WHERE user_id = ? AND fact_id = ?", (user_id, fid))
-            q("INSERT INTO vectors (fact_id, user_id, model, dims, vector) VALUES (?, ?, ?, ?, ?)",
+            q(f"INSERT INTO vectors (fact_id, user_id, model, dims, {self._vec_column}) VALUES (?, ?, ?, ?, ?)",
               (fid, user_id, name, len(vec), self._pack(vec)))
 
     def add_facts(self, user_id: str, facts: Sequence[NewFact]) -> list[int]:
         _check_user(user_id)
-        facts = [f for f in facts if f.text and f.text.strip()]
+        facts = [f for f in facts if f.text and clean_text(f.text)]
         vectors = self._embed([f.text for f in facts])
         now = time.time()
         ids: list[int] = []
@@ -126,7 +145,7 @@ class SQLMemoryStore:
                 imp = min(1.0, max(0.0, float(f.importance)))
                 rows = q("INSERT INTO facts (user_id, text, importance, created_at, updated_at, expires_at, source) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                         (user_id, f.text.strip(), imp, now, now, f.expires_at, f.source))
+                         (user_id, clean_text(f.text), imp, now, now, f.expires_at, f.source))
                 ids.append(int(rows[0][0]))
             self._store_vectors(q, user_id, ids, vectors)
         return ids
@@ -187,12 +206,15 @@ class SQLMemoryStore:
                        n: int) -> list[tuple[Fact, float]]:
         if self.embedder is None or not query:
             return []
-        rows = q("SELECT v.fact_id, v.vector FROM vectors v JOIN facts f ON f.id = v.fact_id "
-                 "WHERE v.user_id = ? AND f.user_id = ? AND v.model = ? AND v.dims = ? AND "
-                 "f.status = 'active' AND (f.expires_at IS NULL OR f.expires_at > ?)",
-                 (user_id, user_id, embedder_name(self.embedder), len(query), now))
-        scored = [(int(fid), cosine(query, self._unpack(raw))) for fid, raw in rows]
-        scored = sorted((s for s in scored if s[1] >= self.min_similarity), key=lambda s: -s[1])[:n]
+        model = embedder_name(self.embedder)
+
+        def load() -> list[tuple[int, Any]]:  # every active vector (expiry is checked on the hits)
+            rows = q(f"SELECT v.fact_id, {self._vec_select} FROM vectors v JOIN facts f ON f.id = v.fact_id "
+                     "WHERE v.user_id = ? AND f.user_id = ? AND v.model = ? AND v.dims = ? AND "
+                     "f.status = 'active'", (user_id, user_id, model, len(query)))
+            return [(r[0], r[1] if r[1] is not None else r[-1]) for r in rows]
+
+        scored = self._vindex.search(user_id, model, query, self._version(q, user_id), load, n, self.min_similarity)
         facts = self._facts_by_id(q, user_id, [fid for fid, _ in scored], now)
         return [(facts[fid], sim) for fid, sim in scored if fid in facts]
 
@@ -336,6 +358,7 @@ class SQLMemoryStore:
             if not run("UPDATE facts SET status = 'superseded', superseded_by = ?, updated_at = ? "
                        "WHERE user_id = ? AND id = ?", (new_id, time.time(), user_id, old_id)):
                 raise KeyError(f"no fact {old_id} for this user")
+            self._bump(q, user_id)
 
     def update_fact(self, user_id: str, fact_id: int, *, text: str | None = None,
                     importance: float | None = None, expires_at: float | None = None) -> None:
@@ -343,19 +366,21 @@ class SQLMemoryStore:
         _check_user(user_id)
         sets: list[str] = ["updated_at = ?"]
         args: list[Any] = [time.time()]
-        if text is not None and text.strip():
-            sets.append("text = ?"), args.append(text.strip())
+        text = clean_text(text) if text is not None else None
+        if text:
+            sets.append("text = ?"), args.append(text)
         if importance is not None:
             sets.append("importance = ?"), args.append(min(1.0, max(0.0, float(importance))))
         if expires_at is not None:
             sets.append("expires_at = ?"), args.append(expires_at)
-        vectors = self._embed([text.strip()]) if text is not None and text.strip() else None
+        vectors = self._embed([text]) if text else None
         with self._tx() as (q, run):
             if not run(f"UPDATE facts SET {', '.join(sets)} WHERE user_id = ? AND id = ?",
                        (*args, user_id, fact_id)):
                 raise KeyError(f"no fact {fact_id} for this user")
-            if text is not None and text.strip():
+            if text:
                 q("DELETE FROM vectors WHERE user_id = ? AND fact_id = ?", (user_id, fact_id))
+                self._bump(q, user_id)
                 self._store_vectors(q, user_id, [fact_id], vectors)
 
     def curate(self, *, now: float | None = None, stale_after: float = 90 * 86400,
@@ -377,6 +402,8 @@ class SQLMemoryStore:
             archived = run(f"UPDATE facts SET status = 'archived', updated_at = ? WHERE {scope}status = 'active' "
                            f"AND importance < ? AND COALESCE(last_accessed_at, updated_at) < ? AND updated_at < ?",
                            (now, *arg, archive_below, cutoff, cutoff))
+            if expired > 0 or archived > 0:  # searchable vectors changed: every cached matrix is stale
+                run(f"UPDATE user_state SET version = version + 1{' WHERE user_id = ?' if user_id else ''}", arg)
         return {"expired": max(0, expired), "archived": max(0, archived)}
 
     def forget(self, user_id: str) -> int:

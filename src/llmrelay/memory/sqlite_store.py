@@ -29,8 +29,9 @@ from array import array
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from .embed import Embedder
+from .embed import AUTO, Embedder, resolve_embedder
 from .types import Fact
+from .vecindex import VectorIndex, _numpy
 
 from .sqlbase import FACT_COLS, TIER_LIMITS, SQLMemoryStore, blend, log, query_terms, rrf  # noqa: F401
 
@@ -62,23 +63,55 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "user_id TEXT NOT NULL, model TEXT NOT NULL, dims INTEGER NOT NULL, vector BLOB NOT NULL)",
         "CREATE INDEX IF NOT EXISTS vectors_user ON vectors (user_id)",
     ]),
+    # The FTS index gets an indexed per-user key (`u` + hex of the user id, one token), so a text query
+    # is restricted to the user inside the index (`ukey : ... AND (...)`), before any ranking;
+    # pending exchanges, tasks, and the per-user version of searchable vectors.
+    (2, [
+        "DROP TRIGGER IF EXISTS facts_fts_ins", "DROP TRIGGER IF EXISTS facts_fts_del",
+        "DROP TRIGGER IF EXISTS facts_fts_upd", "DROP TABLE IF EXISTS facts_fts",
+        "CREATE VIRTUAL TABLE facts_fts USING fts5(text, ukey, user_id UNINDEXED, "
+        "tokenize = 'porter unicode61 remove_diacritics 2')",
+        "INSERT INTO facts_fts (rowid, text, ukey, user_id) SELECT id, text, 'u' || hex(user_id), user_id FROM facts",
+        "CREATE TRIGGER facts_fts_ins AFTER INSERT ON facts BEGIN "
+        "INSERT INTO facts_fts (rowid, text, ukey, user_id) VALUES (new.id, new.text, 'u' || hex(new.user_id), "
+        "new.user_id); END",
+        "CREATE TRIGGER facts_fts_del AFTER DELETE ON facts BEGIN DELETE FROM facts_fts WHERE rowid = old.id; END",
+        "CREATE TRIGGER facts_fts_upd AFTER UPDATE OF text ON facts BEGIN "
+        "UPDATE facts_fts SET text = new.text WHERE rowid = old.id; END",
+        "CREATE TABLE IF NOT EXISTS user_state (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, "
+        "user_text TEXT NOT NULL, reply TEXT NOT NULL, model TEXT, source TEXT, origin TEXT, created_at REAL NOT NULL, "
+        "claimed_by TEXT, claimed_until REAL NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX IF NOT EXISTS pending_user ON pending (user_id, id)",
+        "CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, "
+        "text TEXT NOT NULL, due_at REAL NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
+        "done_at REAL, source TEXT)",
+        "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (user_id, status, due_at)",
+    ]),
 ]
 
 
-def fts_query(phrases: list[list[str]]) -> str:
-    """An FTS5 MATCH string: each phrase double-quoted (quotes doubled), OR-ed."""
+def fts_query(phrases: list[list[str]], user_id: str | None = None) -> str:
+    """An FTS5 MATCH string: each phrase double-quoted (quotes doubled), OR-ed, in the `text` column;
+    with `user_id`, AND-ed with the user's key (see migration 2)."""
     parts = [" ".join(t.replace('"', '""') for t in p) for p in phrases if p]
-    return " OR ".join(f'"{p}"' for p in parts)
+    text = " OR ".join(f'"{p}"' for p in parts)
+    if not text or user_id is None:
+        return text
+    return f'ukey : "u{user_id.encode().hex().upper()}" AND text : ({text})'
+
 
 
 class SQLiteMemoryStore(SQLMemoryStore):
     """`MemoryStore` on SQLite. `path` is a file or ":memory:"; `embedder` enables hybrid search."""
 
-    _tables = ("relations", "entities", "vectors", "facts", "facts_fts")
+    _tables = ("relations", "entities", "vectors", "facts", "facts_fts", "user_state", "pending", "tasks")
 
-    def __init__(self, path: str = ":memory:", embedder: Embedder | None = None, *, min_similarity: float = 0.2):
+    def __init__(self, path: str = ":memory:", embedder: Embedder | None | str = AUTO, *,
+                 min_similarity: float = 0.2, cache_bytes: int = 256 << 20):
         self.path = str(path)
-        self.embedder = embedder
+        self.embedder = resolve_embedder(embedder)
+        self._vindex = VectorIndex(self._unpack, max_bytes=cache_bytes)
         self.min_similarity = min_similarity
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -120,12 +153,12 @@ class SQLiteMemoryStore(SQLMemoryStore):
 
     def _text_search(self, q: Any, user_id: str, phrases: list[list[str]], now: float,
                      n: int) -> list[tuple[Fact, float]]:
-        match = fts_query(phrases)
+        match = fts_query(phrases, user_id)
         if not match:
             return []
         cols = ", ".join(f"f.{c.strip()}" for c in FACT_COLS.split(","))
         try:
-            rows = q(f"SELECT {cols}, bm25(facts_fts) AS rank FROM facts_fts JOIN facts f ON f.id = facts_fts.rowid "
+            rows = q(f"SELECT {cols}, bm25(facts_fts, 1.0, 0.0) AS rank FROM facts_fts JOIN facts f ON f.id = facts_fts.rowid "
                      f"WHERE facts_fts MATCH ? AND facts_fts.user_id = ? AND f.user_id = ? AND f.status = 'active' "
                      f"AND (f.expires_at IS NULL OR f.expires_at > ?) ORDER BY rank LIMIT ?",
                      (match, user_id, user_id, now, n))
@@ -137,7 +170,10 @@ class SQLiteMemoryStore(SQLMemoryStore):
     def _pack(self, vec: list[float]) -> bytes:
         return array("f", vec).tobytes()
 
-    def _unpack(self, raw: bytes) -> list[float]:
+    def _unpack(self, raw: bytes) -> Any:
+        np = _numpy()
+        if np is not None:
+            return np.frombuffer(raw, dtype="<f4")
         out = array("f")
         out.frombytes(raw)
         return [x if math.isfinite(x) else 0.0 for x in out]

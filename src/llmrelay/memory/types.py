@@ -8,10 +8,22 @@ Postgres (many processes), both behind `MemoryStore`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence
+
+from ..errors import InvalidRequestError
 
 Tier = Literal["fast", "balanced", "deep"]
 FactStatus = Literal["active", "archived", "superseded", "expired"]
+
+
+def check_user(user_id: Any, field: str = "user_id") -> str:
+    """A valid user id, or `InvalidRequestError` naming the field (before anything is read or written):
+    a non-empty str without NUL characters (PostgreSQL text cannot hold them)."""
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidRequestError(f"{field} must be a non-empty str, got {user_id!r}")
+    if "\x00" in user_id:
+        raise InvalidRequestError(f"{field} must not contain NUL characters, got {user_id!r}")
+    return user_id
 
 
 @dataclass(slots=True)
@@ -69,6 +81,36 @@ class Hit:
     score: float
     via: str = "text"
     related: list[Relation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Task:
+    """Something the model scheduled for the user (`schedule_task`): offered to the model at the start
+    of the user's first conversation after `due_at`, then "done"."""
+
+    id: int
+    user_id: str
+    text: str
+    due_at: float
+    created_at: float
+    status: str = "pending"
+    done_at: float | None = None
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class PendingExchange:
+    """An exchange written to the store, waiting to be learned (see `llmrelay.memory.pending`)."""
+
+    id: int
+    user_id: str
+    user_text: str
+    reply: str
+    model: str | None
+    source: str | None
+    origin: str | None
+    created_at: float
+    attempts: int
 
 
 class MemoryStore(Protocol):

@@ -12,7 +12,10 @@ OpenTelemetry tracing (`llmrelay.observability.tracing`) are hooks too.
             print(response.status, response.usage.output_tokens)
 
 One `CallContext` (one `correlation_id`) spans a whole logical call: every
-tool round, retry and fallback attempt. Each model request is a *turn*:
+tool round, retry and fallback attempt. The caller may give its own
+`correlation_id=` (a request id) and `conversation_id=` (a chat thread) per
+call; an id is generated only for a correlation id not given, never for a
+conversation. Each model request is a *turn*:
 `on_turn_start` and `on_turn_end` come in pairs for every outcome, including
 errors and an early `close()` (status "aborted"). Nothing is called per chunk;
 `on_first_token` is called once per turn.
@@ -50,7 +53,8 @@ DEFAULT_CLIENT_HOOKS: list["Hooks"] = []
 class CallContext:
     """One logical call: what `stream()` / `complete()` was asked to do."""
 
-    correlation_id: str = field(default_factory=lambda: os.urandom(16).hex())  # 128 random bits, like uuid4
+    #: The caller's `correlation_id=`, else a generated one (128 random bits, like uuid4).
+    correlation_id: str = field(default_factory=lambda: os.urandom(16).hex())
     #: Caller-supplied labels (`tags={"user": "alice"}`).
     tags: dict[str, Any] = field(default_factory=dict)
     #: The model argument as given (a string, a list or a Router).
@@ -59,6 +63,10 @@ class CallContext:
     started_at: float = field(default_factory=time.time)
     stream: bool = True
     turns: int = 0
+    #: The caller's `conversation_id=` (never generated: None when not given).
+    conversation_id: str | None = None
+    #: True when `correlation_id` came from the caller.
+    correlation_given: bool = False
 
 
 class Hooks:
