@@ -22,14 +22,34 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..providers import Provider
+from ..providers import Provider, env_names
 
-__all__ = ["resolve", "AWSAuth", "AzureAuth", "GoogleAuth"]
+__all__ = ["resolve", "AWSAuth", "AzureAuth", "GoogleAuth", "URL_FORMS", "ALSO_READ"]
+
+#: Where each cloud's requests go (for the README's provider table and `llmrelay models`).
+URL_FORMS = {
+    "azure": "`{AZURE_OPENAI_ENDPOINT}/openai/deployments/{model}/...?api-version=` or `.../openai/v1/...`",
+    "aws": "`https://bedrock-runtime.{region}.amazonaws.com`",
+    "google": "`https://{location}-aiplatform.googleapis.com/v1` (`global`: `aiplatform.googleapis.com`)",
+}
+#: The other variables each cloud reads (besides its credential and base URL variables).
+ALSO_READ = {
+    "azure": "`OPENAI_API_VERSION` (deployments form; unset: the v1 API); azure-identity's `DefaultAzureCredential` chain",
+    "aws": "`AWS_REGION`, `AWS_DEFAULT_REGION`, `AWS_SESSION_TOKEN`; botocore's chain (`~/.aws/config`, "
+           "`~/.aws/credentials`, SSO, roles)",
+    "google": "`GOOGLE_CLOUD_PROJECT`, `GCLOUD_PROJECT`, `GOOGLE_CLOUD_LOCATION`, `GOOGLE_CLOUD_REGION`; "
+              "Application Default Credentials",
+}
 
 
 def resolve(provider: Provider, model: str, explicit_key: Any, explicit_base: str | None,
             env: Mapping[str, str]) -> tuple[str, Any]:
     """(base URL, auth object) for a cloud provider; raises `MissingCredentialsError` naming every way."""
+    if not explicit_base:  # the provider's base URL variables, as for every provider
+        for name in provider.base_url_env + env_names(provider, ("_BASE_URL", "_API_BASE")):
+            if env.get(name):
+                explicit_base = env[name]
+                break
     if provider.cloud == "aws":
         from .aws import resolve as r
     elif provider.cloud == "azure":

@@ -133,13 +133,13 @@ def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
             raise MissingCredentialsError(provider.name, provider.key_env, WAYS)
     if not region and explicit_base:
         region = _region_of(explicit_base)
-    if not region and bearer is not None and (explicit_base or env.get("BEDROCK_BASE_URL")):
+    if not region and bearer is not None and explicit_base:
         region = "us-east-1"  # a bearer key on a given endpoint: the region is not part of the auth
     if not region:
         raise MissingCredentialsError(provider.name, ("AWS_REGION", "AWS_DEFAULT_REGION"), [
             "set AWS_REGION (or AWS_DEFAULT_REGION), e.g. us-east-1", "pass api_key=llmrelay.cloud.AWSAuth(region=...)",
             "set region in the profile of ~/.aws/config"])
-    base = explicit_base or env.get("BEDROCK_BASE_URL") or f"https://bedrock-runtime.{region}.amazonaws.com"
+    base = explicit_base or f"https://bedrock-runtime.{region}.amazonaws.com"
     return base.rstrip("/"), BedrockAuth(region, credentials, bearer)
 
 

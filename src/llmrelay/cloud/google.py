@@ -136,7 +136,7 @@ def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
         raise MissingCredentialsError(provider.name, ("GOOGLE_CLOUD_PROJECT",), [
             "set GOOGLE_CLOUD_PROJECT", "pass api_key=llmrelay.cloud.GoogleAuth(project=...)",
             "use Application Default Credentials that name a project (gcloud config set project ...)"])
-    root = explicit_base or env.get("VERTEX_BASE_URL") or f"https://{host_for(location)}/v1"
+    root = explicit_base or f"https://{host_for(location)}/v1"
     return root.rstrip("/"), VertexAuth(root, project, location, token)
 
 
