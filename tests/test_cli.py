@@ -2,7 +2,8 @@
 against a `ReplayServer` on 127.0.0.1. Never touches the network.
 
 `chat` logs by default: every test here points `LLMRELAY_LOG_DIR` (and `XDG_DATA_HOME`)
-at its own temporary directory, so nothing is ever written to the user's log file."""
+at its own temporary directory, so nothing is ever written to the user's log file, and
+`LLMRELAY_CONFIG_DIR` at another, so the user's default model, aliases and keys stay out."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def log_db(tmp_path, monkeypatch) -> Path:
     """The default log file of every command a test runs: in the test's own directory."""
     monkeypatch.setenv("LLMRELAY_LOG_DIR", str(tmp_path / "logdir"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("LLMRELAY_CONFIG_DIR", str(tmp_path / "config"))  # no default model, alias or stored key
     monkeypatch.delenv("LLMRELAY_LOG", raising=False)
     monkeypatch.delenv("LLMRELAY_LOG_FILES", raising=False)
     return tmp_path / "logdir" / "logs.db"
@@ -257,10 +259,13 @@ def test_chat_logs_by_default_and_continue_sends_the_whole_conversation(server, 
         {"role": "assistant", "content": FULL_TEXT},
         {"role": "user", "content": "And tomorrow?"},
     ]
-    assert f"continuing call {row['correlation_id']}" in r.stderr
+    assert f"from call {row['correlation_id']}" in r.stderr
+    conversation = row["conversation_id"]
+    assert f"continuing conversation {conversation} " in r.stderr
     assert f"logged to {log_db}" in r.stderr
     rows = logged(log_db)
     assert len(rows) == 2 and rows[1]["request_messages"] == second["messages"]
+    assert rows[1]["conversation_id"] == conversation  # -c goes on in the same conversation
 
 
 def test_continue_after_ctrl_c_continues_the_partial_answer(server, log_db):

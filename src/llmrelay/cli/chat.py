@@ -1,37 +1,51 @@
-"""`llmrelay chat`: stream one answer, log it, continue the last logged conversation.
+"""`llmrelay chat`: stream an answer, log it, continue any logged conversation.
 
     llmrelay chat "Explain SSE in two lines" -m openai:gpt-4o-mini
-    llmrelay chat -c "Shorter, please"           # same model, the whole conversation so far
+    llmrelay chat                                  # on a terminal: an interactive session (cli/repl.py)
+    llmrelay chat -c "Shorter, please"             # same model, the whole conversation so far
+    llmrelay chat --cid 3f2a9c "And in French?"    # continue any logged conversation
+    llmrelay chat "What is this?" -a photo.jpg     # attachments and --schema: cli/inputs.py
     llmrelay chat "Hi" -m ollama:gemma3:1b --no-log
 
 Logging is on by default (as in simonw/llm): every chat is a row in
-`llmrelay.logs` (`LLMRELAY_LOG` if set, else the default SQLite file), which is
-what `-c` reads back and `llmrelay logs` shows. An interrupted answer (Ctrl-C)
-is kept on screen and logged with status "aborted".
+`llmrelay.logs` (`LLMRELAY_LOG` if set, else the default SQLite file), tagged
+with its conversation id, which is what `-c`/`--cid` read back and `llmrelay
+logs` shows (see `cli/conversation.py`). An interrupted answer (Ctrl-C) is kept
+on screen and logged with status "aborted". Without `-m`: the default model
+(`llmrelay models default`); aliases and stored keys come from `cli/config.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-import warnings
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, _err, describe_error, parse_options
+from .conversation import (
+    NOTHING_TO_CONTINUE,
+    NothingToContinue,
+    _ignore_sigint,
+    _restore_sigint,
+    conversation_id_of,
+    flush_log,
+    last_conversation,
+    log_target,
+    new_conversation_id,
+    open_log,
+    read_target,
+    with_system,
+)
 from ..errors import (
     APIError,
     InvalidRequestError,
     MissingAPIKeyError,
+    OutputRefusedError,
+    OutputValidationError,
     UnknownProviderError,
     UnsupportedParameterError,
 )
-
-#: Seconds the command waits, at the end, for its log rows to be written.
-FLUSH_TIMEOUT = 3.0
-
-NOTHING_TO_CONTINUE = "llmrelay: error: nothing to continue: "
 
 
 def epilog() -> str:
@@ -47,24 +61,36 @@ logging (on by default):
   --no-log (or LLMRELAY_LOG=0, which --log overrides) skips it. An answer cut
   by Ctrl-C is kept and logged as "aborted". Read the logs: `llmrelay logs list`.
 
-continue (-c):
-  Sends the most recent logged conversation (its request messages and the
-  answer, partial if it was interrupted) followed by the new prompt; -m
-  defaults to that conversation's model, -s replaces its system prompt. With
-  nothing logged it exits 1: "llmrelay: error: nothing to continue: ...".
-  Every chat has a conversation id: --conversation-id, else the continued
-  conversation's, else a new one; `llmrelay logs list --conversation ID`
-  shows its rows.
+interactive (no prompt, on a terminal):
+  A multi-turn session: each answer streams, then "> " asks for the next turn;
+  every turn is logged to the same conversation. !multi starts multi-line input
+  (ended by !end), Ctrl-C stops the current answer and keeps the session,
+  Ctrl-D or "exit" leaves. -c/--cid start from a logged conversation.
+
+continue (-c, --cid ID):
+  Sends the most recent logged conversation (-c), or the conversation ID (an
+  id or a prefix of one, as `-v` and the interactive banner print it; a call's
+  correlation id works too), then the new prompt; -m defaults to that
+  conversation's model, -s replaces its system prompt. With nothing logged it
+  exits 1: "llmrelay: error: nothing to continue: ...". Every chat has a
+  conversation id: --conversation-id, else the continued conversation's, else
+  a new one; `llmrelay logs list --conversation ID` shows its rows.
+
+model, keys:
+  -m defaults to `llmrelay models default`; aliases from `llmrelay aliases set`
+  work wherever a model goes. A key stored with `llmrelay keys set` is used when
+  none of the provider's env vars is set; --key wins over both.
 
 exit status: 0 ok, 1 error (the partial answer is printed and logged),
 2 usage (bad model, missing key, empty prompt), 130 interrupted."""
 
 
 def add_arguments(chat: argparse.ArgumentParser) -> None:
-    chat.add_argument("prompt", nargs="?", help="the prompt; read from stdin when absent or '-'")
+    chat.add_argument("prompt", nargs="?",
+                      help="the prompt; '-' or absent: read from stdin (absent on a terminal: an interactive session)")
     chat.add_argument("-m", "--model",
-                      help="provider:model, e.g. openai:gpt-4o-mini (see `llmrelay models`); "
-                      "with -c: the conversation's model by default")
+                      help="provider:model or an alias, e.g. openai:gpt-4o-mini (see `llmrelay models`); default: "
+                      "`llmrelay models default`, or with -c/--cid the conversation's model")
     chat.add_argument("-s", "--system", help="system prompt")
     chat.add_argument(
         "-o", "--option", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
@@ -81,10 +107,18 @@ def add_arguments(chat: argparse.ArgumentParser) -> None:
                       help="say where the cost came from (or why there is none) and where the call was logged")
     chat.add_argument("-c", "--continue", dest="cont", action="store_true",
                       help="continue the most recent logged conversation (and keep its conversation id)")
+    chat.add_argument("--cid", dest="cid", metavar="ID",
+                      help="continue the logged conversation ID (or a prefix of it; a call's correlation id works too)")
     chat.add_argument("--conversation-id", metavar="ID",
                       help="your conversation id (logs, hooks, traces); default: the continued one, or a new id")
     chat.add_argument("--correlation-id", metavar="ID",
-                      help="your request id for this call (logs, hooks, traces); default: a generated id")
+                      help="your request id for this call (logs, hooks, traces; the first turn of a session); "
+                      "default: a generated id")
+    chat.add_argument("-a", "--attachment", action="append", default=[], metavar="FILE|URL",
+                      help="attach an image (repeatable); a URL is downloaded first for providers that need inline data")
+    chat.add_argument("--schema", metavar="SCHEMA",
+                      help="structured output: a JSON schema (inline or a file) or the concise "
+                      "'name, age int, bio: description' syntax; prints the validated JSON")
     chat.add_argument("--db", metavar="PATH",
                       help="the log store (SQLite path or postgresql:// DSN) that -c reads and the call is logged to")
     where = chat.add_mutually_exclusive_group()
@@ -93,152 +127,31 @@ def add_arguments(chat: argparse.ArgumentParser) -> None:
     where.add_argument("--no-log", action="store_true", help="do not log this call")
 
 
-# -- where the logs are ----------------------------------------------------------------------
+# -- one chat: its settings, history and client ----------------------------------------------
 
 
-def read_target(args: argparse.Namespace) -> str | None:
-    """The store named on the command line; None: `LLMRELAY_LOG`, else the default path."""
-    return args.db or (args.log if isinstance(args.log, str) else None)
+@dataclass
+class Chat:
+    """What every turn of a chat shares: the client, model, options and the conversation so far."""
+
+    args: argparse.Namespace
+    client: Any
+    hook: Any
+    model: str
+    options: dict[str, Any]
+    messages: list[Any] = field(default_factory=list)
+    conversation_id: str = ""
+    schema: dict[str, Any] | None = None
+    #: The last turn's response (None before the first): what -v reports as logged.
+    last_response: Any = None
 
 
-def log_target(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str | None:
-    """Where this chat is logged (a SQLite path or a DSN), or None for not at all."""
-    from ..logs import _OFF, _ON, ENV_VAR, default_path
+class UsageProblem(Exception):
+    """A configuration or usage error found before any request (exit 2, or 1 for nothing to continue)."""
 
-    env = os.environ if env is None else env
-    if args.no_log:
-        return None
-    explicit = read_target(args)
-    if explicit:
-        return explicit
-    raw = (env.get(ENV_VAR) or "").strip()
-    if raw and raw.lower() in _OFF and args.log is None:
-        return None  # LLMRELAY_LOG=0 turns the default off; --log turns it back on
-    if not raw or raw.lower() in _ON + _OFF:
-        return default_path(env)
-    return raw
-
-
-def open_log(target: str | None) -> Any:
-    """The `LogHook` writing to `target` (shared per store), its library warnings replaced by ours."""
-    if target is None:
-        return None
-    from ..logs import hook_from
-    from ..logs.writer import LogStoreWarning
-
-    warnings.filterwarnings("ignore", category=LogStoreWarning)  # reported once, below, after the answer
-    return hook_from(target)
-
-
-def flush_log(hook: Any, response: Any, verbose: bool) -> None:
-    if hook is None:
-        return
-    old = _ignore_sigint()
-    try:
-        done = hook.flush(FLUSH_TIMEOUT)
-    finally:
-        _restore_sigint(old)
-    where = hook.store.describe()
-    if not done:
-        _err(f"llmrelay: warning: the log store {where} did not answer in {FLUSH_TIMEOUT:.0f} s; "
-             "this call may not be logged")
-    elif hook.stats.lost:
-        _err(f"llmrelay: warning: this call was not logged: {hook.stats.last_error}")
-    elif verbose and response is not None and response.correlation_id:
-        cid = response.correlation_id
-        _err(f"logged to {where} as call {cid} (`llmrelay logs show {cid[:12]}`)")
-
-
-# -- continuing a conversation ---------------------------------------------------------------
-
-
-class NothingToContinue(Exception):
-    pass
-
-
-def last_conversation(target: str | None) -> tuple[list[dict[str, Any]], str | None, dict[str, Any]]:
-    """(messages, model, row) of the most recent logged request: its request messages, then its answer."""
-    from ..logs import open_store
-
-    store = open_store(target)
-    where = store.describe()
-    try:
-        store.open(create=False)
-        rows = store.recent(1)
-    except FileNotFoundError:
-        raise NothingToContinue(f"no conversation is logged at {where} (chat logs its calls unless --no-log "
-                                "or LLMRELAY_LOG=0)") from None
-    except Exception as exc:
-        raise NothingToContinue(f"cannot read the logs at {where}: {type(exc).__name__}: {exc}") from None
-    finally:
-        store.close()
-    if not rows:
-        raise NothingToContinue(f"the log at {where} holds no conversation yet")
-    row = rows[0]
-    return conversation_from_row(row), model_of(row), row
-
-
-def model_of(row: Mapping[str, Any]) -> str | None:
-    requested = row.get("requested")
-    if isinstance(requested, str) and ":" in requested and not requested.startswith("["):
-        return requested
-    model = row.get("requested_model") or row.get("model")
-    return f"{row['provider']}:{model}" if row.get("provider") and model else None
-
-
-def conversation_from_row(row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The request's messages as `Client.stream` takes them, then the answer (partial or not)."""
-    messages = [input_message(m) for m in row.get("request_messages") or []]
-    answer = row.get("text") or ""
-    last = messages[-1] if messages else None
-    if last is not None and last["role"] == "assistant" and isinstance(last["content"], str) \
-            and not last.get("tool_calls"):
-        answer = messages.pop()["content"] + answer  # an assistant prefill the row's text continues
-    # The answer's own tool calls are left out: nothing answered them.
-    if answer:
-        messages.append({"role": "assistant", "content": answer})
-    return messages
-
-
-def input_message(m: Mapping[str, Any]) -> dict[str, Any]:
-    """A logged message (`llmrelay.logs.rows.message_dict`) back to an input dict.
-
-    Reasoning is not sent back (the log keeps no signature for it); an inline image the
-    log did not keep becomes a note."""
-    content = m.get("content")
-    if isinstance(content, list):
-        parts: list[dict[str, Any]] = []
-        for p in content:
-            kind = p.get("type") if isinstance(p, dict) else None
-            if kind == "text":
-                parts.append({"type": "text", "text": p.get("text") or ""})
-            elif kind == "image" and p.get("url"):
-                parts.append({"type": "image_url", "image_url": {"url": p["url"]}})
-            elif kind == "image":
-                parts.append({"type": "text", "text": "[an image the log did not keep]"})
-        if all(p["type"] == "text" for p in parts):
-            content = "".join(p["text"] for p in parts)
-        else:
-            content = parts
-    out: dict[str, Any] = {"role": m.get("role"), "content": content}
-    for key in ("tool_call_id", "name", "is_error"):
-        if m.get(key):
-            out[key] = m[key]
-    if m.get("tool_calls"):
-        out["tool_calls"] = [
-            {"id": tc.get("id"), "name": tc.get("name"),
-             "arguments": tc["arguments"] if tc.get("arguments") is not None else (tc.get("raw_arguments") or "")}
-            for tc in m["tool_calls"]
-        ]
-    return out
-
-
-def with_system(messages: list[dict[str, Any]], system: str) -> list[dict[str, Any]]:
-    rest = [m for m in messages if m.get("role") != "system"]
-    return [{"role": "system", "content": system}, *rest]
-
-
-# -- the command -------------------------------------------------------------------------------
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
 
 
 def _read_prompt(prompt: str | None) -> str | None:
@@ -251,104 +164,208 @@ def _read_prompt(prompt: str | None) -> str | None:
     return sys.stdin.read()
 
 
+def interactive(args: argparse.Namespace) -> bool:
+    """No prompt, a terminal on both ends, and not --json: an interactive session."""
+    return args.prompt is None and not args.json and _isatty(sys.stdin) and _isatty(sys.stdout)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     if isinstance(args.log, str) and args.db and args.log != args.db:
         _err("llmrelay: error: --db and --log=PATH name different stores; give one of them")
         return EXIT_USAGE
-    prompt = _read_prompt(args.prompt)
-    if not prompt or not prompt.strip():
-        _err("llmrelay: error: empty prompt (give it as an argument or on stdin)")
+    if args.cont and args.cid:
+        _err("llmrelay: error: give -c (the last conversation) or --cid ID, not both")
         return EXIT_USAGE
-    messages: list[dict[str, Any]] = []
+    repl = interactive(args)
+    prompt = None
+    if not repl:
+        prompt = _read_prompt(args.prompt)
+        if not prompt or not prompt.strip():
+            _err("llmrelay: error: empty prompt (give it as an argument or on stdin)")
+            return EXIT_USAGE
+    try:
+        chat = open_chat(args)
+    except UsageProblem as exc:
+        _err(str(exc))
+        return exc.code
+    try:
+        if repl:
+            from .repl import run_repl
+
+            return run_repl(chat, lambda text, attachments: send(chat, text, attachments))
+        return send(chat, prompt or "", args.attachment)
+    finally:
+        chat.client.close()
+        flush_log(chat.hook, chat.last_response, args.verbose, chat.conversation_id)
+
+
+def open_chat(args: argparse.Namespace) -> Chat:
+    """The model (-m, the conversation's, or the default), the history (-c, --cid), the client."""
+    from . import config
+    from .inputs import InputError, parse_schema
+
+    try:
+        settings = config.load_config()
+        aliases = dict(settings.get("aliases") or {})
+    except config.ConfigError as exc:
+        raise UsageProblem(f"llmrelay: error: {exc}") from None
+    messages: list[Any] = []
     model = args.model
-    conversation = args.conversation_id
-    if args.cont:
+    conversation_id = args.conversation_id
+    if args.cont or args.cid:
         try:
-            messages, logged_model, row = last_conversation(read_target(args))
+            messages, logged_model, row = last_conversation(read_target(args), args.cid)
         except NothingToContinue as exc:
-            _err(f"{NOTHING_TO_CONTINUE}{exc}")
-            return EXIT_ERROR
+            raise UsageProblem(f"{NOTHING_TO_CONTINUE}{exc}", EXIT_ERROR) from None
         model = model or logged_model
-        # rows logged before conversation ids: the first call of the conversation names it
-        conversation = conversation or row.get("conversation_id") or row.get("correlation_id")
+        conversation_id = conversation_id or conversation_id_of(row)
         if args.verbose:
-            _err(f"continuing call {row['correlation_id']} ({len(messages)} messages, {logged_model}, "
-                 f"status {row['status']})")
+            _err(f"continuing conversation {conversation_id} from call {row['correlation_id']} "
+                 f"({len(messages)} messages, {logged_model}, status {row['status']})")
     if not model:
-        _err("llmrelay: error: -m/--model is required (with -c it defaults to the conversation's model)")
-        return EXIT_USAGE
+        model = settings.get("default_model") if isinstance(settings.get("default_model"), str) else None
+    if not model:
+        raise UsageProblem("llmrelay: error: -m/--model is required (with -c it defaults to the conversation's "
+                           "model; set a default with `llmrelay models default provider:model`)")
     if args.system:
         messages = with_system(messages, args.system)
-    messages.append({"role": "user", "content": prompt})
     options = parse_options(args.option)
     if args.base_url:
         options["base_url"] = args.base_url
     if args.key:
         options["api_key"] = args.key
-    # the CLI is the caller here: a new chat starts a conversation of its own
-    options["conversation_id"] = conversation or os.urandom(16).hex()
-    if args.correlation_id:
-        options["correlation_id"] = args.correlation_id
+    schema = None
+    if args.schema:
+        try:
+            schema = parse_schema(args.schema)
+        except InputError as exc:
+            raise UsageProblem(f"llmrelay: error: {exc}") from None
 
     from ..client import Client
+    from ..providers import PROVIDERS
 
+    try:
+        keys = config.stored_keys_for_client(PROVIDERS)
+    except config.ConfigError as exc:
+        raise UsageProblem(f"llmrelay: error: {exc}") from None
     hook = open_log(log_target(args))
-    client = Client(log=False, hooks=[hook] if hook is not None else [])
-    stream = None
-    try:
-        try:
-            stream = client.stream(model, messages, **options)
-        except UnknownProviderError as exc:
-            _err(f"llmrelay: error: {exc}\nRun `llmrelay models` for the list with env vars.")
-            return EXIT_USAGE
-        except MissingAPIKeyError as exc:
-            _err(f"llmrelay: error: {exc}\nOr pass --key.")
-            return EXIT_USAGE
-        except (InvalidRequestError, UnsupportedParameterError) as exc:
-            _err(f"llmrelay: error: {exc}")
-            return EXIT_USAGE
-        except ImportError as exc:
-            _err(f"llmrelay: error: the wire protocol for {model!r} is not available in this build ({exc})")
-            return EXIT_ERROR
-        if args.json:
-            return _chat_json(stream, args)
-        return _chat_terminal(stream, args, model)
-    finally:
-        client.close()
-        flush_log(hook, stream.response if stream is not None else None, args.verbose)
+    client = Client(log=False, hooks=[hook] if hook is not None else [], aliases=aliases, api_keys=keys)
+    # the CLI is the caller here: a new chat starts a conversation of its own
+    return Chat(args, client, hook, model, options, messages, conversation_id or new_conversation_id(), schema)
 
 
-def _ignore_sigint() -> Any:
-    """During cleanup a second Ctrl-C must not leave a traceback or a half-closed stream."""
+def send(chat: Chat, text: str, attachments: list[str]) -> int:
+    """One user turn: `text` plus the images `attachments` name (files or URLs)."""
+    from .inputs import user_message
+
     try:
-        return signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread
+        parts = [attach(chat, spec) for spec in attachments]
+    except UsageProblem as exc:
+        _err(str(exc))
+        return exc.code
+    return run_turn(chat, user_message(text, parts))
+
+
+def attach(chat: Chat, spec: str) -> Any:
+    """An `ImagePart` for `-a SPEC`, downloaded first when the model's protocol needs inline data."""
+    from .inputs import InputError, attachment
+
+    try:
+        return attachment(spec, protocol_of(chat))
+    except InputError as exc:
+        raise UsageProblem(f"llmrelay: error: {exc}") from None
+
+
+def protocol_of(chat: Chat) -> str | None:
+    from ..engine.prepare import resolve_model
+    from ..errors import LLMRelayError
+
+    model: Any = chat.client.aliases.get(chat.model, chat.model)
+    if isinstance(model, (list, tuple)):
+        model = model[0] if model else ""
+    try:
+        provider, _ = resolve_model(chat.client.settings, model, chat.options.get("provider"))
+    except LLMRelayError:
         return None
+    return provider.protocol
 
 
-def _restore_sigint(old: Any) -> None:
-    if old is not None:
-        signal.signal(signal.SIGINT, old)
+# -- one turn ----------------------------------------------------------------------------------------
 
 
-def _chat_terminal(stream: Any, args: argparse.Namespace, model: str) -> int:
+def run_turn(chat: Chat, user: Any) -> int:
+    """Send the conversation plus `user`, show the answer; the answer (partial if cut) joins the history."""
+    args = chat.args
+    chat.messages.append(user)
+    params = dict(chat.options)
+    params["conversation_id"] = chat.conversation_id
+    if args.correlation_id and chat.last_response is None:
+        params["correlation_id"] = args.correlation_id
+    if chat.schema is not None:
+        params["output"] = chat.schema
+    try:
+        stream = chat.client.stream(chat.model, list(chat.messages), **params)
+    except UnknownProviderError as exc:
+        return _refused(chat, f"{exc}\nRun `llmrelay models` for the list with env vars.")
+    except MissingAPIKeyError as exc:
+        return _refused(chat, f"{exc}\nOr pass --key, or store one: llmrelay keys set PROVIDER.")
+    except (InvalidRequestError, UnsupportedParameterError) as exc:
+        return _refused(chat, str(exc))
+    except ImportError as exc:
+        chat.messages.pop()
+        _err(f"llmrelay: error: the wire protocol for {chat.model!r} is not available in this build ({exc})")
+        return EXIT_ERROR
+    if args.json:
+        code = _chat_json(stream, args)
+    else:
+        code = _chat_terminal(stream, args, chat)
+    response = chat.last_response = stream.response
+    answer = response.text or ""
+    if answer:
+        chat.messages.append({"role": "assistant", "content": answer})
+    return code
+
+
+def _refused(chat: Chat, message: str) -> int:
+    chat.messages.pop()
+    _err(f"llmrelay: error: {message}")
+    return EXIT_USAGE
+
+
+def _chat_terminal(stream: Any, args: argparse.Namespace, chat: Chat) -> int:
     from .render import Out, feed_view, stats_line
+    from .. import events as ev
 
     out = Out(sys.stdout, plain=args.plain)
     info = Out(sys.stderr, plain=args.plain)
     error: BaseException | None = None
     interrupted = False
-    view = None
+    view: Any = None
+    output_view: Any = None
     try:
         if args.no_stream:
             stream.collect()
+        elif chat.schema is not None:
+            from .inputs import OutputView
+
+            output_view = OutputView(out.console)
+            for event in stream:
+                if type(event) is ev.PartialOutput:
+                    output_view.partial(event.value)
         else:
             view = out.view(show_reasoning=args.reasoning, hidden_hint=" (--reasoning shows it)")
             for event in stream:
                 feed_view(view, event)
     except KeyboardInterrupt:
         interrupted = True
-    except APIError as exc:
+    except (APIError, OutputValidationError, OutputRefusedError) as exc:
         error = exc
     finally:
         old = _ignore_sigint()
@@ -359,7 +376,13 @@ def _chat_terminal(stream: Any, args: argparse.Namespace, model: str) -> int:
         finally:
             _restore_sigint(old)
     response = stream.response
-    if args.no_stream:
+    if output_view is not None:
+        output_view.close(None if error or interrupted else response.output, out.stream)
+    elif args.no_stream and chat.schema is not None:
+        from .inputs import OutputView
+
+        OutputView(None).close(None if error or interrupted else response.output, out.stream)
+    elif args.no_stream:
         _print_whole(out, response, args.reasoning)  # what arrived, even if interrupted
     note = None
     if interrupted:
@@ -370,7 +393,7 @@ def _chat_terminal(stream: Any, args: argparse.Namespace, model: str) -> int:
         note = "(truncated: output limit reached)"
     call = stream.call  # None if the stream never started a request
     provider = response.provider or (call.provider.name if call is not None else "")
-    served = response.model or (call.model if call is not None else model)
+    served = response.model or (call.model if call is not None else chat.model)
     info.line(f"{provider} · {served} · " + stats_line(response, stream.usage, note=note, verbose=args.verbose),
               style="dim")
     if error is not None:
@@ -421,7 +444,7 @@ def _chat_json(stream: Any, args: argparse.Namespace) -> int:
             emit(to_plain(event))
     except KeyboardInterrupt:
         interrupted = True
-    except APIError as exc:
+    except (APIError, OutputValidationError, OutputRefusedError) as exc:
         error = exc
     finally:
         old = _ignore_sigint()

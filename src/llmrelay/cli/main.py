@@ -1,13 +1,17 @@
-"""The `llmrelay` command: `chat`, `models`, `demo`, `logs`.
+"""The `llmrelay` command: `chat`, `models`, `aliases`, `keys`, `replay`, `demo`, `logs`.
 
     llmrelay chat "Explain SSE in two lines" -m openai:gpt-4o-mini
-    llmrelay chat -c "And in one?"   # continue the last logged conversation
+    llmrelay chat                    # on a terminal: an interactive session
+    llmrelay chat -c "And in one?"   # continue the last logged conversation (--cid ID: any)
     echo "Hi" | llmrelay chat -m ollama:gemma3:1b
-    llmrelay models
-    llmrelay demo            # offline: real recorded streams from a local replay server
-    llmrelay logs totals     # what the logged calls cost
+    llmrelay models --provider openai
+    llmrelay replay --port 8765      # offline: the bundled recordings on a local port
+    llmrelay demo                    # offline: real recorded streams from a local replay server
+    llmrelay logs totals             # what the logged calls cost
 
-`chat` is in `cli/chat.py` (logging, -c); `logs` in `cli/logs.py`; shared helpers in `cli/common.py`.
+`chat` is in `cli/chat.py` (the interactive session in `cli/repl.py`, logs and -c/--cid in
+`cli/conversation.py`); `models`/`aliases`/`keys` in `cli/manage.py` (their files in
+`cli/config.py`); `replay` in `cli/replay.py`; `logs` in `cli/logs.py`; shared helpers in `cli/common.py`.
 
 `import llmrelay` never imports this module; rich is imported only by the
 commands that draw on a terminal (see `cli/render.py`).
@@ -34,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream LLM responses from any provider behind one interface.",
     )
     parser.add_argument("--version", action="version", version=f"llmrelay {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{chat,models,demo,logs}")
+    sub = parser.add_subparsers(dest="command", metavar="{chat,models,aliases,keys,replay,demo,logs}")
 
     from .chat import add_arguments, epilog
 
@@ -48,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(chat)
 
-    models = sub.add_parser("models", help="list providers, their protocols and env vars")
-    models.add_argument("--json", action="store_true", help="one JSON object per provider")
+    from .manage import register as register_manage
+    from .replay import register as register_replay
+
+    register_manage(sub)
+    register_replay(sub)
 
     demo = sub.add_parser("demo", help="offline demo: real recorded streams from a local replay server")
     demo.add_argument("--fast", action="store_true", help="no pacing (for tests)")
@@ -70,24 +77,19 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args)
 
 
-# -- models -------------------------------------------------------------------------------
+# -- models, aliases, keys (cli/manage.py); replay (cli/replay.py) --------------------------
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from .render import PROVIDER_HEADERS, Out, base_url_env_vars, json_line, key_env_vars, provider_rows
-    from ..providers import PROVIDERS
+def cmd_manage(args: argparse.Namespace) -> int:
+    from .manage import run
 
-    if args.json:
-        for p in PROVIDERS.values():
-            print(json_line({
-                "name": p.name, "protocol": p.protocol, "base_url": p.base_url,
-                "api_key_env": list(key_env_vars(p)), "requires_key": p.requires_key,
-                "base_url_env": list(base_url_env_vars(p)), "description": p.description,
-            }))
-        return EXIT_OK
-    out = Out(sys.stdout)
-    out.table(PROVIDER_HEADERS, provider_rows(PROVIDERS.values()), title="Providers (use as provider:model)")
-    return EXIT_OK
+    return run(args)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import run
+
+    return run(args)
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -111,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handler = {"chat": cmd_chat, "models": cmd_models, "demo": cmd_demo, "logs": cmd_logs}[args.command]
+    handler = {"chat": cmd_chat, "models": cmd_manage, "aliases": cmd_manage, "keys": cmd_manage,
+               "replay": cmd_replay, "demo": cmd_demo, "logs": cmd_logs}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -4,6 +4,9 @@
   bytes split at random (or realistic) boundaries, recording every request.
 - `recordings`: the bundled real streams and their provenance.
 - `client_for(server)`: a `Client` whose every provider points at the server.
+- `by_request()`: a `ReplayServer(default=...)` handler that picks a bundled
+  recording from each request's path and model (what `llmrelay replay` runs;
+  see `llmrelay.testing.routes`).
 - `faults`: scripted failures per request (HTTP errors with `Retry-After`,
   resets, cuts after N events, in-band error events in each protocol's own
   format, stalls, malformed chunks, slow drips), to test retries and fallback:
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import faults
+from . import faults, routes
 from .recordings import index, provider_for, read_recording, recording_path, request_for, wire_recordings
+from .routes import by_request
 from .server import RecordedRequest, ReplayServer, Reply
 
 #: Path prefix each protocol expects under a provider's base URL.
@@ -52,6 +56,8 @@ def client_for(server: ReplayServer, **kwargs: Any):
 
 __all__ = [
     "faults",
+    "routes",
+    "by_request",
     "ReplayServer",
     "Reply",
     "RecordedRequest",

@@ -144,12 +144,14 @@ Handler = Callable[[RecordedRequest], Reply]
 class ReplayServer:
     """See the module docstring. `url` is `http://127.0.0.1:<port>`."""
 
-    def __init__(self, replies: Iterable[Reply] = (), *, default: Reply | Handler | None = None, host: str = "127.0.0.1"):
+    def __init__(self, replies: Iterable[Reply] = (), *, default: Reply | Handler | None = None,
+                 host: str = "127.0.0.1", port: int = 0):
         self._queue: list[Reply] = list(replies)
         self.default = default
         self.requests: list[RecordedRequest] = []
         self.host = host
-        self.port = 0
+        #: The port to listen on (0: any free port); the bound port once started.
+        self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -164,6 +166,7 @@ class ReplayServer:
 
     def start(self) -> ReplayServer:
         ready = threading.Event()
+        failed: list[BaseException] = []
 
         def run() -> None:
             loop = asyncio.new_event_loop()
@@ -171,11 +174,17 @@ class ReplayServer:
             asyncio.set_event_loop(loop)
 
             async def boot() -> None:
-                self._server = await asyncio.start_server(self._handle, self.host, 0, backlog=2048)
+                self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=2048)
                 self.port = self._server.sockets[0].getsockname()[1]
                 ready.set()
 
-            loop.run_until_complete(boot())
+            try:
+                loop.run_until_complete(boot())
+            except OSError as exc:  # the port is taken
+                failed.append(exc)
+                ready.set()
+                loop.close()
+                return
             loop.run_forever()
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
@@ -184,6 +193,9 @@ class ReplayServer:
         self._thread.start()
         if not ready.wait(10):
             raise RuntimeError("replay server did not start")
+        if failed:
+            self._loop = None
+            raise failed[0]
         return self
 
     def stop(self) -> None:
