@@ -245,3 +245,18 @@ async def test_fallback_from_azure_to_openai_after_text(server, mode):
     assert r.text.startswith(partial) and r.text.count(partial) == 1
     assert server.requests[1].path == "/v1/chat/completions"
     assert server.requests[1].json["messages"][1] == {"role": "assistant", "content": partial}
+
+
+@pytest.mark.parametrize("version,path", [(None, "/openai/v1/responses"),
+                                          ("2025-04-01-preview", "/openai/responses?api-version=2025-04-01-preview")])
+def test_responses_api_on_azure(server, version, path):
+    """No Azure Responses stream was recorded: OpenAI's own Responses recording stands in for the body
+    (the same protocol); the URL forms and the auth are Azure's."""
+    env = {"OPENAI_API_VERSION": version} if version else {}
+    c = llmrelay.Client(base_urls={"azure-responses": server.url}, api_keys={"azure-responses": "k"}, env=env, retry=0)
+    server.enqueue(Reply.recording("openai_responses/function_call.sse"))
+    r = c.complete("azure-responses:my-o4-mini", "hi")
+    c.close()
+    assert server.requests[0].path == path
+    assert server.requests[0].json["model"] == "my-o4-mini" and server.requests[0].headers["api-key"] == "k"
+    assert r.tool_calls and r.finish_reason == "tool_calls"
