@@ -6,6 +6,7 @@ one server covers every benchmark (clients use `base_url = URL/<scenario>/v1`):
 
     /n<N>/v1/chat/completions        N content chunks, written as fast as the client reads
     /p<N>d<MS>/v1/chat/completions   N content chunks, MS milliseconds apart (paced)
+    (a request without `"stream": true` gets the N-chunk answer as one chat.completion JSON body)
     /b<N>/model/<id>/converse-stream N Bedrock ConverseStream text deltas (AWS event stream, one
                                      message per HTTP chunk), then contentBlockStop, messageStop, metadata
     /t<N>/v1/chat/completions        a tool round: a request without a tool result gets a short
@@ -93,6 +94,16 @@ TOOL_ROUND = (
                "usage": None}), usage(7), DONE]
 )
 
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
+
+
+def completion(n: int) -> dict:
+    """The non-streaming answer to a request without `"stream": true` (the gateway benchmark)."""
+    u = json.loads(usage(n).split(b"data: ", 1)[1].split(b"\n", 1)[0])["usage"]
+    return {**_HEAD, "object": "chat.completion", "usage": u, "choices": [{"index": 0, "finish_reason": "stop",
+            "logprobs": None, "message": {"role": "assistant", "content": text_of(n), "refusal": None}}]}
+
+
 _SCENARIO = re.compile(rb"^/(?:n(\d+)|p(\d+)d(\d+)|t(\d+))/")
 _BEDROCK = re.compile(rb"^/b(\d+)/model/[^/]+/converse-stream")
 _BEDROCK_CACHE: dict[str, list[bytes]] = {}
@@ -157,6 +168,13 @@ async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"")
     m = _SCENARIO.match(path)
     if m is None:
         writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+        return
+    if body and _STREAM.search(body) is None:  # a non-streaming request: one chat.completion body
+        n = int(m.group(1) or m.group(2) or m.group(4))
+        data = json.dumps(completion(n), separators=(",", ":"), ensure_ascii=False).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                     b"x-request-id: req_bench\r\n\r\n%s" % (len(data), data))
+        await writer.drain()
         return
     if m.group(4) is not None:
         if b'"tool_call_id"' not in body:  # the first turn: the model calls the tool

@@ -106,8 +106,9 @@ class BenchEmbedder:
     dimensions = 384
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        import numpy as np
+        from llmrelay.memory.nputil import numpy_module as _numpy
 
+        np = _numpy()
         out = []
         for t in texts:
             seed = int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")

@@ -429,7 +429,7 @@ def test_direct_api(memory):
         memory.search("alice", "x", "slow")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         memory.user("")
-    assert memory.curate() == {"expired": 0, "archived": 0}
+    assert memory.curate() == {"expired": 0, "archived": 0, "promoted": 0}
     assert alice.forget() > 0 and alice.list(None) == []
 
 

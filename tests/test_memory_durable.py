@@ -408,6 +408,13 @@ def test_questions_about_the_user_cost_no_extraction_call(script, server):
     alice.complete("openai:gpt-4o", "What's my job?")
     alice.complete("openai:gpt-4o", "Do I have a dog?")
     assert alice.flush(10) and script.extract_requests == [] and memory.stats.skipped == 2
+    # a turn that only restates a stored fact costs no call either; one that changes it does
+    memory.add_text("alice", "The user lives in Lisbon.")
+    script.chat(synthetic_text("I know."), synthetic_text("Nice!"))
+    alice.complete("openai:gpt-4o", "I live in Lisbon.")
+    alice.complete("openai:gpt-4o", "I live in Porto.")
+    assert alice.flush(10) and len(script.extract_requests) == 1  # only "Porto" went to extraction
+    assert "I live in Porto." in script.extract_requests[0]["messages"][-1]["content"]
     memory.close(5)
     client.close()
 

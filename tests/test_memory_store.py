@@ -262,7 +262,7 @@ def test_curate(backend, store):
     assert expiring in [h.fact.id for h in store.search("u", "marmalade sale", now=t0 + DAY)]
     store.update_fact("u", fresh, importance=0.2)  # touched now: not stale at `later`
     backend.sql("UPDATE facts SET updated_at = ? WHERE id = ?", (later - 5 * DAY, fresh))
-    assert store.curate(now=later, user_id="u") == {"expired": 1, "archived": 1}
+    assert store.curate(now=later, user_id="u") == {"expired": 1, "archived": 1, "promoted": 0}
     statuses = {f.id: f.status for f in store.list_facts("u", status=None)}
     assert statuses == {stale: "archived", kept_by_access: "active", important: "active",
                         expiring: "expired", fresh: "active"}
@@ -272,8 +272,22 @@ def test_curate(backend, store):
     assert [f.id for f in store.list_facts("u", status="archived")] == [stale]
     assert stale not in [f.id for f in store.list_facts("u")]
     assert stale not in [f.id for f in store.similar_facts("u", "stale trivia about marmalade")]
-    assert store.curate(now=later, delete_expired=True) == {"expired": 1, "archived": 0}  # "other"'s
+    assert store.curate(now=later, delete_expired=True) == {"expired": 1, "archived": 0, "promoted": 1}  # "other"'s
     assert store.list_facts("other", status=None) == []
+
+
+def test_curate_raises_the_importance_of_what_is_used(store):
+    used, unused = store.add_facts("u", [NewFact("the user's gate code is 7781", 0.2), NewFact("a rarely used fact", 0.2)])
+    for _ in range(3):
+        store.search("u", "gate code")
+    assert store.curate(user_id="u") == {"expired": 0, "archived": 0, "promoted": 1}
+    imp = {f.id: f.importance for f in store.list_facts("u")}
+    assert imp[used] == pytest.approx(0.3) and imp[unused] == pytest.approx(0.2)
+    assert store.curate(user_id="u")["promoted"] == 0  # promoted once per `promote_after` new accesses
+    for _ in range(30):
+        store.search("u", "gate code")
+        store.curate(user_id="u")
+    assert {f.id: f.importance for f in store.list_facts("u")}[used] == pytest.approx(0.9)  # capped
 
 
 def test_supersede_and_update(store):
@@ -412,7 +426,7 @@ def test_migrations_are_idempotent(backend):
     third = backend.make()
     assert texts(second.search("u", "persisted")) == ["persisted across reopening"]
     assert third.list_facts("u")[0].text == "persisted across reopening"
-    assert backend.sql("SELECT version FROM _migrations ORDER BY version") == [(1,), (2,)]
+    assert backend.sql("SELECT version FROM _migrations ORDER BY version") == [(1,), (2,), (3,)]
     with pytest.raises(RuntimeError):
         first.list_facts("u")
 

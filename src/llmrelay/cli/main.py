@@ -1,4 +1,4 @@
-"""The `llmrelay` command: `chat`, `models`, `aliases`, `keys`, `replay`, `demo`, `logs`.
+"""The `llmrelay` command: `chat`, `models`, `aliases`, `keys`, `replay`, `demo`, `logs`, `serve` (the gateway, `cli/serve.py`).
 
     llmrelay chat "Explain SSE in two lines" -m openai:gpt-4o-mini
     llmrelay chat                    # on a terminal: an interactive session
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream LLM responses from any provider behind one interface.",
     )
     parser.add_argument("--version", action="version", version=f"llmrelay {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{chat,models,aliases,keys,replay,demo,logs}")
+    sub = parser.add_subparsers(dest="command", metavar="{chat,models,aliases,keys,replay,demo,logs,serve}")
 
     from .chat import add_arguments, epilog
 
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .logs import register as register_logs
 
     register_logs(sub)
+    from .serve import register as register_serve
+
+    register_serve(sub)
     return parser
 
 
@@ -107,6 +110,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -114,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handler = {"chat": cmd_chat, "models": cmd_manage, "aliases": cmd_manage, "keys": cmd_manage,
-               "replay": cmd_replay, "demo": cmd_demo, "logs": cmd_logs}[args.command]
+               "replay": cmd_replay, "demo": cmd_demo, "logs": cmd_logs, "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -150,6 +150,9 @@ class LogHook(Hooks):
         state = self._calls.pop(ctx.correlation_id, None)
         if state is None or not state.turns:
             return
+        tags = state.info[0]
+        if tags is not None and ctx.tags:
+            tags.update(ctx.tags)  # tags added during the call (the gateway's overhead) reach every row
         if not state.early:
             link_attempts(state.turns, response, error)
         output = getattr(response, "output", None)

@@ -287,6 +287,8 @@ class Learner:
     max_chars: int = 6000
     duplicate_jaccard: float = 0.9
     duplicate_cosine: float = 0.93
+    #: Skip the extraction call when the user's message only restates a stored fact (`_already_known`).
+    skip_known: bool = True
     replaces_jaccard: float = 0.6
     single_valued: frozenset[str] = SINGLE_VALUED
     clock: Callable[[], float] = time.time
@@ -305,6 +307,8 @@ class Learner:
             known = store.similar_facts(user_id, user_text, limit=self.known_facts) if self.known_facts else []
         except Exception as exc:
             raise LearnError("consolidate", f"reading similar facts failed: {type(exc).__name__}: {exc}") from exc
+        if known and self.skip_known and self._already_known(memory.store, user_text, known):
+            return LearnResult(skipped="nothing new")
         extraction = self.extract(client, user_text, reply, known, model=model)
         if not extraction.facts and not extraction.entities and not extraction.relations:
             return LearnResult(skipped="nothing to remember")
@@ -371,6 +375,15 @@ class Learner:
             result.relations = len(relations)
         return result
 
+    def _already_known(self, store: Any, user_text: str, known: Sequence[Fact]) -> bool:
+        """The message, in the third person ("I live in Lisbon." -> "The user lives in Lisbon."), is the
+        same fact as a stored one by `same_fact`'s safe rules (a message of several sentences never is)."""
+        sentences = [x for x in _SENTENCES.findall(user_text.strip()) if x.strip()]
+        if len(sentences) != 1:
+            return False
+        restated = third_person(sentences[0])
+        return any(self.same_fact(f.text, restated, _similarity(store, f, restated)) for f in known)
+
     def same_fact(self, a: str, b: str, similarity: float | None = None) -> bool:
         """Whether `b` says the same as the stored `a` (module docstring: merged only when safe)."""
         if normalize(a) == normalize(b):
@@ -405,6 +418,33 @@ class Learner:
                     store.supersede(user_id, s.fact_id, r.fact_id)
                     result.superseded.append((s.fact_id, r.fact_id))
                     done.add(s.fact_id)
+
+
+_THIRD = [(re.compile(p, re.I), r) for p, r in (
+    (r"\bI'm\b|\bI am\b", "the user is"), (r"\bI've\b", "the user has"), (r"\bI'll\b", "the user will"),
+    (r"\bI'd\b", "the user would"), (r"\bmy\b", "the user's"), (r"\bmine\b", "the user's"),
+    (r"\bme\b", "the user"), (r"\bI\b", "the user"))]
+_VERB_S = re.compile(r"\b(the user) (?!is\b|has\b|will\b|would\b|was\b|can\b|could\b|should\b|must\b|"
+                     r"did\b|does\b|had\b|might\b|may\b)([a-z]+?)(y?)\b(?=\s|$|[.,!])", re.I)
+
+
+def third_person(text: str) -> str:
+    """A first-person statement in the third person, as extraction writes facts (a cheap approximation:
+    "I live in Lisbon." -> "The user lives in Lisbon.")."""
+    out = text.strip()
+    for pattern, repl in _THIRD:
+        out = pattern.sub(repl, out)
+
+    def verb(m: re.Match[str]) -> str:
+        stem, y = m.group(2), m.group(3)
+        if y:
+            return f"{m.group(1)} {stem}ies"
+        if stem.lower() == "have":
+            return f"{m.group(1)} has"
+        return f"{m.group(1)} {stem}{'es' if stem.endswith(('s', 'sh', 'ch', 'x', 'o')) else 's'}"
+
+    out = _VERB_S.sub(verb, out, count=1)
+    return out[:1].upper() + out[1:]
 
 
 def _signature(text: str) -> tuple[list[str], list[str]]:

@@ -22,6 +22,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from .nputil import numpy_module as _numpy
+
 HF_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4"}
 
@@ -71,7 +73,7 @@ def find_model(model: str | os.PathLike[str] | None = None) -> Path:
 
 def load_safetensors(path: Path) -> dict[str, Any]:
     """Every tensor of a .safetensors file as a NumPy array (float32 for floating tensors)."""
-    import numpy as np
+    np = _numpy()
 
     with open(path, "rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
@@ -89,11 +91,10 @@ def load_safetensors(path: Path) -> dict[str, Any]:
 
 
 def _erf(x: Any) -> Any:
-    """erf to ~1e-7 (Abramowitz & Stegun 7.1.26 is 1.5e-7; this is W. J. Cody's rational form
-    via numpy's tanh-free path): enough for GELU in float32."""
-    import numpy as np
+    """erf by Abramowitz & Stegun 7.1.26 (max error 1.5e-7): enough for the exact GELU in float32
+    (NumPy has no erf)."""
+    np = _numpy()
 
-    # A&S 7.1.26
     sign = np.sign(x)
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
@@ -106,7 +107,9 @@ class MiniLM:
     """The encoder itself: `encode(texts) -> float32 array (n, 384)`, L2-normalized."""
 
     def __init__(self, path: Path, *, max_length: int = 256):
-        import numpy as np
+        np = _numpy()
+        if np is None:
+            raise ImportError("numpy is not installed")
         from tokenizers import Tokenizer
 
         cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
@@ -129,7 +132,7 @@ class MiniLM:
                 self.lin[key[:-7]] = (np.ascontiguousarray(val.T), w[key[:-7] + ".bias"])
 
     def _ln(self, x: Any, name: str) -> Any:
-        import numpy as np
+        np = _numpy()
 
         mu = x.mean(-1, keepdims=True)
         var = ((x - mu) ** 2).mean(-1, keepdims=True)
@@ -140,7 +143,7 @@ class MiniLM:
         return x @ wt + b
 
     def _forward(self, ids: Any, mask: Any) -> Any:
-        import numpy as np
+        np = _numpy()
 
         b, n = ids.shape
         w = self.w
@@ -172,7 +175,7 @@ class MiniLM:
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> Any:
-        import numpy as np
+        np = _numpy()
 
         encs = self.tokenizer.encode_batch([t or " " for t in texts])
         order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))  # similar lengths together: less padding

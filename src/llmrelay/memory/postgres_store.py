@@ -34,7 +34,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from .embed import AUTO, Embedder, resolve_embedder
-from .vecindex import VectorIndex, _numpy
+from .nputil import numpy_module as _numpy
+from .vecindex import VectorIndex
 from .sqlbase import FACT_COLS, SQLMemoryStore
 from .types import Fact
 
@@ -75,6 +76,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE vectors ADD COLUMN IF NOT EXISTS vec BYTEA",
         "ALTER TABLE vectors ALTER COLUMN vector DROP NOT NULL",
     ]),
+    (3, ["ALTER TABLE facts ADD COLUMN IF NOT EXISTS promoted_at_count INTEGER NOT NULL DEFAULT 0"]),  # access-based importance (curate)
 ]
 
 

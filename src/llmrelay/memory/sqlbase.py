@@ -385,10 +385,18 @@ class SQLMemoryStore(PendingMixin):
 
     def curate(self, *, now: float | None = None, stale_after: float = 90 * 86400,
                archive_below: float = 0.3, delete_expired: bool = False,
-               user_id: str | None = None) -> dict[str, int]:
-        """For every user (or only `user_id`): active facts past `expires_at` become "expired" (deleted instead, with
-        their vectors, when `delete_expired`); active facts with importance < `archive_below` not
-        accessed (nor updated) for `stale_after` seconds become "archived". Returns the counts."""
+               user_id: str | None = None, promote_after: int = 3, promote_by: float = 0.1,
+               promote_max: float = 0.9) -> dict[str, int]:
+        """For every user (or only `user_id`):
+
+        - expired: active facts past `expires_at` become "expired" (deleted instead, with their vectors,
+          when `delete_expired`);
+        - promoted (access-based importance): active facts found by `promote_after` more searches since
+          their last promotion gain `promote_by` importance, up to `promote_max` (what is used stays);
+        - archived: active facts with importance < `archive_below` not accessed (nor updated) for
+          `stale_after` seconds become "archived".
+
+        Returns the counts. The worker runs it every `Memory(curate_every=...)` seconds."""
         now = time.time() if now is None else now
         scope, arg = ("user_id = ? AND ", (_check_user(user_id),)) if user_id is not None else ("", ())
         due = f"{scope}status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?"
@@ -398,13 +406,17 @@ class SQLMemoryStore(PendingMixin):
                 expired = run(f"DELETE FROM facts WHERE {due}", (*arg, now))
             else:
                 expired = run(f"UPDATE facts SET status = 'expired', updated_at = ? WHERE {due}", (now, *arg, now))
+            promoted = run(f"UPDATE facts SET importance = CASE WHEN importance + ? > ? THEN ? ELSE importance + ? END, "
+                           f"promoted_at_count = access_count WHERE {scope}status = 'active' AND importance < ? "
+                           f"AND access_count - promoted_at_count >= ?",
+                           (promote_by, promote_max, promote_max, promote_by, *arg, promote_max, promote_after))
             cutoff = now - stale_after
             archived = run(f"UPDATE facts SET status = 'archived', updated_at = ? WHERE {scope}status = 'active' "
                            f"AND importance < ? AND COALESCE(last_accessed_at, updated_at) < ? AND updated_at < ?",
                            (now, *arg, archive_below, cutoff, cutoff))
             if expired > 0 or archived > 0:  # searchable vectors changed: every cached matrix is stale
                 run(f"UPDATE user_state SET version = version + 1{' WHERE user_id = ?' if user_id else ''}", arg)
-        return {"expired": max(0, expired), "archived": max(0, archived)}
+        return {"expired": max(0, expired), "archived": max(0, archived), "promoted": max(0, promoted)}
 
     def forget(self, user_id: str) -> int:
         """Delete every row of this user in every table. Returns the rows deleted."""

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .embed import AUTO, Embedder, resolve_embedder
 from .types import Fact
-from .vecindex import VectorIndex, _numpy
+from .nputil import numpy_module as _numpy
+from .vecindex import VectorIndex
 
 from .sqlbase import FACT_COLS, TIER_LIMITS, SQLMemoryStore, blend, log, query_terms, rrf  # noqa: F401
 
@@ -88,6 +89,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "done_at REAL, source TEXT)",
         "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (user_id, status, due_at)",
     ]),
+    (3, ["ALTER TABLE facts ADD COLUMN promoted_at_count INTEGER NOT NULL DEFAULT 0"]),  # access-based importance (curate)
 ]
 
 

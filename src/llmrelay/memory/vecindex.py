@@ -21,16 +21,9 @@ from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 from .embed import cosine
+from .nputil import numpy_module as _numpy
 
 Loader = Callable[[], list[tuple[int, Any]]]  # [(fact_id, vector as stored)]
-
-
-def _numpy() -> Any:
-    try:
-        import numpy
-    except ImportError:
-        return None
-    return numpy
 
 
 class VectorIndex:

@@ -154,11 +154,16 @@ def pick(request: RecordedRequest) -> str | None:
             messages = body.get("messages") or []
             if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
                 return OPENAI_AFTER_TOOL
-            if body.get("tools"):
+            if any(_tool_name(t) == "multiply" for t in body.get("tools") or ()):
                 return OPENAI_TOOL_CALL
             if isinstance(body.get("response_format"), dict):
                 return OPENAI_JSON
     return DEFAULTS[protocol]
+
+
+def _tool_name(tool: Any) -> str | None:
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    return fn.get("name") if isinstance(fn, dict) else None
 
 
 def by_request(*, recording: str | None = None, chunking: Any = "events", delay: float = 0.0,

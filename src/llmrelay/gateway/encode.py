@@ -1,0 +1,162 @@
+"""What the three outbound encoders share: SSE framing, quiet observation, errors and usage in each shape.
+
+An encoder turns llmrelay's typed events into one inbound protocol's stream
+(`encode(event) -> bytes`), its closing frames (`end()`), its in-stream error
+frame (`error(exc)`) and its non-streaming body (`body(response)`).
+
+`observe(event)` runs the same state machine without writing anything: on the
+fast path the client already got the provider's own bytes for those events,
+and the encoder only needs to know where the stream stands (open content
+block, tool indexes, ids) in case a fallback makes the gateway continue the
+stream itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from ..errors import (
+    AllModelsFailedError,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    InvalidRequestError,
+    LLMRelayError,
+    ProviderStreamError,
+    UnknownProviderError,
+)
+from ..usage import Usage
+
+__all__ = ["Encoder", "GatewayError", "status_of", "chat_usage", "anthropic_usage", "responses_usage", "new_id"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()
+
+
+class GatewayError(Exception):
+    """An error the gateway itself answers (auth, limits, unknown model, bad body)."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.headers = headers or {}
+
+
+_KIND = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+         408: "timeout_error", 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error",
+         500: "api_error", 502: "api_error", 503: "api_error", 504: "timeout_error", 529: "overloaded_error"}
+
+
+def status_of(exc: BaseException) -> tuple[int, str, str, dict[str, str]]:
+    """(HTTP status, error kind, message, headers) for any error a request can end with."""
+    if isinstance(exc, GatewayError):
+        return exc.status, exc.kind, exc.message, exc.headers
+    if isinstance(exc, AllModelsFailedError) and exc.exceptions:
+        status, kind, message, headers = status_of(exc.exceptions[-1])
+        return status, kind, message, headers
+    headers: dict[str, str] = {}
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, APIStatusError):
+        status = exc.status_code
+        if exc.retry_after is not None:
+            headers["retry-after"] = str(max(0, int(exc.retry_after + 0.999)))
+        body = exc.body
+        if isinstance(body, dict):  # the provider's own message, not our wrapper's
+            err = body.get("error")
+            inner = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else body.get("message")
+            if isinstance(inner, str) and inner:
+                message = inner
+    elif isinstance(exc, APITimeoutError):
+        status = 504
+    elif isinstance(exc, APIConnectionError):
+        status = 502
+    elif isinstance(exc, ProviderStreamError):
+        status = exc.status_code if isinstance(getattr(exc, "status_code", None), int) else 502
+    elif isinstance(exc, (InvalidRequestError, UnknownProviderError)):
+        status = 400
+    elif isinstance(exc, LLMRelayError):
+        status = 500
+    else:
+        status, message = 500, "internal gateway error"
+    return status, _KIND.get(status, "api_error" if status >= 500 else "invalid_request_error"), message, headers
+
+
+def chat_usage(u: Usage) -> dict[str, Any]:
+    inp, out = u.input_tokens or 0, u.output_tokens or 0
+    return {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out,
+            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens or 0},
+            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens or 0}}
+
+
+def anthropic_usage(u: Usage) -> dict[str, Any]:
+    """Anthropic counts cache reads and writes apart from input_tokens; llmrelay counts them inside."""
+    cached, written = u.cached_input_tokens or 0, u.cache_write_tokens or 0
+    return {"input_tokens": max(0, (u.input_tokens or 0) - cached - written),
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": cached,
+            "output_tokens": u.output_tokens or 0}
+
+
+def responses_usage(u: Usage) -> dict[str, Any]:
+    inp, out = u.input_tokens or 0, u.output_tokens or 0
+    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": u.cached_input_tokens or 0},
+            "output_tokens": out, "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens or 0},
+            "total_tokens": inp + out}
+
+
+class Encoder:
+    """Base: `_sse` writes one frame unless observing quietly."""
+
+    protocol = ""
+    content_type = "text/event-stream; charset=utf-8"
+
+    def __init__(self, model: str, include_usage: bool = False):
+        self.model = model
+        self.include_usage = include_usage
+        self.created = int(time.time())
+        self.usage = Usage()
+        self.quiet = False
+        self.ended = False
+
+    def _sse(self, obj: Any, event: str | None = None) -> bytes:
+        if self.quiet:
+            return b""
+        data = _dumps(obj).encode()
+        if event is None:
+            return b"data: " + data + b"\n\n"
+        return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+    def observe(self, e: Any) -> None:
+        self.quiet = True
+        try:
+            self.encode(e)
+        finally:
+            self.quiet = False
+
+    def encode(self, e: Any) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def end(self) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def error(self, exc: BaseException) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def body(self, response: Any) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def error_body(status: int, kind: str, message: str) -> dict[str, Any]:
+        """The OpenAI error shape (Chat and Responses); Anthropic overrides it."""
+        return {"error": {"message": message, "type": kind, "param": None, "code": _code(status, kind)}}
+
+
+def _code(status: int, kind: str) -> str | None:
+    return {429: "rate_limit_exceeded", 401: "invalid_api_key", 404: "model_not_found"}.get(status, None)

@@ -1,0 +1,133 @@
+"""Prometheus metrics for the gateway, in-process and dependency-free (text exposition format 0.0.4).
+
+Updated once per request when it ends (never per chunk); `/metrics` renders them.
+With several workers each process reports its own (scrape each, or run one per port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from typing import Any
+
+__all__ = ["Metrics"]
+
+_OVERHEAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
+_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class _Histogram:
+    __slots__ = ("bounds", "series")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.series: dict[tuple[str, ...], list[float]] = {}  # labels -> [count per bucket..., +Inf, sum]
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        s = self.series.get(labels)
+        if s is None:
+            s = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+        s[bisect.bisect_left(self.bounds, value)] += 1
+        s[-1] += value
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
+    parts = [f'{n}="{_esc(v)}"' for n, v in zip(names, values)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _esc(v: Any) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, ...], int] = {}  # (endpoint, model, status)
+        self.upstream: dict[tuple[str, ...], int] = {}  # (model,)
+        self.tokens: dict[tuple[str, ...], int] = {}  # (model, kind)
+        self.cost: dict[tuple[str, ...], float] = {}  # (model,)
+        self.overhead = _Histogram(_OVERHEAD_BUCKETS)
+        self.ttft = _Histogram(_TTFT_BUCKETS)
+        self.lag = _Histogram(_LAG_BUCKETS)
+        self.in_flight = 0
+        self.in_flight_streams = 0
+        self.last_lag = 0.0
+        self.started = time.time()
+
+    def request_done(self, endpoint: str, model: str, status: str, overhead_ms: float | None,
+                     response: Any = None, upstream_requests: int = 0) -> None:
+        key = (endpoint, model, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        if upstream_requests:
+            self.upstream[(model,)] = self.upstream.get((model,), 0) + upstream_requests
+        if overhead_ms is not None:
+            self.overhead.observe((endpoint,), overhead_ms)
+        if response is None:
+            return
+        u = response.usage
+        for kind, value in (("input", u.input_tokens), ("output", u.output_tokens), ("cached", u.cached_input_tokens),
+                            ("cache_write", u.cache_write_tokens), ("reasoning", u.reasoning_tokens)):
+            if value:
+                k = (model, kind)
+                self.tokens[k] = self.tokens.get(k, 0) + value
+        ttft = response.timings.time_to_first_token
+        if ttft is not None:
+            self.ttft.observe((model,), ttft)
+        try:
+            total = response.cost.total
+        except Exception:  # pricing must never fail a request
+            total = None
+        if total:
+            self.cost[(model,)] = self.cost.get((model,), 0.0) + total
+
+    async def watch_loop(self, interval: float = 0.25) -> None:
+        """Event-loop lag: how late a sleep wakes up (a busy loop delays every stream)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(interval)
+            lag = max(0.0, loop.time() - t0 - interval)
+            self.last_lag = lag
+            self.lag.observe((), lag)
+
+    def render(self) -> bytes:
+        out: list[str] = []
+
+        def counter(name: str, help_: str, names: tuple[str, ...], data: dict[tuple[str, ...], Any]) -> None:
+            out.append(f"# HELP {name} {help_}\n# TYPE {name} counter")
+            out.extend(f"{name}{_labels(names, k)} {v}" for k, v in sorted(data.items()))
+
+        def histogram(name: str, help_: str, names: tuple[str, ...], h: _Histogram) -> None:
+            out.append(f"# HELP {name} {help_}\n# TYPE {name} histogram")
+            for k, s in sorted(h.series.items()):
+                cumulative = 0.0
+                for bound, count in zip(h.bounds + (float("inf"),), s[:-1]):
+                    cumulative += count
+                    le = 'le="' + ("+Inf" if bound == float("inf") else repr(bound)) + '"'
+                    out.append(f"{name}_bucket{_labels(names, k, le)} {int(cumulative)}")
+                out.append(f"{name}_sum{_labels(names, k)} {s[-1]}")
+                out.append(f"{name}_count{_labels(names, k)} {int(cumulative)}")
+
+        counter("llmrelay_gateway_requests_total", "Gateway requests by endpoint, model and outcome.",
+                ("endpoint", "model", "status"), self.requests)
+        counter("llmrelay_gateway_upstream_requests_total", "Upstream requests (retries and fallbacks included).",
+                ("model",), self.upstream)
+        counter("llmrelay_gateway_tokens_total", "Tokens by model and kind (cached, cache_write and reasoning are "
+                "subsets of input and output).", ("model", "kind"), self.tokens)
+        counter("llmrelay_gateway_cost_usd_total", "Cost in USD, where a price is known.", ("model",), self.cost)
+        histogram("llmrelay_gateway_overhead_ms", "Time the gateway added (wall time minus upstream waits), ms.",
+                  ("endpoint",), self.overhead)
+        histogram("llmrelay_gateway_ttft_seconds", "Time to first token of the answering upstream request.",
+                  ("model",), self.ttft)
+        histogram("llmrelay_gateway_event_loop_lag_seconds", "Event-loop lag (sleep overshoot).", (), self.lag)
+        out.append("# HELP llmrelay_gateway_in_flight_requests Requests being served.\n"
+                   "# TYPE llmrelay_gateway_in_flight_requests gauge")
+        out.append(f"llmrelay_gateway_in_flight_requests {self.in_flight}")
+        out.append("# HELP llmrelay_gateway_in_flight_streams Streaming responses being served.\n"
+                   "# TYPE llmrelay_gateway_in_flight_streams gauge")
+        out.append(f"llmrelay_gateway_in_flight_streams {self.in_flight_streams}")
+        return ("\n".join(out) + "\n").encode()

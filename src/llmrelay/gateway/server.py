@@ -1,0 +1,56 @@
+"""Running the gateway: uvicorn (with httptools and uvloop when installed), one process or N workers.
+
+Chosen by measurement (`make bench-gateway`, bench/README.md): a bare ASGI app
+under uvicorn + httptools + uvloop. The upstream client is llmrelay's own aiohttp
+transport.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+from .app import GatewayApp
+from .config import load
+
+__all__ = ["serve", "factory", "check"]
+
+CONFIG_ENV = "LLMRELAY_GATEWAY_CONFIG"
+
+
+def check(path: str) -> list[str]:
+    """Load and validate the config (raises ConfigError naming the line); returns its warnings."""
+    config = load(path)
+    from .state import Gateway
+
+    Gateway(config).client.close()  # every target resolves (keys, providers) the way serving would
+    return list(config.warnings)
+
+
+def factory() -> GatewayApp:
+    """For `uvicorn --factory` and worker processes: the config path comes from LLMRELAY_GATEWAY_CONFIG."""
+    return GatewayApp(os.environ[CONFIG_ENV])
+
+
+def _server_options() -> dict[str, Any]:
+    opts: dict[str, Any] = {"lifespan": "on", "access_log": False, "server_header": False, "date_header": False}
+    opts["http"] = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    opts["loop"] = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return opts
+
+
+def serve(path: str, host: str = "127.0.0.1", port: int = 4000, workers: int = 1, log_level: str = "warning",
+          ready_file: str | None = None) -> None:
+    import uvicorn
+
+    load(path)  # fail now, with the line, not inside a worker
+    os.environ[CONFIG_ENV] = os.path.abspath(path)
+    opts = _server_options()
+    if workers > 1:
+        uvicorn.run("llmrelay.gateway.server:factory", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, timeout_graceful_shutdown=30, **opts)
+        return
+    app = GatewayApp(os.path.abspath(path))
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30, **opts)
+    uvicorn.Server(config).run()

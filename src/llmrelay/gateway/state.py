@@ -1,0 +1,169 @@
+"""One configuration generation: the llmrelay client, the routes as model lists, the keys and their limits.
+
+A SIGHUP builds a new `Gateway` and swaps it in; requests in flight keep the
+one they started with, which is closed when its last request ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import hashlib
+import random
+import time
+from typing import Any
+
+from ..client import Client
+from ..providers import PROVIDERS, parse_model
+from ..reliability.fallback import Router
+from ..reliability.retry import Retry
+from ..timeouts import Timeouts
+from .config import GatewayConfig, Key, Route
+from .encode import GatewayError
+from .relay import RelayTransport
+
+__all__ = ["Gateway"]
+
+
+class _Limits:
+    __slots__ = ("in_flight", "recent")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.recent: collections.deque[float] = collections.deque()
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, *, async_backend: str = "aiohttp"):
+        self.config = config
+        self.options = config.server
+        providers: dict[str, Any] = {}
+        api_keys: dict[str, str] = {}
+        self.targets: dict[str, list[tuple[str, float]]] = {}  # route -> [(model string, weight)]
+        n = 0
+        for route in config.routes.values():
+            entries = []
+            for t in route.targets:
+                name, model_id = parse_model(t.model, PROVIDERS)
+                if t.base_url is not None or t.api_key is not None:
+                    n += 1
+                    base = PROVIDERS[name]
+                    derived = f"{name}#{n}"
+                    providers[derived] = base.__class__(
+                        derived, base.protocol, t.base_url or base.base_url, () if t.api_key else base.key_env,
+                        (), requires_key=base.requires_key if not t.api_key else True, stream_usage=base.stream_usage,
+                        supports_prefill=base.supports_prefill, max_tokens_field=base.max_tokens_field,
+                        reasoning_echo=base.reasoning_echo, unsupported=base.unsupported, headers=base.headers,
+                        description=base.description, structured=base.structured)
+                    if t.api_key:
+                        api_keys[derived] = t.api_key
+                    name = derived
+                entries.append((f"{name}:{model_id}", t.weight))
+            self.targets[route.name] = entries
+        hooks: list[Any] = []
+        if config.server.otel:
+            from ..observability.tracing import OpenTelemetryHooks
+
+            hooks.append(OpenTelemetryHooks())
+        self.client = Client(providers=providers, api_keys=api_keys, retry=0, async_backend=async_backend,
+                             log=(config.logging or True) if config.logging is not None else False, hooks=hooks)
+        self.protocols = {name: p.protocol for name, p in self.client.providers.items()}
+        self.client._async_transport = RelayTransport(self.client._async())
+        self.timeouts = {name: _timeouts(r.timeout) for name, r in config.routes.items()}
+        self.limits: dict[str, _Limits] = {}
+        self.in_flight = 0
+        self.retired = False
+
+    @property
+    def log_hook(self) -> Any:
+        from ..logs import LogHook
+
+        return next((h for h in self.client.hooks if isinstance(h, LogHook)), None)
+
+    # -- auth and limits ----------------------------------------------------------------------
+    def authenticate(self, headers: dict[str, str]) -> Key | None:
+        """The key of this request (None when the gateway is open); raises GatewayError(401)."""
+        if not self.config.keys:
+            return None
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "").strip()
+        if not token:
+            raise GatewayError(401, "missing API key: send Authorization: Bearer <key> or x-api-key", "authentication_error")
+        key = self.config.keys.get("sha256:" + hashlib.sha256(token.encode()).hexdigest())
+        if key is None:
+            raise GatewayError(401, "invalid API key", "authentication_error")
+        if key.expires is not None and _dt.datetime.now(_dt.timezone.utc) >= key.expires:
+            raise GatewayError(401, f"API key {key.name!r} expired on {key.expires.isoformat()}", "authentication_error")
+        return key
+
+    def allowed(self, key: Key | None, model: str) -> bool:
+        return key is None or key.models is None or model in key.models
+
+    def acquire(self, key: Key | None) -> None:
+        if key is None or (key.max_parallel is None and key.rpm is None):
+            return
+        lim = self.limits.get(key.name)
+        if lim is None:
+            lim = self.limits[key.name] = _Limits()
+        if key.max_parallel is not None and lim.in_flight >= key.max_parallel:
+            raise GatewayError(429, f"key {key.name!r}: {key.max_parallel} requests already in flight",
+                               "rate_limit_error", {"retry-after": "1"})
+        if key.rpm is not None:
+            now = time.monotonic()
+            recent = lim.recent
+            while recent and now - recent[0] >= 60.0:
+                recent.popleft()
+            if len(recent) >= key.rpm:
+                wait = max(1, int(60.0 - (now - recent[0]) + 0.999))
+                raise GatewayError(429, f"key {key.name!r}: more than {key.rpm} requests per minute",
+                                   "rate_limit_error", {"retry-after": str(wait)})
+            recent.append(now)
+        lim.in_flight += 1
+
+    def release(self, key: Key | None) -> None:
+        if key is not None and key.name in self.limits and (key.max_parallel is not None or key.rpm is not None):
+            self.limits[key.name].in_flight -= 1
+
+    # -- routing ------------------------------------------------------------------------------
+    def route(self, model: str) -> Route:
+        route = self.config.routes.get(model)
+        if route is None:
+            raise GatewayError(404, f"The model {model!r} does not exist (known: {', '.join(self.config.routes)})",
+                               "not_found_error")
+        return route
+
+    def models_for(self, route: Route) -> list[str]:
+        """The targets in the order to try them: one picked by weight first, then the rest, then each fallback's."""
+        out: list[str] = []
+        for name in (route.name, *route.fallbacks):
+            entries = self.targets[name]
+            if len(entries) > 1:
+                first = random.choices(range(len(entries)), weights=[w for _, w in entries])[0]
+                entries = [entries[first]] + [e for i, e in enumerate(entries) if i != first]
+            out.extend(m for m, _ in entries if m not in out)
+        return out
+
+    def call_options(self, route: Route) -> dict[str, Any]:
+        models = self.models_for(route)
+        opts: dict[str, Any] = {"retry": Retry(route.retries, initial_delay=0.05, max_delay=2.0) if route.retries else 0,
+                                "run_tools": False}
+        if self.timeouts[route.name] is not None:
+            opts["timeout"] = self.timeouts[route.name]
+        opts["model"] = models[0] if len(models) == 1 else Router(models, mode=route.fallback_mode)
+        return opts
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        hook = self.log_hook
+        if hook is not None:
+            import asyncio
+
+            await asyncio.to_thread(hook.close)
+
+
+def _timeouts(value: Any) -> Timeouts | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return Timeouts(**value)
+    return Timeouts.of(value)
