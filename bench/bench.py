@@ -714,6 +714,12 @@ def bench_memory_section(quick: bool) -> dict[str, Any]:
     return out
 
 
+def bench_memory_search_section(quick: bool) -> dict[str, Any]:
+    import bench_memory_search
+
+    return bench_memory_search.run(quick=quick)
+
+
 # ---------------------------------------------------------------------------
 # profile
 # ---------------------------------------------------------------------------
@@ -814,6 +820,10 @@ def compute_bars(res: dict[str, Any]) -> list[dict[str, Any]]:
         note="'nothing added'; 5% taken as the noise floor")
     m = res.get("memory_ttft") or {}
     bar("with_memory (no search): TTFT / without", m.get("ratio"), 1.05, ".3f")
+    ms = res.get("memory_search") or {}
+    for name, row in (ms.get("search") or {}).items():
+        bar(f"memory search p50 ms, {name}", row["p50_ms"], 5.0, ".2f")
+        bar(f"memory search p99 ms, {name}", row["p99_ms"], 25.0, ".2f")
     st = res.get("structured") or {}
     flat_st = (st["output_last_quarter_us_per_chunk"] / st["output_first_quarter_us_per_chunk"]
                if st.get("output_first_quarter_us_per_chunk") else None)
@@ -926,7 +936,7 @@ def print_table(res: dict[str, Any]) -> None:
         out.append("")
     if "bedrock" in res:
         br = res["bedrock"]
-        out.append(f"10. Bedrock ConverseStream (binary AWS event stream) vs OpenAI Chat SSE: {br['chunks']:,} text deltas, "
+        out.append(f"11. Bedrock ConverseStream (binary AWS event stream) vs OpenAI Chat SSE: {br['chunks']:,} text deltas, "
                    f"one message/event per HTTP chunk (bench/bench_bedrock.py; median of {br['reps']})")
         for r in br["rows"]:
             out.append(f"   {r['variant']:<56}{r['us_per_chunk']:>10.2f} us/chunk")
@@ -962,6 +972,21 @@ def print_table(res: dict[str, Any]) -> None:
         note = "" if not m["failed"] else "  <- learning FAILED, so its background work is missing from this TTFT"
         out.append(f"   background learning during the run: {m['learned']} learned, {m['failed']} failed{note}")
         out.append("")
+    if "memory_search" in res:
+        ms = res["memory_search"]
+        out.append("10. Memory recall and search (bench/bench_memory_search.py)")
+        for mode, v in ms["recall_at_5"].items():
+            out.append(f"   {'recall@5, paraphrase set, ' + mode:<56}{v:>10.2f}")
+        for name, row in ms["search"].items():
+            out.append(f"   {'search ' + name:<56}p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms")
+        if "query_embed_ms" in ms:
+            out.append(f"   {'+ embedding the query (local MiniLM, p50)':<56}{ms['query_embed_ms']:>10.1f} ms")
+        for mode, v in ms["learn_per_s"].items():
+            out.append(f"   {'learning throughput, ' + mode:<56}{v:>10.0f} exchanges/s")
+        i = ms["install"]
+        out.append(f"   {'memory-local install (code + weights)':<56}{i['total_mb']:>10.0f} MB "
+                   f"({i['extra_mb']:.0f} + {i['weights_mb']:.0f}; PyTorch stack ~1400)")
+        out.append("")
     for key, err in res.get("errors", {}).items():
         out.append(f"!! section {key} failed: {err}")
     if res.get("errors"):
@@ -993,7 +1018,7 @@ def versions() -> dict[str, str]:
 
 
 SECTIONS = ("chunks", "fixed", "concurrency", "tools", "logging", "import", "memory", "structured", "memory_ttft",
-            "bedrock")
+            "memory_search", "bedrock")
 
 
 def main() -> None:
@@ -1055,6 +1080,7 @@ def main() -> None:
         section("bedrock", lambda: bench_bedrock_section(srv, q))
     section("structured", lambda: bench_structured_section(q))
     section("memory_ttft", lambda: bench_memory_section(q))
+    section("memory_search", lambda: bench_memory_search_section(q))
     res["bars"] = compute_bars(res)
     res["meta"]["seconds"] = time.perf_counter() - t_start
     res["meta"]["loadavg_end"] = os.getloadavg()

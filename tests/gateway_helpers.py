@@ -19,14 +19,15 @@ def free_port() -> int:
 
 
 class GatewayThread:
-    def __init__(self, yaml_text: str | None = None, env: dict[str, str] | None = None, path: str | None = None):
+    def __init__(self, yaml_text: str | None = None, env: dict[str, str] | None = None, path: str | None = None,
+                 **app_options: Any):
         import uvicorn
 
         if path is not None:
-            self.app = GatewayApp(path)
+            self.app = GatewayApp(path, **app_options)
         else:
             self.config = parse(yaml_text or "", env=env or {})
-            self.app = GatewayApp(self.config)
+            self.app = GatewayApp(self.config, **app_options)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",

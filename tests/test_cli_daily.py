@@ -417,3 +417,60 @@ def test_models_for_a_provider_without_a_list():
     child, log = spawn("-c", code, program=[sys.executable])
     out = finish(child, log, status=1)
     assert "pip install 'llmrelay[prices]'" in out and "openai:MODEL" in out
+
+
+def test_interactive_attachments_go_with_the_first_turn(server, tmp_path):
+    image = tmp_path / "dot.png"
+    image.write_bytes(png())
+    server.enqueue(Reply.recording(TEXT_REC), Reply.recording(TEXT_REC))
+    child, log = spawn("chat", "-a", str(image), *openai_args(server))
+    child.expect("> ")
+    child.sendline("What is this?")
+    child.expect("tok/s")
+    child.expect("> ")
+    child.sendline("And now?")
+    child.expect("tok/s")
+    child.expect("> ")
+    child.sendline("quit")
+    finish(child, log)
+    first, second = (r.json["messages"] for r in server.requests)
+    assert first[0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert second[0] == first[0] and second[-1] == {"role": "user", "content": "And now?"}
+
+
+# -- functions as tools --------------------------------------------------------------------------------
+
+
+def test_functions_from_a_file_and_inline_run_as_tools(server, tmp_path):
+    server.default = by_request()  # offers `multiply`: the recorded multiply call, then the answer after it
+    tools = tmp_path / "tools.py"
+    tools.write_text('import math\n\ndef multiply(a: int, b: int) -> int:\n    """Multiply two numbers."""\n'
+                     '    return a * b\n\ndef _private():\n    pass\n')
+    child, log = spawn("chat", "What is 1231 * 2331?", "--functions", str(tools), *openai_args(server))
+    out = finish(child, log)
+    assert "tool call multiply" in out and "multiply returned 2869461" in out and "2,869,461" in out
+    offered = [t["function"]["name"] for t in server.requests[0].json["tools"]]
+    assert offered == ["multiply"]  # not the imported module, not _private
+    assert server.requests[1].json["messages"][-1] == {
+        "role": "tool", "tool_call_id": "call_1EYWDzueHEp8OsB8jJSEp7WB", "content": "2869461"}
+    r = run("chat", "What is 1231 * 2331?", "--functions", "def multiply(a: int, b: int) -> int:\n    return a * b",
+            *openai_args(server))
+    assert r.returncode == 0, r.stderr
+    assert "<- multiply returned 2869461" in r.stdout
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('nope')\n")
+    r = run("chat", "hi", "--functions", str(broken), *openai_args(server))
+    assert r.returncode == 2 and "RuntimeError: nope" in r.stderr and "Traceback" not in r.stderr
+    r = run("chat", "hi", "--functions", "x = 1", *openai_args(server))
+    assert r.returncode == 2 and "defines no function" in r.stderr
+
+
+def test_a_broken_config_file_is_named_not_a_traceback(server, isolated):
+    config = isolated.parent.parent / "config"
+    config.mkdir()
+    (config / "config.json").write_text("{not json")
+    r = run("chat", "hi", *openai_args(server))
+    assert r.returncode == 2 and "config.json is not valid JSON" in r.stderr and "Traceback" not in r.stderr
+    child, log = spawn("aliases", "list")
+    assert "config.json is not valid JSON" in finish(child, log, status=1)
+    assert not server.requests

@@ -267,3 +267,72 @@ def test_reload_keeps_streams_in_flight(tmp_path):
             assert not gw.app.reload()  # a bad file is refused; the running config stays
             assert "extra" in [m.id for m in oa(gw.url).models.list()]
 
+
+
+def test_otel_server_span_around_the_upstream_spans():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with ReplayServer() as up:
+        with GatewayThread(config_for(up.url, "server: {otel: true}"), tracer_provider=provider) as gw:
+            up.enqueue(rec("anthropic/text_basic.sse"))
+            oa(gw.url).chat.completions.create(model="claude", messages=MSG)
+    spans = exporter.get_finished_spans()
+    server = [s for s in spans if s.kind.name == "SERVER"]
+    assert len(server) == 1 and server[0].attributes["llmrelay.gateway.model"] == "claude"
+    inner = [s for s in spans if s.kind.name != "SERVER"]
+    assert inner and all(s.context.trace_id == server[0].context.trace_id for s in inner)
+
+
+def _hang_up_after_headers(port: int, path: bytes, body: dict, key: bytes = b"sk-team-a", up=None) -> None:
+    import time
+
+    seen = len(up.requests) if up is not None else 0
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        data = json.dumps(body).encode()
+        sock.sendall(b"POST " + path + b" HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + key +
+                     b"\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(data), data))
+        if body.get("stream"):
+            assert b"200 OK" in sock.recv(65536)
+        elif up is not None:  # hang up once the upstream request is under way
+            deadline = time.monotonic() + 30
+            while len(up.requests) == seen and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+
+def test_non_streaming_disconnect_closes_upstream(keyed):
+    up, gw, db = keyed
+    up.enqueue(faults.drip("openai_chat/text_usage_chunk.sse", delay=0.3))
+    import time
+
+    _hang_up_after_headers(gw.port, b"/v1/chat/completions", {"model": "gpt", "messages": MSG}, up=up)
+    mine = up.requests[-1]
+    deadline = time.monotonic() + 10
+    while mine.disconnected_at is None and time.monotonic() < deadline:
+        up.wait_disconnect(0.1)
+    assert mine.disconnected_at is not None and not mine.completed
+
+
+def test_drain_reads_the_upstream_to_the_end(tmp_path):
+    import time
+
+    db = tmp_path / "d.db"
+    with ReplayServer() as up:
+        with GatewayThread(config_for(up.url, f"logging: {db}\nserver: {{on_client_disconnect: drain}}")) as gw:
+            up.enqueue(faults.drip("anthropic/text_basic.sse", delay=0.05))
+            _hang_up_after_headers(gw.port, b"/v1/messages",
+                                   {"model": "claude", "max_tokens": 50, "messages": MSG, "stream": True})
+            deadline = time.monotonic() + 30
+            while not (up.requests and up.requests[-1].completed) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert up.requests[-1].completed and up.requests[-1].disconnected_at is None
+            gw.gateway.log_hook.flush(10)
+            conn = sqlite3.connect(db)
+            status, tokens = conn.execute("SELECT status, output_tokens FROM turns").fetchone()
+            conn.close()
+            assert status == "ok" and tokens == 10  # the whole answer's usage, as the provider reported it

@@ -63,6 +63,7 @@ def call_span(exporter):
 
 
 def turns(exporter):
+    """The inference spans (one per HTTP request)."""
     return [s for s in spans(exporter) if s.parent is not None and s.attributes.get("gen_ai.operation.name") == "chat"]
 
 
@@ -75,10 +76,11 @@ def assert_no_secret(exporter):
         assert not any("authorization" in k.lower() or "api-key" in k.lower() for k in s.attributes)
 
 
-def assert_one_correlation(exporter, expected):
+def assert_one_correlation(exporter, expected, conversation=None):
+    """One correlation id on every span; gen_ai.conversation.id only when the caller gave one."""
     for s in spans(exporter):
         assert s.attributes["llmrelay.correlation_id"] == expected, s.name
-        assert s.attributes["gen_ai.conversation.id"] == expected, s.name
+        assert s.attributes.get("gen_ai.conversation.id") == conversation, s.name
     trace_ids = {s.context.trace_id for s in spans(exporter)}
     assert len(trace_ids) == 1
 
@@ -98,7 +100,17 @@ def test_plain_stream_span_names_kind_and_attributes(server, provider, exporter,
     root = call_span(exporter)
     (turn,) = turns(exporter)
     assert turn.parent.span_id == root.context.span_id
-    for s in (root, turn):
+    # the call: INTERNAL, no gen_ai operation, no gen_ai.usage (a backend summing usage counts the request once)
+    assert (root.name, root.kind) == ("llmrelay.call gpt-4o", SpanKind.INTERNAL)
+    assert not any(k.startswith(("gen_ai.usage", "gen_ai.operation", "gen_ai.request", "gen_ai.response")) for k in root.attributes)
+    assert root.attributes["llmrelay.call.usage.input_tokens"] == 14
+    assert root.attributes["llmrelay.call.usage.output_tokens"] == 30
+    assert root.attributes["llmrelay.request.model"] == "gpt-4o"
+    assert root.attributes["llmrelay.response.model"] == "gpt-4o-2024-08-06"
+    assert root.attributes["llmrelay.stream"] is True and root.attributes["llmrelay.status"] == "ok"
+    assert root.attributes["llmrelay.call.time_to_first_chunk"] >= 0
+    assert root.attributes["llmrelay.call.time_to_first_text"] == response.timings.time_to_first_text
+    for s in (turn,):
         a = s.attributes
         assert s.name == "chat gpt-4o"
         assert s.kind is SpanKind.CLIENT
@@ -126,6 +138,8 @@ def test_plain_stream_span_names_kind_and_attributes(server, provider, exporter,
         # content is off by default
         assert not any(k in a for k in ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions"))
     assert turn.attributes["gen_ai.response.time_to_first_chunk"] == response.timings.time_to_first_token
+    assert turn.attributes["llmrelay.response.time_to_first_text"] == response.timings.time_to_first_text
+    assert turn.attributes["llmrelay.response.time_per_output_chunk"] == response.timings.time_per_output_chunk > 0
     assert turn.attributes["llmrelay.turn"] == 1
     assert root.events == ()  and turn.events == ()  # nothing per chunk
     assert_one_correlation(exporter, response.correlation_id)
@@ -135,11 +149,22 @@ def test_plain_stream_span_names_kind_and_attributes(server, provider, exporter,
 def test_complete_is_not_streaming_and_metrics(server, provider, exporter, reader):
     server.enqueue(Reply.recording(TEXT))
     client, _ = make(server, provider, reader)
-    client.complete("openai:gpt-4o", HI)
-    assert call_span(exporter).attributes["gen_ai.request.stream"] is False
+    response = client.complete("openai:gpt-4o", HI)
+    # complete() is not the caller streaming, but the wire request streamed: that is what gen_ai.request.stream says
+    assert call_span(exporter).attributes["llmrelay.stream"] is False
+    (turn,) = turns(exporter)
+    assert turn.attributes["gen_ai.request.stream"] is True
     metrics = {m.name: m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    assert set(metrics) == {"gen_ai.client.operation.duration", "gen_ai.client.token.usage",
-                            "gen_ai.client.operation.time_to_first_chunk"}
+    expected = {"gen_ai.client.operation.duration", "gen_ai.client.token.usage",
+                "gen_ai.client.operation.time_to_first_chunk", "gen_ai.client.operation.time_per_output_chunk"}
+    if response.cost.total is not None:
+        expected.add("llmrelay.client.cost")
+        (cost,) = metrics["llmrelay.client.cost"].data.data_points
+        assert cost.sum == pytest.approx(response.cost.total) == turn.attributes["llmrelay.cost.usd"]
+        assert call_span(exporter).attributes["llmrelay.call.cost.usd"] == pytest.approx(response.cost.total)
+    assert set(metrics) == expected
+    (per_chunk,) = metrics["gen_ai.client.operation.time_per_output_chunk"].data.data_points
+    assert per_chunk.count == 1 and per_chunk.sum == pytest.approx(response.timings.time_per_output_chunk)
     (duration,) = metrics["gen_ai.client.operation.duration"].data.data_points
     assert duration.count == 1 and metrics["gen_ai.client.operation.duration"].unit == "s"
     assert duration.attributes["gen_ai.operation.name"] == "chat"
@@ -157,14 +182,14 @@ def test_semconv_default_is_gen_ai_system_and_env_opts_in(server, provider, expo
     client, hooks = make(server, provider, latest_experimental=None)
     assert hooks.latest_experimental is False
     client.complete("openai:gpt-4o", HI)
-    a = call_span(exporter).attributes
+    a = turns(exporter)[0].attributes
     assert a["gen_ai.system"] == "openai" and "gen_ai.provider.name" not in a
     exporter.clear()
     monkeypatch.setenv(OPT_IN_ENV, "http, gen_ai_latest_experimental")
     client, hooks = make(server, provider, latest_experimental=None)
     assert hooks.latest_experimental is True
     client.complete("openai:gpt-4o", HI)
-    a = call_span(exporter).attributes
+    a = turns(exporter)[0].attributes
     assert a["gen_ai.provider.name"] == "openai" and "gen_ai.system" not in a
 
 
@@ -176,7 +201,11 @@ def test_anthropic_usage_with_cache_fields(server, provider, exporter):
     client, _ = make(server, provider)
     response = client.complete("anthropic:claude-sonnet-4-5", HI, max_tokens=8192)
     assert response.usage.cached_input_tokens == 40
-    for s in (call_span(exporter), *turns(exporter)):
+    root = call_span(exporter)
+    assert root.name == "llmrelay.call claude-sonnet-4-5"
+    assert root.attributes["llmrelay.call.usage.cached_input_tokens"] == 40
+    assert root.attributes["llmrelay.call.usage.input_tokens"] == 17 + 40 + 3
+    for s in turns(exporter):
         a = s.attributes
         assert s.name == "chat claude-sonnet-4-5"
         assert a["gen_ai.provider.name"] == "anthropic"
@@ -209,7 +238,7 @@ def test_tool_loop_spans(server, provider, exporter):
     assert len(response.turns) == 2
     root = call_span(exporter)
     chat = sorted(turns(exporter), key=lambda s: s.attributes["llmrelay.turn"])
-    (tool,) = [s for s in spans(exporter) if s.attributes["gen_ai.operation.name"] == "execute_tool"]
+    (tool,) = [s for s in spans(exporter) if s.attributes.get("gen_ai.operation.name") == "execute_tool"]
     assert [s.attributes["llmrelay.turn"] for s in chat] == [1, 2]
     assert chat[0].attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
     assert tool.name == "execute_tool multiply"
@@ -222,9 +251,11 @@ def test_tool_loop_spans(server, provider, exporter):
     assert "gen_ai.tool.call.arguments" not in tool.attributes and "gen_ai.tool.call.result" not in tool.attributes
     assert chat[0].end_time <= tool.start_time <= tool.end_time <= chat[1].start_time
     assert root.start_time <= chat[0].start_time and chat[1].end_time <= root.end_time
-    # usage on the call span is the sum over the tool rounds
-    assert root.attributes["gen_ai.usage.input_tokens"] == response.usage.input_tokens
-    assert root.attributes["gen_ai.usage.input_tokens"] == sum(s.attributes["gen_ai.usage.input_tokens"] for s in chat)
+    # usage once per request (the inference spans); the call span's totals are not gen_ai.usage
+    assert "gen_ai.usage.input_tokens" not in root.attributes
+    assert sum(s.attributes["gen_ai.usage.input_tokens"] for s in chat) == response.usage.input_tokens
+    assert root.attributes["llmrelay.call.usage.input_tokens"] == response.usage.input_tokens
+    assert root.attributes["llmrelay.call.usage.output_tokens"] == response.usage.output_tokens
     assert root.attributes["llmrelay.turns"] == 2
     assert_one_correlation(exporter, response.correlation_id)
     assert_no_secret(exporter)
@@ -238,14 +269,16 @@ def test_tool_loop_content_captured_when_asked(server, provider, exporter):
                                                       {"role": "user", "content": "What is 1231 * 2331?"}],
                                tools=[llmrelay.tool(multiply)])
     root = call_span(exporter)
-    assert json.loads(root.attributes["gen_ai.system_instructions"]) == [{"type": "text", "content": "Be exact."}]
-    assert json.loads(root.attributes["gen_ai.input.messages"]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "What is 1231 * 2331?"}]}]
-    out = json.loads(root.attributes["gen_ai.output.messages"])
-    assert out[0]["role"] == "assistant" and out[0]["parts"][0]["content"] == response.text
-    (definition,) = json.loads(root.attributes["gen_ai.tool.definitions"])
-    assert definition["name"] == "multiply" and definition["type"] == "function"
+    assert not any(k.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.system", "gen_ai.tool")) for k in root.attributes)
     chat = sorted(turns(exporter), key=lambda s: s.attributes["llmrelay.turn"])
+    first = chat[0].attributes
+    assert json.loads(first["gen_ai.system_instructions"]) == [{"type": "text", "content": "Be exact."}]
+    assert json.loads(first["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "What is 1231 * 2331?"}]}]
+    out = json.loads(chat[1].attributes["gen_ai.output.messages"])
+    assert out[0]["role"] == "assistant" and out[0]["parts"][0]["content"] == response.text
+    (definition,) = json.loads(first["gen_ai.tool.definitions"])
+    assert definition["name"] == "multiply" and definition["type"] == "function"
     second_input = json.loads(chat[1].attributes["gen_ai.input.messages"])
     assert [m["role"] for m in second_input] == ["user", "assistant", "tool"]
     assert second_input[1]["parts"][0]["type"] == "tool_call"
@@ -307,9 +340,10 @@ def test_fallback_first_model_fails(server, provider, exporter):
     assert response.provider == "groq"
     root = call_span(exporter)
     first, second = sorted(turns(exporter), key=lambda s: s.attributes["llmrelay.turn"])
-    assert root.name == "chat gpt-4o"
-    assert root.attributes["gen_ai.request.model"] == "gpt-4o"
-    assert root.attributes["gen_ai.response.model"] == "gpt-4o-2024-08-06"
+    assert root.name == "llmrelay.call gpt-4o"
+    assert root.attributes["llmrelay.request.model"] == "gpt-4o"
+    assert root.attributes["llmrelay.response.model"] == "gpt-4o-2024-08-06"
+    assert root.attributes["llmrelay.provider"] == "groq"
     assert root.attributes["llmrelay.fallback.count"] == 1
     assert root.status.status_code is StatusCode.UNSET
     (event,) = [e for e in root.events if e.name == "llmrelay.fallback"]
@@ -351,9 +385,9 @@ def test_in_band_error(server, provider, exporter):
         assert "tool call validation failed" in s.status.description.lower()
         assert s.attributes["error.type"] == "ProviderStreamError"
         assert s.attributes["llmrelay.status"] == "error"
-        assert s.attributes["gen_ai.provider.name"] == "groq"
         assert any(e.name == "exception" for e in s.events)
     (turn,) = turns(exporter)
+    assert turn.attributes["gen_ai.provider.name"] == "groq"
     assert turn.attributes["llmrelay.error.code"] == "tool_use_failed"
     assert turn.attributes["gen_ai.usage.output_tokens"] > 0  # estimated from the partial answer
     assert turn.attributes["llmrelay.usage.estimated"] is True
@@ -402,10 +436,13 @@ def test_ambient_span_is_the_parent_and_tags(server, provider, exporter):
     server.enqueue(Reply.recording(TEXT))
     client, _ = make(server, provider)
     with provider.get_tracer("app").start_as_current_span("handler") as outer:
-        client.complete("openai:gpt-4o", HI, tags={"conversation_id": "conv-7", "user": "alice", "obj": object()})
-    root = next(s for s in spans(exporter) if s.name == "chat gpt-4o" and "llmrelay.turn" not in s.attributes)
+        response = client.complete("openai:gpt-4o", HI, conversation_id="conv-7", correlation_id="req-1",
+                                   tags={"conversation_id": "not-this", "user": "alice", "obj": object()})
+    root = next(s for s in spans(exporter) if s.name == "llmrelay.call gpt-4o")
     assert root.parent.span_id == outer.get_span_context().span_id
-    assert root.attributes["gen_ai.conversation.id"] == "conv-7"
+    ours = [s for s in spans(exporter) if s.name != "handler"]
+    assert {s.attributes["gen_ai.conversation.id"] for s in ours} == {"conv-7"}  # the caller's, on every span
+    assert {s.attributes["llmrelay.correlation_id"] for s in ours} == {"req-1"} and response.correlation_id == "req-1"
     assert root.attributes["llmrelay.tag.user"] == "alice"
     assert "llmrelay.tag.obj" not in root.attributes
 
@@ -420,8 +457,8 @@ async def test_async_stream_spans(server, provider, exporter):
     finally:
         await client.aclose()
     names = sorted(s.name for s in spans(exporter))
-    assert names == ["chat gpt-4o-mini"] * 3 + ["execute_tool multiply"]
-    assert call_span(exporter).attributes["gen_ai.usage.output_tokens"] == response.usage.output_tokens
+    assert names == ["chat gpt-4o-mini"] * 2 + ["execute_tool multiply", "llmrelay.call gpt-4o-mini"]
+    assert call_span(exporter).attributes["llmrelay.call.usage.output_tokens"] == response.usage.output_tokens
     assert_one_correlation(exporter, response.correlation_id)
     assert_no_secret(exporter)
 

@@ -31,6 +31,9 @@ class Timings:
     time_to_first_text: float | None = None
     #: `time.perf_counter()` at dispatch (to place turns on one clock); not a duration.
     dispatched_at: float | None = field(default=None, repr=False, compare=False)
+    #: The mean time between output chunks (decoded events) after the first token: one
+    #: value per request (OpenTelemetry's `gen_ai.client.operation.time_per_output_chunk`).
+    time_per_output_chunk: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +41,7 @@ class Timings:
             "time_to_first_text": self.time_to_first_text,
             "total": self.total,
             "output_tokens_per_second": self.output_tokens_per_second,
+            "time_per_output_chunk": self.time_per_output_chunk,
         }
 
 

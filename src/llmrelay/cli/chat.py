@@ -116,6 +116,8 @@ def add_arguments(chat: argparse.ArgumentParser) -> None:
                       "default: a generated id")
     chat.add_argument("-a", "--attachment", action="append", default=[], metavar="FILE|URL",
                       help="attach an image (repeatable); a URL is downloaded first for providers that need inline data")
+    chat.add_argument("--functions", action="append", default=[], metavar="FILE.py|CODE",
+                      help="Python functions the model may call as tools (a file or inline code; repeatable)")
     chat.add_argument("--schema", metavar="SCHEMA",
                       help="structured output: a JSON schema (inline or a file) or the concise "
                       "'name, age int, bio: description' syntax; prints the validated JSON")
@@ -209,7 +211,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def open_chat(args: argparse.Namespace) -> Chat:
     """The model (-m, the conversation's, or the default), the history (-c, --cid), the client."""
     from . import config
-    from .inputs import InputError, parse_schema
+    from .inputs import InputError, load_functions, parse_schema
 
     try:
         settings = config.load_config()
@@ -242,11 +244,13 @@ def open_chat(args: argparse.Namespace) -> Chat:
     if args.key:
         options["api_key"] = args.key
     schema = None
-    if args.schema:
-        try:
+    try:
+        if args.schema:
             schema = parse_schema(args.schema)
-        except InputError as exc:
-            raise UsageProblem(f"llmrelay: error: {exc}") from None
+        if args.functions:
+            options["tools"] = load_functions(args.functions)
+    except InputError as exc:
+        raise UsageProblem(f"llmrelay: error: {exc}") from None
 
     from ..client import Client
     from ..providers import PROVIDERS
@@ -312,6 +316,9 @@ def run_turn(chat: Chat, user: Any) -> int:
         params["output"] = chat.schema
     try:
         stream = chat.client.stream(chat.model, list(chat.messages), **params)
+    except KeyboardInterrupt:  # before the request: the turn never happened
+        chat.messages.pop()
+        raise
     except UnknownProviderError as exc:
         return _refused(chat, f"{exc}\nRun `llmrelay models` for the list with env vars.")
     except MissingAPIKeyError as exc:

@@ -47,7 +47,7 @@ def read_target(args: argparse.Namespace) -> str | None:
 
 def log_target(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str | None:
     """Where this chat is logged (a SQLite path or a DSN), or None for not at all."""
-    from ..logs import _OFF, _ON, ENV_VAR, default_path
+    from ..logs.paths import _OFF, _ON, ENV_VAR, default_path
 
     env = os.environ if env is None else env
     if args.no_log:
@@ -131,21 +131,22 @@ def last_conversation(target: str | None, cid: str | None = None) -> tuple[list[
 
 def _latest_row(store: Any, cid: str | None) -> dict[str, Any] | None:
     if cid is None:
-        rows = store.recent(1)
-        return rows[0] if rows else None
+        latest: list[dict[str, Any]] = store.recent(1)
+        return latest[0] if latest else None
     cid = cid.strip()
     if not cid:
         return None
     from ..logs.query import Filters
 
-    rows = store.recent(1, Filters(conversation=cid))
+    rows: list[dict[str, Any]] = store.recent(1, Filters(conversation=cid))
     if rows:
         return rows[0]
     for row in store.recent(CID_SCAN):  # a prefix of an id, newest first
         if str(row.get("conversation_id") or "").startswith(cid):
-            return row
+            found: dict[str, Any] = row
+            return found
     rows = store.get(cid)  # a call's correlation id (or a prefix), or a row id
-    return max(rows, key=lambda r: r["id"]) if rows else None
+    return max(rows, key=lambda r: int(r["id"])) if rows else None
 
 
 def model_of(row: Mapping[str, Any]) -> str | None:

@@ -1,8 +1,9 @@
-"""What `chat` sends besides the prompt: `-a` image attachments and `--schema` structured output.
+"""What `chat` sends besides the prompt: `-a` images, `--schema` structured output, `--functions` tools.
 
     llmrelay chat "What is in this picture?" -a photo.jpg -m openai:gpt-4o-mini
     llmrelay chat "Describe it" -a https://example.com/cat.png -m anthropic:claude-sonnet-4-5
     llmrelay chat "Invent a dog" --schema "name, age int, bio: one sentence" -m openai:gpt-4o-mini
+    llmrelay chat "What is 1231 * 2331?" --functions tools.py -m openai:gpt-4o-mini
 
 A file is sent inline (base64, its type guessed from the name, then from its
 first bytes). A URL is sent as a URL to the protocols that fetch images
@@ -13,10 +14,16 @@ Gemini, which take inline data only, the CLI downloads it first.
 syntax of simonw/llm: fields separated by commas (or newlines), each `name`
 with an optional type (`str`, `int`, `float`, `bool`; default `str`) and an
 optional `: description`.
+
+`--functions` takes a Python file (or inline code, as in simonw/llm): every
+public function it defines becomes a tool (schema from the type hints and the
+docstring) that the model may call; llmrelay runs the calls and streams on.
+The code runs in this process: give it only code you trust, as with any script.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import mimetypes
 import os
@@ -141,6 +148,36 @@ def concise_schema(text: str) -> dict[str, Any]:
     if not properties:
         raise InputError("--schema names no field")
     return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+# -- functions as tools -----------------------------------------------------------------------------
+
+
+def load_functions(specs: list[str]) -> list[Any]:
+    """The public functions defined by each `--functions` file (`*.py`) or inline code."""
+    tools: list[Any] = []
+    for i, spec in enumerate(specs):
+        path = os.path.expanduser(spec)
+        if spec.endswith(".py"):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    code, filename = f.read(), path
+            except OSError as exc:
+                raise InputError(f"--functions: cannot read {spec!r}: {exc.strerror or exc}") from None
+        else:
+            code, filename = spec, f"<--functions {i + 1}>"
+        module = f"llmrelay_functions_{i}"
+        namespace: dict[str, Any] = {"__name__": module}
+        try:
+            exec(compile(code, filename, "exec"), namespace)
+        except Exception as exc:
+            raise InputError(f"--functions {filename}: {type(exc).__name__}: {exc}") from None
+        found = [value for name, value in namespace.items()
+                 if not name.startswith("_") and inspect.isfunction(value) and value.__module__ == module]
+        if not found:
+            raise InputError(f"--functions {filename} defines no function")
+        tools.extend(found)
+    return tools
 
 
 # -- showing a structured answer -----------------------------------------------------------------

@@ -269,6 +269,7 @@ class StreamView:
     def text(self, text: str) -> None: ...
     def refusal(self, text: str) -> None: ...
     def tool_call(self, name: str, arguments: str) -> None: ...
+    def tool_result(self, name: str, content: str, error: bool) -> None: ...
     def close(self) -> None: ...
 
     def __enter__(self) -> StreamView:
@@ -319,6 +320,9 @@ class PlainView(StreamView):
     def tool_call(self, name: str, arguments: str) -> None:
         self._end_reasoning()
         self._put(("" if self.last in ("", "\n") else "\n") + f"-> tool call {name}({arguments})\n")
+
+    def tool_result(self, name: str, content: str, error: bool) -> None:
+        self._put(("" if self.last in ("", "\n") else "\n") + f"<- {name} {'failed' if error else 'returned'} {content}\n")
 
     def close(self) -> None:
         self._end_reasoning()
@@ -419,6 +423,9 @@ class RichView(StreamView):
     def tool_call(self, name: str, arguments: str) -> None:
         self.body.tools.append(f"→ tool call {name}({arguments})")
 
+    def tool_result(self, name: str, content: str, error: bool) -> None:
+        self.body.tools.append(f"← {name} {'failed' if error else 'returned'} {content}")
+
     def close(self) -> None:
         try:
             self.live.stop()
@@ -440,6 +447,8 @@ def feed_view(view: StreamView, event: Any) -> None:
             view.reasoning(event.text)
     elif t is ev.RefusalDelta:
         view.refusal(event.text)
+    elif t is ev.ToolResult:
+        view.tool_result(event.name, event.content, event.error is not None)
     elif t is ev.ToolCallEnd:
         args = json.dumps(event.arguments, ensure_ascii=False) if event.arguments is not None else event.raw_arguments
         view.tool_call(event.name, args)

@@ -78,27 +78,17 @@ class _ChoiceBuilder:
 
 
 class Assembler:
+    __slots__ = ("_choices", "usage", "id", "model", "provider_events")
+
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceBuilder] = {0: _ChoiceBuilder()}
         self.usage = Usage()
         self.id: str | None = None
         self.model: str | None = None
         self.provider_events: list[Any] = []
-        self._handlers = {
-            ev.TextDelta: self._text,
-            ev.ReasoningDelta: self._reasoning,
-            ev.RefusalDelta: self._refusal,
-            ev.ToolCallStart: self._tool_start,
-            ev.ToolCallDelta: self._tool_delta,
-            ev.ToolCallEnd: self._tool_end,
-            ev.UsageEvent: self._usage,
-            ev.Finish: self._finish,
-            ev.StreamStart: self._start,
-            ev.ProviderEvent: self._provider,
-        }
 
     def add(self, event: Any) -> None:
-        self._handlers[type(event)](event)
+        _HANDLERS[type(event)](self, event)
 
     @staticmethod
     def _bad(e: Any, field: str) -> TypeError:
@@ -253,3 +243,17 @@ class Assembler:
             finish_reason=cb.finish_reason,
             raw_finish_reason=cb.raw_finish_reason,
         )
+
+
+_HANDLERS: dict[type, Any] = {  # one table for every assembler (not bound methods per stream)
+    ev.TextDelta: Assembler._text,
+    ev.ReasoningDelta: Assembler._reasoning,
+    ev.RefusalDelta: Assembler._refusal,
+    ev.ToolCallStart: Assembler._tool_start,
+    ev.ToolCallDelta: Assembler._tool_delta,
+    ev.ToolCallEnd: Assembler._tool_end,
+    ev.UsageEvent: Assembler._usage,
+    ev.Finish: Assembler._finish,
+    ev.StreamStart: Assembler._start,
+    ev.ProviderEvent: Assembler._provider,
+}

@@ -34,7 +34,7 @@ class StreamCore:
     """Per-call state, no I/O: feeds bytes to the decoder, folds events, keeps time."""
 
     __slots__ = (
-        "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "t_text", "busy",
+        "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "t_text", "busy", "n_events",
         "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
         "on_first_token", "correlation_id", "conversation_id", "prices",
     )
@@ -49,6 +49,7 @@ class StreamCore:
         self.t_first: float | None = None  # time to the first token of any kind (busy clock)
         self.t_text: float | None = None  # time to the first visible answer text (choice 0)
         self.busy = 0.0  # time inside llmrelay + waiting on the network
+        self.n_events = 0  # decoded events (counted per network chunk, not per event)
         self.t_resume = 0.0
         self.pending: APIError | None = None
         self.done = False
@@ -94,6 +95,7 @@ class StreamCore:
         if self.deadline is not None and _perf() > self.deadline:
             raise self.timed_out()
         events = self._fold(self.decoder.feed(data))
+        self.n_events += len(events)
         for e in events:
             self.busy += _perf() - self.t_resume
             yield e
@@ -103,6 +105,7 @@ class StreamCore:
         if self.pending is not None:
             raise self.pending
         events = self._fold(self.decoder.end())
+        self.n_events += len(events)
         if self.pending is None and not self.decoder.complete:
             why = "the connection closed in the middle of an event" if self.decoder.cut else "the stream ended before its final event"
             self.pending = StreamInterruptedError(f"{self.call.provider.name} stream interrupted: {why}", **self.ctx)
@@ -206,7 +209,10 @@ class StreamCore:
         tps = None
         if out_tokens and ttft is not None and total > ttft:
             tps = out_tokens / (total - ttft)
-        return Timings(ttft, total, tps, self.t_text, self.t_dispatch)
+        per_chunk = None
+        if ttft is not None and self.n_events > 1 and total > ttft:
+            per_chunk = (total - ttft) / (self.n_events - 1)
+        return Timings(ttft, total, tps, self.t_text, self.t_dispatch, per_chunk)
 
 
 def _estimate_usage(r: Response, call: Call) -> None:

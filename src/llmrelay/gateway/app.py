@@ -36,7 +36,9 @@ _JSON = [(b"content-type", b"application/json")]
 
 
 class GatewayApp:
-    def __init__(self, config: GatewayConfig | str, *, load_now: bool = False, async_backend: str = "aiohttp"):
+    def __init__(self, config: GatewayConfig | str, *, load_now: bool = False, async_backend: str = "aiohttp",
+                 tracer_provider: Any = None):
+        self.tracer_provider = tracer_provider  # OpenTelemetry (server: {otel: true}); None: the global one
         self.config_path = config if isinstance(config, str) else config.path
         self._config = None if isinstance(config, str) else config
         self.async_backend = async_backend
@@ -51,7 +53,8 @@ class GatewayApp:
     def _install(self, config: GatewayConfig) -> None:
         for warning in config.warnings:
             log.warning("%s", warning)
-        old, self.gateway = self.gateway, Gateway(config, async_backend=self.async_backend)
+        old, self.gateway = self.gateway, Gateway(config, async_backend=self.async_backend,
+                                                    tracer_provider=self.tracer_provider)
         if old is not None:
             old.retired = True
             self._retired.append(old)
@@ -101,7 +104,10 @@ class GatewayApp:
     async def startup(self) -> None:
         if self.gateway is None:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
-        _warm_up()
+        import aiohttp  # noqa: F401 - the upstream client: loaded before ready, not by the first request
+
+        # the price data (~0.2 s to load) warms up in a thread: ready does not wait for it
+        self._tasks.append(asyncio.ensure_future(asyncio.to_thread(_warm_up)))
         self._tasks.append(asyncio.ensure_future(self.metrics.watch_loop()))
         try:
             import signal
@@ -211,9 +217,7 @@ class GatewayApp:
 
 
 def _warm_up() -> None:
-    """Import now what the first request would otherwise import (aiohttp, the price data), so it is not slow."""
-    import aiohttp  # noqa: F401
-
+    """Load the price data now, so the first request's cost (metrics) does not."""
     try:
         from ..cost.prices import response_cost  # noqa: F401
         from ..response import Response

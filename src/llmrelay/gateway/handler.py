@@ -149,6 +149,22 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
 
 async def _serve(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, headers: dict[str, str], receive: Any,
                  x: Exchange, metrics: Any) -> None:
+    if gw.tracer is None:
+        return await _answer(gw, protocol, inbound, route, key, headers, receive, x, metrics)
+    from opentelemetry.trace import SpanKind
+
+    # the server span; llmrelay's OpenTelemetry hooks open the call and upstream spans inside it
+    with gw.tracer.start_as_current_span(f"POST {ENDPOINTS[protocol]} {route.name}", kind=SpanKind.SERVER, attributes={
+            "http.request.method": "POST", "llmrelay.gateway.endpoint": ENDPOINTS[protocol],
+            "llmrelay.gateway.model": route.name, "llmrelay.gateway.key": key.name if key is not None else "",
+            "llmrelay.gateway.stream": inbound.stream}) as span:
+        await _answer(gw, protocol, inbound, route, key, headers, receive, x, metrics)
+        span.set_attribute("llmrelay.gateway.overhead_ms", x.overhead_ms())
+        span.set_attribute("llmrelay.gateway.aborted", x.disconnected)
+
+
+async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, headers: dict[str, str], receive: Any,
+                  x: Exchange, metrics: Any) -> None:
     endpoint = ENDPOINTS[protocol]
     opts = gw.call_options(route)
     model_arg = opts.pop("model")

@@ -34,7 +34,7 @@ class _Limits:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, *, async_backend: str = "aiohttp"):
+    def __init__(self, config: GatewayConfig, *, async_backend: str = "aiohttp", tracer_provider: Any = None):
         self.config = config
         self.options = config.server
         providers: dict[str, Any] = {}
@@ -61,10 +61,14 @@ class Gateway:
                 entries.append((f"{name}:{model_id}", t.weight))
             self.targets[route.name] = entries
         hooks: list[Any] = []
+        self.tracer: Any = None
         if config.server.otel:
+            from opentelemetry import trace
+
             from ..observability.tracing import OpenTelemetryHooks
 
-            hooks.append(OpenTelemetryHooks())
+            hooks.append(OpenTelemetryHooks(tracer_provider=tracer_provider))
+            self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("llmrelay.gateway")
         self.client = Client(providers=providers, api_keys=api_keys, retry=0, async_backend=async_backend,
                              log=(config.logging or True) if config.logging is not None else False, hooks=hooks)
         self.protocols = {name: p.protocol for name, p in self.client.providers.items()}

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import threading
+from collections import OrderedDict
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -107,8 +108,13 @@ class LocalEmbedder:
     Hugging Face cache. Nothing is downloaded at run time (`llmrelay.memory.minilm`).
     """
 
-    def __init__(self, model: str | None = None, *, batch_size: int = 32, max_length: int = 256):
+    def __init__(self, model: str | None = None, *, batch_size: int = 32, max_length: int = 256,
+                 cache_size: int = 2048):
         self.model = model
+        #: The vectors of the last `cache_size` distinct texts (learning embeds the same texts several times).
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self.batch_size = batch_size
         self.max_length = max_length
         self.name = "local:all-MiniLM-L6-v2" if model is None else f"local:{model}"
@@ -142,7 +148,20 @@ class LocalEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return self._load().encode(list(texts), self.batch_size).tolist()
+        with self._cache_lock:
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in found:
+                self._cache.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            vectors = self._load().encode(missing, self.batch_size).tolist()
+            found.update(zip(missing, vectors))
+            with self._cache_lock:
+                for t, v in zip(missing, vectors):
+                    self._cache[t] = v
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return [list(found[t]) for t in texts]
 
 
 _MODELS: dict[tuple[str, int], Any] = {}

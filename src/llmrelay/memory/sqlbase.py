@@ -281,7 +281,7 @@ class SQLMemoryStore(PendingMixin):
                now: float | None = None) -> list[Hit]:
         """Active, unexpired facts of this user for `query`, best first.
 
-        Text relevance: the backend's rank (SQLite BM25, Postgres ts_rank_cd) over the query's
+        Text relevance: the backend's rank (SQLite BM25, Postgres ts_rank) over the query's
         words OR-ed, divided by the best candidate's, so 0..1. Each hit scores
         `0.7 * relevance + 0.2 * importance + 0.1 * recency`, recency = 0.5 ** (age_days / 30)
         from `updated_at`. With an embedder, the vector candidates (cosine >= `min_similarity`,

@@ -227,6 +227,12 @@ class Worker:
 
     # -- the threads ------------------------------------------------------------------------------------
     def _run(self) -> None:
+        try:  # load a local embedding model here, not on the first search of a caller's thread
+            load = getattr(getattr(self.memory.store, "embedder", None), "_load", None)
+            if load is not None:
+                load()
+        except Exception as exc:  # noqa: BLE001 - searching will report it
+            logger.debug("llmrelay.memory: warming the embedder failed: %s", exc)
         while True:
             with self._lock:
                 if self._stopping:
@@ -236,6 +242,8 @@ class Worker:
                 self._maybe_curate()
                 claimed = self.memory.store.claim_pending(self.claimer, lease=self.lease)
             except Exception as exc:  # noqa: BLE001 - a broken store: wait and try again
+                if getattr(self.memory.store, "closed", False):
+                    return  # the store was closed under us: nothing more to learn here
                 logger.warning("llmrelay.memory: reading pending exchanges failed: %s: %s", type(exc).__name__, exc)
                 claimed = []
             if not claimed:

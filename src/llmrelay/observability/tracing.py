@@ -6,126 +6,93 @@
 `OpenTelemetryHooks` imports `opentelemetry` when it is built, never at
 `import llmrelay`. Spans of one logical call (`stream()` / `complete()`):
 
-- `chat {model}` (CLIENT): the whole call, including retries, fallbacks and tool
-  rounds; the parent of the spans below (and a child of the span current when
-  iteration started). Request attributes are those of the first request
-  (`gen_ai.request.model` is the model first asked for); `gen_ai.response.*` are
-  the final answer's (the model that answered after a fallback) and usage is
-  summed over tool rounds. Retries and fallbacks are span events
-  (`llmrelay.retry`, `llmrelay.fallback`) plus counts (`llmrelay.retry.count`,
-  `llmrelay.fallback.count`). `gen_ai.response.time_to_first_chunk` here is the
-  wall time from the call's start to its first content (backoff included).
-- `chat {model}` (CLIENT), one per model request (turn): every attempt of a
-  retry, every model of a fallback, every round of a tool loop, each with its
-  own provider, `server.address`/`server.port`, usage, time to first chunk
-  (`llmrelay.turn` numbers them from 1).
+- `llmrelay.call {model}` (INTERNAL): the whole call, including retries,
+  fallbacks and tool rounds; the parent of the spans below (and a child of the
+  span current when iteration started). It is not an inference span: it carries
+  no `gen_ai.operation.name` and no `gen_ai.usage.*` (a backend that sums usage
+  over spans counts each request once). Its totals over every request it made
+  (failed attempts included) are `llmrelay.call.usage.*` and
+  `llmrelay.call.cost.usd`; `llmrelay.request.model` (the model first asked
+  for), `llmrelay.response.model` and `llmrelay.provider` (who answered),
+  `llmrelay.call.time_to_first_chunk` (wall time from the call's start to its
+  first content, backoff included) and `llmrelay.call.time_to_first_text`.
+  Retries and fallbacks are span events (`llmrelay.retry`, `llmrelay.fallback`)
+  plus counts (`llmrelay.retry.count`, `llmrelay.fallback.count`).
+- `chat {model}` (CLIENT), the GenAI inference span, one per HTTP request
+  (turn): every attempt of a retry, every model of a fallback, every round of a
+  tool loop, each with its provider, request parameters (reasoning:
+  `gen_ai.request.reasoning.level` from `reasoning_effort`,
+  `llmrelay.request.thinking_budget`), `server.address`/`server.port`,
+  `gen_ai.request.stream` (true: every llmrelay request streams on the wire,
+  `complete()` included), usage (`gen_ai.usage.*`), finish reasons,
+  `gen_ai.response.time_to_first_chunk`, `llmrelay.response.time_to_first_text`,
+  `llmrelay.response.time_per_output_chunk` and its cost (`llmrelay.cost.usd`,
+  when a price is known); `llmrelay.turn` numbers them from 1.
 - `execute_tool {name}` (INTERNAL), one per tool result, timed from the tool's
   measured duration (it is created after the tool ran, so spans the tool makes
   itself are not its children).
 
-Every span carries `gen_ai.conversation.id` (the caller's `tags["conversation_id"]`
-if given, else the correlation id) and `llmrelay.correlation_id`, plus
-`llmrelay.status` (ok, truncated, error, aborted); the call span also gets the
-caller's scalar tags as `llmrelay.tag.<key>`. Errors set status ERROR and
-`error.type` (the exception class name). A caller's early `close()` ends every
-open span with `llmrelay.status="aborted"` and status UNSET (a choice, not a
-failure; `aborted_is_error=True` makes it ERROR with `error.type="aborted"`).
-Nothing is recorded per chunk. At most `max_open_calls` calls are tracked at
-once (a stream never closed nor collected); the oldest beyond that is ended
-with `llmrelay.status="abandoned"`.
+`gen_ai.conversation.id` is set only from the caller's `conversation_id=`
+(never a generated id); every span carries `llmrelay.correlation_id` (the
+caller's `correlation_id=` or a generated one) and `llmrelay.status` (ok,
+truncated, error, aborted); the call span also gets the caller's scalar tags as
+`llmrelay.tag.<key>`. Errors set status ERROR and `error.type` (the exception
+class name). A caller's early `close()` ends every open span with
+`llmrelay.status="aborted"` and status UNSET (a choice, not a failure;
+`aborted_is_error=True` makes it ERROR with `error.type="aborted"`). Nothing is
+recorded per chunk. At most `max_open_calls` calls are tracked at once (a
+stream never closed nor collected); the oldest beyond that is ended with
+`llmrelay.status="abandoned"`.
 
 Content (`gen_ai.input.messages`, `gen_ai.output.messages`,
 `gen_ai.system_instructions`, `gen_ai.tool.definitions`, tool arguments and
-results) only with `capture_content=True`; inline image data is never copied.
-API keys and headers are never read; known keys are masked in error texts.
+results) only with `capture_content=True`, on the inference and tool spans;
+inline image data is never copied. API keys and headers are never read; known
+keys are masked in error texts.
 
 Convention versions: by default the names of semantic conventions v1.36 where
 they differ from the latest: `gen_ai.system` (e.g. "xai"). With
 `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental` (or
 `latest_experimental=True`): `gen_ai.provider.name` (e.g. "x_ai") instead.
 Attributes added after v1.36 that replace nothing (cache and reasoning usage,
-time to first chunk, the content attributes) are emitted in both modes.
+time to first chunk, reasoning level, the content attributes) are emitted in
+both modes.
 
-Metrics (per logical call, same attributes as the span): the histograms
+Metrics, one data point per model request (the inference span's attributes:
+operation, provider, request and response model, server, `error.type`):
 `gen_ai.client.operation.duration` (s), `gen_ai.client.token.usage` (by
-`gen_ai.token.type`: input, output; estimated usage is not recorded) and
-`gen_ai.client.operation.time_to_first_chunk` (s).
+`gen_ai.token.type`: input, output; estimated usage is not recorded),
+`gen_ai.client.operation.time_to_first_chunk` (s),
+`gen_ai.client.operation.time_per_output_chunk` (s; the request's mean time
+between chunks after the first, one value per request: recording every chunk
+would put work on the per-chunk path) and `llmrelay.client.cost` (USD, when a
+price is known).
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
+from .genai import (
+    CALL_USAGE, OPT_IN_ENV, USAGE, cost_of, error_type, first_model, messages_json, output_json, request_attrs,
+    response_attrs, tool_definitions, wire_streams,
+)
 from .hooks import CallContext, Hooks
 from .recording import _scrub
 
-OPT_IN_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
-#: llmrelay provider -> `gen_ai.provider.name` (latest); other names pass through.
-PROVIDER_NAMES = {
-    "openai-responses": "openai", "gemini": "gcp.gemini", "cohere-v1": "cohere", "mistral": "mistral_ai", "xai": "x_ai",
-}
-#: llmrelay provider -> `gen_ai.system` (v1.36).
-SYSTEM_NAMES = {"openai-responses": "openai", "gemini": "gcp.gemini", "cohere-v1": "cohere", "mistral": "mistral_ai"}
-_USAGE = (
-    ("input_tokens", "gen_ai.usage.input_tokens"), ("output_tokens", "gen_ai.usage.output_tokens"),
-    ("cached_input_tokens", "gen_ai.usage.cache_read.input_tokens"),
-    ("cache_write_tokens", "gen_ai.usage.cache_creation.input_tokens"),
-    ("reasoning_tokens", "gen_ai.usage.reasoning.output_tokens"),
-)
 _DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]
 _TOKEN_BUCKETS = [4.0**i for i in range(14)]
-
-
-def _first_model(requested: Any) -> str:
-    if hasattr(requested, "models"):
-        requested = requested.models
-    if isinstance(requested, (list, tuple)) and requested:
-        requested = requested[0]
-    return str(requested).partition(":")[2] or str(requested) if requested is not None else ""
-
-
-def _error_type(exc: BaseException | None) -> str:
-    return type(exc).__qualname__ if exc is not None else "_OTHER"
-
-
-def _part(p: Any) -> dict[str, Any]:
-    t = getattr(p, "type", None)
-    if t == "text":
-        return {"type": "text", "content": p.text}
-    if t == "reasoning":
-        return {"type": "reasoning", "content": p.text}
-    if t == "tool_call":
-        return {"type": "tool_call", "id": p.id, "name": p.name,
-                "arguments": p.arguments if p.arguments is not None else p.raw_arguments}
-    if t == "image":  # never the inline data
-        if p.url and not p.url.startswith("data:"):
-            return {"type": "uri", "modality": "image", "uri": p.url}
-        return {"type": "blob", "modality": "image", "mime_type": p.media_type}
-    return {"type": str(t)}
-
-
-def _messages_json(messages: Any) -> tuple[str, str | None]:
-    """(gen_ai.input.messages, gen_ai.system_instructions) as JSON strings."""
-    out, system = [], []
-    for m in messages:
-        if m.role == "system":
-            system.extend(_part(p) for p in m.parts)
-        elif m.role == "tool":
-            out.append({"role": "tool", "parts": [{"type": "tool_call_response", "id": m.tool_call_id, "response": m.text}]})
-        else:
-            out.append({"role": m.role, "parts": [_part(p) for p in m.parts]})
-    return _dumps(out), (_dumps(system) if system else None)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)
+_TTFC_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+_TPOC_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]
+_COST_BUCKETS = [1e-6 * 4**i for i in range(14)]
+#: Request attributes the metrics keep (low cardinality).
+_METRIC_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model",
+                "server.address", "server.port")
 
 
 @dataclass(slots=True)
@@ -134,11 +101,15 @@ class _Call:
     context: Any
     t0: float
     turn: Any = None
+    t_turn: float = 0.0
+    turn_attrs: dict[str, Any] = field(default_factory=dict)  # the current turn's metric attributes
     ttft: float | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)  # for metrics
     secrets: set = field(default_factory=set)
     retries: int = 0
     fallbacks: int = 0
+    usage: dict[str, int] = field(default_factory=dict)  # summed over every request
+    cost: float | None = None
+    first_model: str | None = None
     tools: dict[str, str] = field(default_factory=dict)  # tool name -> description
     arguments: dict[str, str] = field(default_factory=dict)  # call id -> arguments JSON
 
@@ -167,7 +138,12 @@ class OpenTelemetryHooks(Hooks):
                                               explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS)
         self._ttft = meter.create_histogram("gen_ai.client.operation.time_to_first_chunk", "s",
                                             "Time to receive the first chunk of a streaming response",
-                                            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
+                                            explicit_bucket_boundaries_advisory=_TTFC_BUCKETS)
+        self._tpoc = meter.create_histogram("gen_ai.client.operation.time_per_output_chunk", "s",
+                                            "Mean time per output chunk after the first, one value per request",
+                                            explicit_bucket_boundaries_advisory=_TPOC_BUCKETS)
+        self._cost = meter.create_histogram("llmrelay.client.cost", "USD", "Cost of a model request",
+                                            explicit_bucket_boundaries_advisory=_COST_BUCKETS)
         if latest_experimental is None:
             latest_experimental = "gen_ai_latest_experimental" in {
                 v.strip() for v in os.environ.get(OPT_IN_ENV, "").split(",")}
@@ -178,62 +154,13 @@ class OpenTelemetryHooks(Hooks):
         self._calls: collections.OrderedDict[str, _Call] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    # -- attributes -----------------------------------------------------------
-    def _provider_attr(self, provider: str) -> tuple[str, str]:
-        if self.latest_experimental:
-            return "gen_ai.provider.name", PROVIDER_NAMES.get(provider, provider)
-        return "gen_ai.system", SYSTEM_NAMES.get(provider, provider)
-
-    def _request_attrs(self, call: Any, request: Any) -> dict[str, Any]:
-        key, value = self._provider_attr(call.provider.name)
-        a: dict[str, Any] = {key: value, "gen_ai.request.model": call.model}
-        p = call.params
-        for name, attr in (("max_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"),
-                           ("seed", "seed"), ("stop", "stop_sequences")):
-            v = getattr(p, name)
-            if v is not None:
-                a["gen_ai.request." + attr] = list(v) if name == "stop" else v
-        if p.n is not None and p.n != 1:
-            a["gen_ai.request.choice.count"] = p.n
-        try:
-            url = urlsplit(request.url)
-            if url.hostname:
-                a["server.address"] = url.hostname
-                a["server.port"] = url.port or (443 if url.scheme == "https" else 80)
-        except ValueError:
-            pass
-        return a
-
-    def _response_attrs(self, r: Any) -> dict[str, Any]:
-        a: dict[str, Any] = {"llmrelay.status": r.status}
-        if r.id:
-            a["gen_ai.response.id"] = r.id
-        if r.model:
-            a["gen_ai.response.model"] = r.model
-        reasons = [c.finish_reason for c in r.choices if c.finish_reason]
-        if reasons:
-            a["gen_ai.response.finish_reasons"] = reasons
-        for name, attr in _USAGE:
-            v = getattr(r.usage, name)
-            if v is not None:
-                a[attr] = v
-        if r.usage.estimated:
-            a["llmrelay.usage.estimated"] = True
-        if r.request_id:
-            a["llmrelay.response.request_id"] = r.request_id
-        return a
-
-    def _output_json(self, r: Any) -> str:
-        return _dumps([{"role": "assistant", "parts": [_part(p) for p in c.parts], "finish_reason": c.finish_reason or ""}
-                       for c in r.choices])
-
     def _end(self, span: Any, status: str, error: BaseException | None, secrets: Any) -> None:
         """Status for an outcome, then end the span."""
         if error is not None or status == "error":
-            span.set_attribute("error.type", _error_type(error))
+            span.set_attribute("error.type", error_type(error))
             span.set_status(self._Status(self._Code.ERROR, _scrub(str(error), secrets)[:500] if error else status))
             if error is not None:
-                span.add_event("exception", {"exception.type": _error_type(error),
+                span.add_event("exception", {"exception.type": error_type(error),
                                              "exception.message": _scrub(str(error), secrets)[:2000]})
         elif status in ("aborted", "abandoned") and self.aborted_is_error:
             span.set_attribute("error.type", "aborted")
@@ -245,14 +172,21 @@ class OpenTelemetryHooks(Hooks):
         """The open call, or None once it has ended (a late hook then records nothing)."""
         return self._calls.get(ctx.correlation_id)
 
+    @staticmethod
+    def _common(ctx: CallContext, span_attrs: dict[str, Any]) -> dict[str, Any]:
+        out = {"llmrelay.correlation_id": ctx.correlation_id, **span_attrs}
+        if ctx.conversation_id is not None:  # only the caller's: never a generated id
+            out["gen_ai.conversation.id"] = ctx.conversation_id
+        return out
+
     def on_call_start(self, ctx: CallContext) -> None:
-        attrs = self._common(ctx, {"gen_ai.operation.name": "chat", "gen_ai.request.stream": ctx.stream})
+        model = first_model(ctx.requested)
+        attrs = self._common(ctx, {"llmrelay.stream": ctx.stream, "llmrelay.request.model": model})
         for k, v in ctx.tags.items():
             if isinstance(v, (str, bool, int, float)):
                 attrs[f"llmrelay.tag.{k}"] = v
-        span = self._tracer.start_span(f"chat {_first_model(ctx.requested)}".strip(), kind=self._kind.CLIENT, attributes=attrs)
+        span = self._tracer.start_span(f"llmrelay.call {model}".strip(), kind=self._kind.INTERNAL, attributes=attrs)
         state = _Call(span, self._trace.set_span_in_context(span), time.perf_counter())
-        state.attrs = {"gen_ai.operation.name": "chat"}
         with self._lock:
             self._calls[ctx.correlation_id] = state
             while len(self._calls) > self.max_open_calls:  # bounded: a stream never closed nor collected
@@ -262,50 +196,35 @@ class OpenTelemetryHooks(Hooks):
                         s.set_attribute("llmrelay.status", "abandoned")
                         self._end(s, "abandoned", None, ())
 
-    def _common(self, ctx: CallContext, span_attrs: dict[str, Any]) -> dict[str, Any]:
-        conversation = ctx.tags.get("conversation_id") or ctx.correlation_id
-        return {"gen_ai.conversation.id": str(conversation), "llmrelay.correlation_id": ctx.correlation_id, **span_attrs}
-
     def on_turn_start(self, ctx: CallContext, call: Any, request: Any) -> None:
         if (state := self._state(ctx)) is None:
             return
         if call.api_key:
             state.secrets.add(call.api_key)
-        attrs = self._request_attrs(call, request)
+        attrs = request_attrs(call, request, self.latest_experimental)
         if call.tools:
             state.tools.update({t.name: t.description for t in call.tools if getattr(t, "name", None)})
-        if "gen_ai.request.model" not in state.attrs:  # the first request describes the call
-            state.span.update_name(f"chat {call.model}")
-            state.span.set_attributes(attrs)
-            state.attrs.update({k: v for k, v in attrs.items() if k.startswith(("gen_ai.provider", "gen_ai.system", "server."))
-                                or k == "gen_ai.request.model"})
-            if self.capture_content:
-                self._content_in(state.span, call, state.secrets, tools=True)
-        turn_attrs = self._common(ctx, {"gen_ai.operation.name": "chat", "gen_ai.request.stream": ctx.stream,
-                                        "llmrelay.turn": ctx.turns, **attrs})
+        if state.first_model is None:  # the first request names the call
+            state.first_model = call.model
+            state.span.update_name(f"llmrelay.call {call.model}")
+            state.span.set_attribute("llmrelay.request.model", call.model)
+        state.turn_attrs = {k: attrs[k] for k in _METRIC_KEYS if k in attrs}
+        turn_attrs = self._common(ctx, {**attrs, "gen_ai.request.stream": wire_streams(request), "llmrelay.turn": ctx.turns})
+        state.t_turn = time.perf_counter()
         state.turn = self._tracer.start_span(f"chat {call.model}", context=state.context, kind=self._kind.CLIENT,
                                              attributes=turn_attrs)
         if self.capture_content:
-            self._content_in(state.turn, call, state.secrets, tools=False)
-
-    def _content_in(self, span: Any, call: Any, secrets: Any, tools: bool) -> None:
-        messages, system = _messages_json(call.messages)
-        span.set_attribute("gen_ai.input.messages", _scrub(messages, secrets))
-        if system is not None:
-            span.set_attribute("gen_ai.system_instructions", _scrub(system, secrets))
-        if tools and call.tools:
-            span.set_attribute("gen_ai.tool.definitions", _dumps([
-                {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}
-                for t in call.tools if hasattr(t, "parameters")]))
+            messages, system = messages_json(call.messages)
+            state.turn.set_attribute("gen_ai.input.messages", _scrub(messages, state.secrets))
+            if system is not None:
+                state.turn.set_attribute("gen_ai.system_instructions", _scrub(system, state.secrets))
+            if call.tools:
+                state.turn.set_attribute("gen_ai.tool.definitions", tool_definitions(call.tools))
 
     def on_first_token(self, ctx: CallContext, call: Any, ttft: float) -> None:
-        if (state := self._state(ctx)) is None:
-            return
-        if state.turn is not None:
-            state.turn.set_attribute("gen_ai.response.time_to_first_chunk", ttft)
-        if state.ttft is None:
+        if (state := self._state(ctx)) is not None and state.ttft is None:
             state.ttft = time.perf_counter() - state.t0
-            state.span.set_attribute("gen_ai.response.time_to_first_chunk", state.ttft)
+            state.span.set_attribute("llmrelay.call.time_to_first_chunk", state.ttft)
 
     def on_turn_end(self, ctx: CallContext, call: Any, response: Any) -> None:
         if (state := self._state(ctx)) is None:
@@ -313,7 +232,9 @@ class OpenTelemetryHooks(Hooks):
         span, state.turn = state.turn, None
         if span is None:
             return
-        span.set_attributes(self._response_attrs(response))
+        elapsed = time.perf_counter() - state.t_turn
+        attrs = response_attrs(response)
+        span.set_attributes(attrs)
         error = response.error
         if error is not None:
             code = getattr(error, "code", None)
@@ -325,8 +246,40 @@ class OpenTelemetryHooks(Hooks):
         if self.capture_content:
             state.arguments = {c.id: c.arguments_json for c in response.tool_calls if c.id}  # this round's only
         if self.capture_content and response.status != "error":
-            span.set_attribute("gen_ai.output.messages", _scrub(self._output_json(response), state.secrets))
+            span.set_attribute("gen_ai.output.messages", _scrub(output_json(response), state.secrets))
         self._end(span, response.status, error, state.secrets)
+        self._account(state, response)
+        self._record(state.turn_attrs, response, elapsed, attrs.get("llmrelay.cost.usd"))
+
+    def _account(self, state: _Call, response: Any) -> None:
+        """The call's totals over every request (its span's llmrelay.call.usage.*, llmrelay.call.cost.usd)."""
+        for name, _ in USAGE:
+            v = getattr(response.usage, name)
+            if v is not None:
+                state.usage[name] = state.usage.get(name, 0) + v
+        cost = cost_of(response)
+        if cost is not None:
+            state.cost = (state.cost or 0.0) + cost.total
+
+    def _record(self, base: dict[str, Any], response: Any, elapsed: float, cost: float | None) -> None:
+        """The request's metrics: one data point each."""
+        attrs = dict(base)
+        if response.model:
+            attrs["gen_ai.response.model"] = response.model
+        if response.status == "error":
+            attrs["error.type"] = error_type(response.error)
+        self._duration.record(elapsed, attrs)
+        t = response.timings
+        if t.time_to_first_token is not None:
+            self._ttft.record(t.time_to_first_token, attrs)
+        if t.time_per_output_chunk is not None:
+            self._tpoc.record(t.time_per_output_chunk, attrs)
+        if not response.usage.estimated:
+            for kind, value in (("input", response.usage.input_tokens), ("output", response.usage.output_tokens)):
+                if value is not None:
+                    self._tokens.record(value, {**attrs, "gen_ai.token.type": kind})
+        if cost is not None:
+            self._cost.record(cost, attrs)
 
     def on_tool_result(self, ctx: CallContext, result: Any) -> None:
         if (state := self._state(ctx)) is None:
@@ -356,7 +309,7 @@ class OpenTelemetryHooks(Hooks):
         state.retries += 1
         state.span.add_event("llmrelay.retry", {
             "llmrelay.retry.attempt": event.attempt, "llmrelay.retry.delay": event.delay,
-            "error.type": _error_type(event.error), "llmrelay.model": f"{event.provider or ''}:{event.model or ''}"})
+            "error.type": error_type(event.error), "llmrelay.model": f"{event.provider or ''}:{event.model or ''}"})
 
     def on_fallback(self, ctx: CallContext, event: Any) -> None:
         if (state := self._state(ctx)) is None:
@@ -364,43 +317,38 @@ class OpenTelemetryHooks(Hooks):
         state.fallbacks += 1
         state.span.add_event("llmrelay.fallback", {
             "llmrelay.fallback.from": event.from_model, "llmrelay.fallback.to": event.to_model,
-            "llmrelay.fallback.mode": event.mode, "error.type": _error_type(event.error)})
+            "llmrelay.fallback.mode": event.mode, "error.type": error_type(event.error)})
 
     def on_call_end(self, ctx: CallContext, response: Any, error: BaseException | None) -> None:
         with self._lock:
             state = self._calls.pop(ctx.correlation_id, None)
         if state is None:
             return
-        elapsed = time.perf_counter() - state.t0
         span = state.span
         if state.turn is not None:  # an aborted async turn can end after its call: end it now
-            state.turn.set_attributes(self._response_attrs(response) if response is not None else {})
+            state.turn.set_attributes(response_attrs(response) if response is not None else {})
             state.turn.set_attribute("llmrelay.status", "aborted")
             self._end(state.turn, "aborted", None, state.secrets)
+            if response is not None:
+                self._account(state, response)
             state.turn = None
         status = "error" if error is not None else (response.status if response is not None else "ok")
         if error is None and response is not None and status == "error":
             error = response.error
+        attrs: dict[str, Any] = {"llmrelay.status": status, "llmrelay.retry.count": state.retries,
+                                 "llmrelay.fallback.count": state.fallbacks, "llmrelay.turns": ctx.turns}
         if response is not None:
-            span.set_attributes(self._response_attrs(response))
-            if self.capture_content and status != "error":
-                span.set_attribute("gen_ai.output.messages", _scrub(self._output_json(response), state.secrets))
-        span.set_attributes({"llmrelay.status": status, "llmrelay.retry.count": state.retries,
-                             "llmrelay.fallback.count": state.fallbacks, "llmrelay.turns": ctx.turns})
+            if response.model:
+                attrs["llmrelay.response.model"] = response.model
+            if response.provider:
+                attrs["llmrelay.provider"] = response.provider
+            if response.timings.time_to_first_text is not None:
+                attrs["llmrelay.call.time_to_first_text"] = response.timings.time_to_first_text
+        attrs.update({attr: state.usage[name] for name, attr in CALL_USAGE if name in state.usage})
+        if state.cost is not None:
+            attrs["llmrelay.call.cost.usd"] = state.cost
+        span.set_attributes(attrs)
         self._end(span, status, error, state.secrets)
-        # metrics, per logical call
-        attrs = dict(state.attrs)
-        if response is not None and response.model:
-            attrs["gen_ai.response.model"] = response.model
-        if error is not None:
-            attrs["error.type"] = _error_type(error)
-        self._duration.record(elapsed, attrs)
-        if state.ttft is not None:
-            self._ttft.record(state.ttft, attrs)
-        if response is not None and not response.usage.estimated:
-            for kind, value in (("input", response.usage.input_tokens), ("output", response.usage.output_tokens)):
-                if value is not None:
-                    self._tokens.record(value, {**attrs, "gen_ai.token.type": kind})
 
 
 from .recording import HookRecord, RecordingHooks  # noqa: E402  (importable from here too)

@@ -17,8 +17,11 @@ Choices:
   origin instead, so `HTTPS_PROXY` / `NO_PROXY` still work as with httpx.
 - Timeouts: `connect` bounds getting a connection (pool wait + TCP/TLS);
   `first_byte` bounds the wait for the headers; from then on `idle` bounds
-  each gap in the body (aiohttp's socket read timer, switched after the
-  headers); `total` bounds the whole call, body included.
+  each network wait in the body and `total` the whole call, both checked for
+  every open body of an event loop by one periodic callback (`_IdleWatch`).
+  aiohttp's own socket read timer would allocate, cancel and heap-push a
+  timer for every chunk of every stream: per-chunk work that grows with the
+  streams in flight (bench/bench_scale.py).
 - Redirects are not followed (as with httpx's default).
 """
 
@@ -34,7 +37,7 @@ from typing import Any, AsyncIterator
 from ..errors import status_error
 from ..call import HTTPRequest
 from ..timeouts import Timeouts
-from .httpx import ASYNC_MAX_CONNECTIONS, Body, _body_read_timeout, _verified_ssl_context, typed_error
+from .httpx import ASYNC_MAX_CONNECTIONS, Body, _verified_ssl_context, typed_error
 
 __all__ = ["AiohttpTransport", "AiohttpBody"]
 
@@ -78,6 +81,7 @@ class AiohttpTransport:
         self._session: Any = None
         self._loop: Any = None
         self._proxies: dict[str, Any] = {}
+        self._watch: _IdleWatch | None = None
 
     def _get_session(self) -> Any:
         if self._given is not None:
@@ -153,12 +157,24 @@ class AiohttpTransport:
                 model=ctx.get("model"),
                 request_id=headers.get("x-request-id") or headers.get("request-id"),
             )
+        body = AiohttpBody(resp, resp.status, timeouts, ctx, started)
         conn = resp.connection
         if conn is not None and conn.protocol is not None:
-            # from here on, a read waits at most the idle gap
-            conn.protocol.read_timeout = _body_read_timeout(timeouts, started)
-            conn.protocol.start_timeout()
-        return AiohttpBody(resp, resp.status, timeouts, ctx, started)
+            # From here on the idle / total deadline is ours (one periodic check for every open body),
+            # not aiohttp's socket read timer, which allocates, cancels and heap-pushes a timer per chunk.
+            conn.protocol.read_timeout = None
+            conn.protocol.start_timeout()  # cancels the headers' timer
+            if timeouts.idle is not None or timeouts.total is not None:
+                body._watch = self._idle_watch()
+                body._watch.add(body)
+        return body
+
+    def _idle_watch(self) -> _IdleWatch:
+        loop = asyncio.get_running_loop()
+        watch = self._watch
+        if watch is None or watch.loop is not loop:
+            watch = self._watch = _IdleWatch(loop)
+        return watch
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -202,23 +218,88 @@ def _discard(session: Any) -> None:
         pass
 
 
+class _IdleWatch:
+    """The body-read deadlines (idle gap, total) of every open body of one event loop, checked by one
+    periodic callback: O(1) per chunk (a clock read) instead of a timer per chunk per stream.
+
+    A body is checked only while it waits for the network (a consumer that is slow to ask for the
+    next chunk is not idle). A deadline fires at most a quarter of the idle gap late (at most 1 s)."""
+
+    __slots__ = ("loop", "bodies", "handle", "interval")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.bodies: set[AiohttpBody] = set()
+        self.handle: Any = None
+        self.interval = 1.0
+
+    def add(self, body: AiohttpBody) -> None:
+        t = body._timeouts
+        gap = min(x for x in (t.idle, t.total) if x is not None)
+        interval = min(1.0, max(0.005, gap / 4))
+        self.bodies.add(body)
+        if self.handle is None or interval < self.interval:
+            if self.handle is not None:
+                self.handle.cancel()
+            self.interval = interval
+            self.handle = self.loop.call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for body in [b for b in self.bodies if b._since]:
+            t = body._timeouts
+            if (t.idle is not None and now - body._since > t.idle) or (body._end_by and now > body._end_by):
+                self.bodies.discard(body)
+                body._expire()
+        if self.bodies:
+            self.handle = self.loop.call_later(self.interval, self._tick)
+        else:
+            self.handle, self.interval = None, 1.0
+
+
 class AiohttpBody(Body):
-    __slots__ = ()
+    __slots__ = ("_since", "_watch", "_end_by")
     _errors = staticmethod(lambda *a, **kw: translate_error(*a, **kw))
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._since = 0.0  # monotonic time the current network wait began (0: not waiting)
+        self._watch: _IdleWatch | None = None
+        total = self._timeouts.total
+        self._end_by = time.monotonic() - (time.perf_counter() - self._started) + total if total is not None else 0.0
+
+    def _expire(self) -> None:
+        """The idle gap or the total deadline passed while waiting: fail the read as aiohttp's own timer would."""
+        conn = self._resp.connection
+        proto = conn.protocol if conn is not None else None
+        on_timeout = getattr(proto, "_on_read_timeout", None)
+        if on_timeout is not None:
+            on_timeout()
+        else:  # pragma: no cover - another aiohttp layout
+            self._resp.content.set_exception(asyncio.TimeoutError())
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         aiohttp = _aiohttp()
         readany = self._resp.content.readany
+        clock = time.monotonic
         try:
             while True:
+                self._since = clock()
                 chunk = await readany()
+                self._since = 0.0
                 if not chunk:
                     return
                 yield chunk
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             raise self._translate(exc) from exc
+        finally:
+            self._since = 0.0
+            if self._watch is not None:
+                self._watch.bodies.discard(self)
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            self._watch.bodies.discard(self)
         resp = self._resp
         if resp.content.at_eof():
             resp.release()  # back to the pool
