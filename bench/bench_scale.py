@@ -32,6 +32,9 @@ ROOT = HERE.parent
 MESSAGES = [{"role": "user", "content": "hi"}]
 BODY = {"model": "gpt-4o", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
 HEADERS = {"authorization": "Bearer x", "accept": "text/event-stream"}
+#: Both clients wait this long for a connection: 10,000 connects at once overflow the server's
+#: accept backlog on a loaded machine, and SYN retries take seconds (llmrelay's default is 10 s).
+CONNECT_S = 120.0
 
 
 def _rss_kb() -> int:
@@ -58,7 +61,8 @@ async def _raw(base: str, n: int) -> list[int]:
                     k += 1
         return k
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_S)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as s:
         return await _burst(lambda: one(s), n)
 
 
@@ -66,7 +70,8 @@ async def _relay(base: str, n: int) -> list[int]:
     sys.path.insert(0, os.environ.get("LLMRELAY_BENCH_SRC") or str(ROOT / "src"))
     import llmrelay
 
-    c = llmrelay.Client(api_keys={"openai": "x"}, async_backend="aiohttp")
+    c = llmrelay.Client(api_keys={"openai": "x"}, async_backend="aiohttp", retry=0,
+                        timeout=llmrelay.Timeouts(connect=CONNECT_S, first_byte=CONNECT_S))
 
     async def one() -> int:
         k = 0

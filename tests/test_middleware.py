@@ -264,7 +264,7 @@ def test_with_middleware_routes_each_send_of_a_plan(call):
     response, actions, seen = drive(plan, [([TextDelta("hi")], Response())])
     assert [type(a) for a in actions] == [Send]
     assert log == [("r", "text")]
-    assert response.messages is not None  # the base plan finished normally
+    assert response.messages  # the base plan finished normally
 
 
 def test_with_no_middleware_the_plan_is_unchanged(call):

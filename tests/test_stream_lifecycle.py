@@ -684,3 +684,10 @@ async def test_on_length_raise(server, client, mode):
             else:
                 await client.acomplete(model, "hi", on_length="raise")
         assert info.value.response.status == "truncated" and info.value.response.usage.output_tokens
+
+
+def test_closing_a_stream_twice_is_harmless(client):
+    stream = client.stream("anthropic:claude-sonnet-4-5", "hi")
+    stream.close()
+    stream.close()  # was an AttributeError: the first close left a plain iterator behind
+    assert list(stream) == [] and stream.response.status == "aborted"

@@ -7,7 +7,7 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .client import Client, acomplete, astream, complete, default_client, stream
+from .call import Call
 from .errors import (
     AllModelsFailedError,
     APIConnectionError,
@@ -71,6 +71,10 @@ from .providers import PROVIDERS, Provider
 from .response import Attempt, Choice, Response, Timings
 from .reliability.retry import Retry
 from .stream import AsyncStream, Stream
+
+# After `.stream`: the function `llmrelay.stream`, not the submodule of the same name, is the
+# package's `stream` (type checkers bind a submodule's name where it is imported from).
+from .client import Client, acomplete, astream, complete, default_client, stream  # noqa: E402
 from .timeouts import Timeouts
 from .usage import Usage
 
@@ -103,6 +107,7 @@ __all__ = [
     "APITimeoutError",
     "astream",
     "AsyncStream",
+    "Call",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",

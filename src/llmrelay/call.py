@@ -34,7 +34,7 @@ class Params:
     n: int | None = None
 
     def set_fields(self) -> list[str]:
-        return [name for name in self.__slots__ if getattr(self, name) is not None]  # type: ignore[attr-defined]
+        return [name for name in self.__slots__ if getattr(self, name) is not None]
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypeVar, Union, overload
 
 from .errors import (
     AllModelsFailedError,
@@ -19,7 +19,7 @@ from .errors import (
 )
 from .reliability.fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
 from .observability.hooks import DEFAULT_CLIENT_HOOKS, CallContext, Hooks
-from .messages import normalize_messages
+from .messages import MessagesInput, normalize_messages
 from .reliability.middleware import Middleware, with_middleware
 from .engine.plan import raise_on_length, single, tool_loop
 from .engine.prepare import (
@@ -40,7 +40,18 @@ from .reliability.retry import Retry, as_retry
 from .stream import TEXT_RESETS, AsyncStream, Stream, StreamCore
 from .timeouts import Timeouts
 
-__all__ = ["Client", "stream", "astream", "complete", "acomplete", "default_client", "protocol_module"]
+if TYPE_CHECKING:
+    from .memory.client import MemoryClient
+    from .memory.memory import Memory
+
+__all__ = ["Client", "stream", "astream", "complete", "acomplete", "default_client", "protocol_module", "ModelSpec"]
+
+#: What the calls take as `model`: "provider:model" (or an alias, or a bare id with a default
+#: provider), a list of them to fall back through, or a `Router`.
+ModelSpec = Union[str, Sequence[str], Router]
+#: The type asked for with `output=` (the calls return `Stream[T]` / `Response[T]`).
+T = TypeVar("T")
+_S = TypeVar("_S", Stream[Any], AsyncStream[Any])
 
 #: Errors that make a fallback list skip a model before sending anything to it.
 _SKIP_ON_PREPARE = (MissingAPIKeyError, UnsupportedParameterError)
@@ -167,7 +178,7 @@ class Client:
         router = self._router(model, flow)
         spec = None
         if output is not None:  # structured output (llmrelay.structured); pydantic loads here
-            from .structured.plan import OutputSpec
+            from .structured.spec import OutputSpec
 
             spec = OutputSpec.of(output)
             if router is not None and router.mode in ("prefill", "user_turn"):
@@ -238,8 +249,12 @@ class Client:
         return tool_loop(call, {t.name: t for t in call.tools}, max_rounds=rounds,
                          run_tools=flow.get("run_tools", True), raise_tool_errors=errors == "raise")
 
-    # -- the four calls -----------------------------------------------------
-    def stream(self, model: Any, messages: Any, **params: Any) -> Stream:
+    # -- the four calls (typed per `output=`: a type gives `Stream[T]`, else `Stream[Any]`) --------
+    @overload
+    def stream(self, model: ModelSpec, messages: MessagesInput, *, output: type[T], **params: Any) -> Stream[T]: ...
+    @overload
+    def stream(self, model: ModelSpec, messages: MessagesInput, **params: Any) -> Stream[Any]: ...
+    def stream(self, model: ModelSpec, messages: MessagesInput, **params: Any) -> Stream[Any]:
         """Stream a response from `model` ("provider:model", an alias, a list to fall back
         through, or a `Router`). Options besides the generation params: `tools`,
         `tool_choice`, `max_tool_rounds` (10), `run_tools` (True), `tool_errors`
@@ -250,18 +265,31 @@ class Client:
         `text_reset`, `options` (Ollama runtime options)."""
         return self._open(Stream, self._sync(), model, messages, params, True)
 
-    def astream(self, model: Any, messages: Any, **params: Any) -> AsyncStream:
+    @overload
+    def astream(self, model: ModelSpec, messages: MessagesInput, *, output: type[T], **params: Any) -> AsyncStream[T]: ...
+    @overload
+    def astream(self, model: ModelSpec, messages: MessagesInput, **params: Any) -> AsyncStream[Any]: ...
+    def astream(self, model: ModelSpec, messages: MessagesInput, **params: Any) -> AsyncStream[Any]:
         return self._open(AsyncStream, self._async(), model, messages, params, True)
 
-    def complete(self, model: Any, messages: Any, **params: Any) -> Response:
+    @overload
+    def complete(self, model: ModelSpec, messages: MessagesInput, *, output: type[T], **params: Any) -> Response[T]: ...
+    @overload
+    def complete(self, model: ModelSpec, messages: MessagesInput, **params: Any) -> Response[Any]: ...
+    def complete(self, model: ModelSpec, messages: MessagesInput, **params: Any) -> Response[Any]:
         with self._open(Stream, self._sync(), model, messages, params, False) as s:
             return s.collect()
 
-    async def acomplete(self, model: Any, messages: Any, **params: Any) -> Response:
+    @overload
+    async def acomplete(self, model: ModelSpec, messages: MessagesInput, *, output: type[T], **params: Any) -> Response[T]: ...
+    @overload
+    async def acomplete(self, model: ModelSpec, messages: MessagesInput, **params: Any) -> Response[Any]: ...
+    async def acomplete(self, model: ModelSpec, messages: MessagesInput, **params: Any) -> Response[Any]:
         async with self._open(AsyncStream, self._async(), model, messages, params, False) as s:
             return await s.collect()
 
-    def _open(self, cls: Any, transport: Any, model: Any, messages: Any, params: dict[str, Any], streaming: bool) -> Any:
+    def _open(self, cls: type[_S], transport: Any, model: Any, messages: Any, params: dict[str, Any],
+              streaming: bool) -> _S:
         plan, call, request, timeouts, flow = self._plan(model, messages, params, streaming)
         hooks = tuple(self.hooks) + tuple(flow.get("hooks") or ())
         tags = flow.get("tags") or {}
@@ -282,12 +310,13 @@ class Client:
         s.text_reset = text_reset
         return s
 
-    def with_memory(self, user_id: str, memory: Any = None, **options: Any) -> Any:
+    def with_memory(self, user_id: str, memory: Memory | None = None, **options: Any) -> MemoryClient:
         """This client with user-scoped memory: a `search_memory` tool and background
         learning from each finished exchange (see `llmrelay.memory`)."""
         from .memory.memory import with_memory
 
-        return with_memory(self, user_id, memory, **options)
+        client: MemoryClient = with_memory(self, user_id, memory, **options)
+        return client
 
     # -- transports -----------------------------------------------------------
     def _sync(self) -> Any:
@@ -404,18 +433,34 @@ def default_client() -> Client:
     return _default
 
 
-def stream(model: str, messages: Any, **params: Any) -> Stream:
+@overload
+def stream(model: ModelSpec, messages: MessagesInput, *, output: type[T], **params: Any) -> Stream[T]: ...
+@overload
+def stream(model: ModelSpec, messages: MessagesInput, **params: Any) -> Stream[Any]: ...
+def stream(model: ModelSpec, messages: MessagesInput, **params: Any) -> Stream[Any]:
     """Stream a chat response: iterate for typed events, `.text_stream` for text, `.collect()`."""
     return default_client().stream(model, messages, **params)
 
 
-def astream(model: str, messages: Any, **params: Any) -> AsyncStream:
+@overload
+def astream(model: ModelSpec, messages: MessagesInput, *, output: type[T], **params: Any) -> AsyncStream[T]: ...
+@overload
+def astream(model: ModelSpec, messages: MessagesInput, **params: Any) -> AsyncStream[Any]: ...
+def astream(model: ModelSpec, messages: MessagesInput, **params: Any) -> AsyncStream[Any]:
     return default_client().astream(model, messages, **params)
 
 
-def complete(model: str, messages: Any, **params: Any) -> Response:
+@overload
+def complete(model: ModelSpec, messages: MessagesInput, *, output: type[T], **params: Any) -> Response[T]: ...
+@overload
+def complete(model: ModelSpec, messages: MessagesInput, **params: Any) -> Response[Any]: ...
+def complete(model: ModelSpec, messages: MessagesInput, **params: Any) -> Response[Any]:
     return default_client().complete(model, messages, **params)
 
 
-async def acomplete(model: str, messages: Any, **params: Any) -> Response:
+@overload
+async def acomplete(model: ModelSpec, messages: MessagesInput, *, output: type[T], **params: Any) -> Response[T]: ...
+@overload
+async def acomplete(model: ModelSpec, messages: MessagesInput, **params: Any) -> Response[Any]: ...
+async def acomplete(model: ModelSpec, messages: MessagesInput, **params: Any) -> Response[Any]:
     return await default_client().acomplete(model, messages, **params)

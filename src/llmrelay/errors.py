@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .response import Response
+    from .usage import Usage
 
 
 class LLMRelayError(Exception):
@@ -81,7 +82,10 @@ class APIError(LLMRelayError):
         self.model = model
         self.request_id = request_id
         self.body = body
-        self.partial = partial
+        #: What arrived before the error (text, reasoning, tool calls, usage): every error a
+        #: stream raises carries it, even one before any content (then it is empty). Typed as
+        #: present; only an error built by hand outside a stream has None here.
+        self.partial: Response[Any] = partial  # type: ignore[assignment]
         #: With `Retry`: the earlier attempts of the same request that failed (`Attempt`s).
         self.retried: list[Any] = []
 
@@ -90,7 +94,7 @@ class APIError(LLMRelayError):
         return self.partial.text if self.partial is not None else ""
 
     @property
-    def usage(self):
+    def usage(self) -> Usage | None:
         return self.partial.usage if self.partial is not None else None
 
 
@@ -195,11 +199,13 @@ class StreamResetError(APIError):
         self.discarded_text = discarded_text
 
 
-class AllModelsFailedError(ExceptionGroup, LLMRelayError):  # type: ignore[misc]
+class AllModelsFailedError(ExceptionGroup, LLMRelayError):
     """Every model of a fallback list failed. `.exceptions` holds each attempt's error, in order;
     `.attempts` the attempts (model, partial response, error)."""
 
-    def __new__(cls, message: str, exceptions: Any, *, attempts: Any = None):
+    attempts: list[Any]
+
+    def __new__(cls, message: str, exceptions: Any, *, attempts: Any = None) -> AllModelsFailedError:
         self = super().__new__(cls, message, list(exceptions))
         self.attempts = list(attempts or [])
         return self
@@ -207,7 +213,7 @@ class AllModelsFailedError(ExceptionGroup, LLMRelayError):  # type: ignore[misc]
     def __init__(self, message: str, exceptions: Any, *, attempts: Any = None):
         super().__init__(message, list(exceptions))
 
-    def derive(self, excs: Any) -> AllModelsFailedError:
+    def derive(self, excs: Any) -> AllModelsFailedError:  # type: ignore[override]
         return AllModelsFailedError(self.message, excs, attempts=self.attempts)
 
 
@@ -349,8 +355,9 @@ def _find_message(data: Any) -> str | None:
     if isinstance(err, str):
         return err
     for key in ("message", "detail", "msg"):
-        if isinstance(data.get(key), str):
-            return data[key]
+        value = data.get(key)
+        if isinstance(value, str):
+            return value
     return json.dumps(data)[:2000]
 
 

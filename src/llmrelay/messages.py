@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Iterable, Literal, Mapping, Sequence, Union
 
 from .errors import InvalidRequestError
 
@@ -116,7 +116,12 @@ class Message:
         return [p for p in self.parts if isinstance(p, ToolCall)]
 
 
-MessageLike = Union[Message, dict]
+MessageLike = Union[Message, dict[str, Any]]
+
+
+#: What the calls take as `messages`: a string (one user message), a `Message`, an OpenAI-style
+#: dict, or a list of those.
+MessagesInput = Union[str, "Message", Mapping[str, Any], Sequence[Union[str, "Message", Mapping[str, Any]]]]
 
 
 def normalize_messages(messages: Any) -> list[Message]:
@@ -157,7 +162,7 @@ def normalize_messages(messages: Any) -> list[Message]:
     return out
 
 
-def _from_dict(m: dict, i: int) -> Message:
+def _from_dict(m: dict[str, Any], i: int) -> Message:
     role = m.get("role")
     if role == "developer":
         role = "system"
@@ -165,8 +170,9 @@ def _from_dict(m: dict, i: int) -> Message:
         raise InvalidRequestError(f"messages[{i}]: unknown role {role!r}; expected one of {ROLES}")
     parts = _content_parts(m.get("content"), i)
     if role == "assistant":
-        if m.get("reasoning_content") or m.get("reasoning"):
-            parts.insert(0, ReasoningPart(m.get("reasoning_content") or m.get("reasoning")))
+        reasoning = m.get("reasoning_content") or m.get("reasoning")
+        if reasoning:
+            parts.insert(0, ReasoningPart(reasoning))
         calls = m.get("tool_calls") or ()
         if not isinstance(calls, (list, tuple)):
             raise InvalidRequestError(f"messages[{i}].tool_calls must be a list, got {type(calls).__name__}")
@@ -233,7 +239,7 @@ def _content_parts(content: Any, i: int) -> list[Part]:
     return parts
 
 
-def _part_from_dict(p: dict, i: int, j: int) -> Part:
+def _part_from_dict(p: dict[str, Any], i: int, j: int) -> Part:
     kind = p.get("type")
     if kind in ("text", "input_text", "output_text"):
         text = p.get("text", "")

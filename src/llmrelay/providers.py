@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Any, Mapping
 
 from .errors import MissingAPIKeyError, UnknownProviderError
 
@@ -72,7 +72,7 @@ class Provider:
         return replace(self, base_url=base_url)
 
 
-def _compat(name: str, base_url: str, key_env: tuple[str, ...], **kw) -> Provider:
+def _compat(name: str, base_url: str, key_env: tuple[str, ...], **kw: Any) -> Provider:
     return Provider(name, "openai_chat", base_url, key_env, **kw)
 
 

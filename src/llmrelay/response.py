@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from .messages import Message, Part, ReasoningPart, TextPart, ToolCall
 from .usage import Usage
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
     from .cost.model import Cost
+
+    #: The type of `Response.output`: what `output=` asked for (`output=Weather` -> `Weather`);
+    #: `Any` without `output=`. Type checkers only: at run time the classes are plain generics.
+    OutputT = TypeVar("OutputT", default=Any)
+else:
+    from typing import TypeVar
+
+    OutputT = TypeVar("OutputT")
 
 
 @dataclass(slots=True)
@@ -73,7 +83,7 @@ class Attempt:
     """One model tried by a fallback list: its (partial) response and why it failed, if it did."""
 
     model: str
-    response: Any = None
+    response: Response[Any] | None = None
     error: BaseException | None = None
 
     @property
@@ -93,7 +103,9 @@ class Attempt:
 
 
 @dataclass(slots=True)
-class Response:
+class Response(Generic[OutputT]):
+    """What a stream assembled to. Generic in the type of `output` (`Response[Weather]`)."""
+
     provider: str | None = None
     #: The model that actually served the call (as the provider reported it).
     model: str | None = None
@@ -110,20 +122,24 @@ class Response:
     #: Provider-side events that are not content (server tools, citations).
     provider_events: list[Any] = field(default_factory=list)
     #: The whole conversation: the request's messages, then every assistant turn
-    #: and tool result (append a user message and call again to continue).
-    messages: list[Message] | None = None
-    #: With tools: one `Response` per request of the tool loop (usage above is their sum).
-    turns: list[Any] | None = None
-    #: With a fallback list: every model tried, in order (the last one answered).
-    attempts: list[Attempt] | None = None
+    #: and tool result (append a user message and call again to continue). Set when
+    #: the call completes; empty in the partial response of an error or a closed stream.
+    messages: list[Message] = field(default_factory=list)
+    #: With tools: one `Response` per request of the tool loop (usage above is their sum);
+    #: empty for a single request.
+    turns: list[Response[Any]] = field(default_factory=list)
+    #: With a fallback list (or retries): every model tried, in order (the last one answered);
+    #: empty when the first attempt answered without either.
+    attempts: list[Attempt] = field(default_factory=list)
     #: True when this answer continues text a failed model had already streamed.
     resumed: bool = False
     #: One id across every tool round, retry and fallback of the call (logs, traces).
     correlation_id: str | None = None
     #: The caller's `conversation_id=` (None when not given: never generated).
     conversation_id: str | None = None
-    #: Structured output (`output=`): the validated object (choice 0); None otherwise.
-    output: Any = None
+    #: Structured output (`output=`): the validated object (choice 0), typed as asked
+    #: (`output=Weather` -> `Weather`); None without `output=` (and before the end).
+    output: OutputT = None  # type: ignore[assignment]  # None until validated
     #: The `PriceTable` of the client that made the call (None: the process-wide prices);
     #: an init field so `dataclasses.replace` keeps it.
     _prices: Any = field(default=None, repr=False, compare=False, kw_only=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Generator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Generator, Generic, Iterator
 
 from . import events as ev
 from .errors import APIError, StreamInterruptedError, StreamResetError
 from .observability.hooks import CallContext, Hooks, notify
 from .engine.plan import Emit, RunTools, Send, Sleep
-from .response import Response
-from .engine.turn import StreamCore
+from .response import OutputT, Response
+from .engine.turn import StreamCore, first_token_watchdog, observe, observed
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -33,8 +33,10 @@ TEXT_RESETS = ("raise", "separator", "continue")
 RESET_SEPARATOR = "\n\n---\n\n"
 
 
-class _BaseStream:
-    """What `Stream` and `AsyncStream` share: the plan, the current turn, the final response."""
+class _BaseStream(Generic[OutputT]):
+    """What `Stream` and `AsyncStream` share: the plan, the current turn, the final response.
+
+    Generic in the type of `response.output` (`output=Weather` gives a `Stream[Weather]`)."""
 
     def __init__(self, plan: Any, engine: Any, hooks: tuple[Hooks, ...] = (), context: CallContext | None = None):
         self._plan = plan
@@ -58,7 +60,7 @@ class _BaseStream:
         return self._core.request if self._core is not None else None
 
     @property
-    def response(self) -> Response:
+    def response(self) -> Response[OutputT]:
         """The response so far (final once the stream is exhausted or closed)."""
         if self._final is not None:
             return self._final
@@ -153,28 +155,30 @@ class _BaseStream:
                 notify(self._hooks, "on_call_end", self.context, self._final, None)
 
 
-class Stream(_BaseStream):
+class Stream(_BaseStream[OutputT]):
     """Iterate for typed events; `.text_stream` for text; `.collect()` for the `Response`.
 
     The request is sent when iteration starts. Use as a context manager (or
     call `.close()`) to release the connection at once.
     """
 
-    def __enter__(self) -> Stream:
+    _gen: Generator[Any, None, None] | None
+
+    def __enter__(self) -> Stream[OutputT]:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[ev.Event]:
         if self._gen is None:
             self._gen = self._drive()
         return self._gen
 
-    def __next__(self) -> Any:
+    def __next__(self) -> ev.Event:
         return next(iter(self))
 
-    def _drive(self) -> Iterator[Any]:
+    def _drive(self) -> Generator[Any, None, None]:
         value: Any = None
         exc: BaseException | None = None
         try:
@@ -201,12 +205,12 @@ class Stream(_BaseStream):
             self._abandon()
             raise
 
-    def _turn(self, call: Call, observers: tuple[Any, ...]) -> Iterator[Any]:
+    def _turn(self, call: Call, observers: tuple[Any, ...]) -> Generator[Any, None, Response[Any]]:
         core, open_body = self._begin_turn(call)
         with self._turn_scope(core):
             body = open_body()
             core.headers(body.headers)
-            watchdog = _first_token_watchdog(core, body)
+            watchdog = first_token_watchdog(core, body)
             feed = observed(core, observers)
             try:
                 try:
@@ -237,7 +241,8 @@ class Stream(_BaseStream):
         """Only the answer text (choice 0), as `str` pieces. At a fallback restart, `text_reset`
         (per call or on the `Client`) decides: raise `StreamResetError`, yield `RESET_SEPARATOR`,
         or go on with the new answer's text."""
-        for e in self:
+        events: Iterator[Any] = iter(self)
+        for e in events:
             t = type(e)
             if t is ev.TextDelta and e.choice == 0:
                 yield e.text
@@ -249,11 +254,12 @@ class Stream(_BaseStream):
     @property
     def partial_stream(self) -> Iterator[ev.PartialOutput]:
         """Structured output (`output=`): only the `PartialOutput` events (the object so far)."""
-        for e in self:
+        events: Iterator[Any] = iter(self)
+        for e in events:
             if type(e) is ev.PartialOutput:
                 yield e
 
-    def collect(self) -> Response:
+    def collect(self) -> Response[OutputT]:
         """Finish the stream (also when half consumed) and return the `Response`."""
         for _ in self:
             pass
@@ -262,13 +268,13 @@ class Stream(_BaseStream):
     def close(self) -> None:
         """Close the HTTP connection now. What arrived stays in `.response` (status "aborted")."""
         if self._gen is None:
-            self._gen = iter(())
+            self._gen = _nothing()  # a closed stream iterates as empty (and closes again)
             self._abandon()
         else:
             self._gen.close()
 
 
-class AsyncStream(_BaseStream):
+class AsyncStream(_BaseStream[OutputT]):
     """`async for` events; `.text_stream`; `await .collect()`; `await .aclose()`.
 
     Awaiting it gives the stream itself (`stream = await client.astream(...)`), so code
@@ -276,25 +282,27 @@ class AsyncStream(_BaseStream):
     until iteration starts either way.
     """
 
-    async def __aenter__(self) -> AsyncStream:
+    _gen: AsyncGenerator[Any, None] | None
+
+    async def __aenter__(self) -> AsyncStream[OutputT]:
         return self
 
-    def __await__(self) -> Generator[Any, None, AsyncStream]:
+    def __await__(self) -> Generator[Any, None, AsyncStream[OutputT]]:
         return self
         yield  # pragma: no cover - makes this a generator: `await stream` returns at once
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[ev.Event]:
         if self._gen is None:
             self._gen = self._drive()
         return self._gen
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> ev.Event:
         return await self.__aiter__().__anext__()
 
-    async def _drive(self) -> AsyncIterator[Any]:
+    async def _drive(self) -> AsyncGenerator[Any, None]:
         import asyncio  # already loaded by whoever runs this; not by `import llmrelay`
 
         value: Any = None
@@ -330,7 +338,7 @@ class AsyncStream(_BaseStream):
             self._abandon()
             raise
 
-    async def _turn(self, call: Call, observers: tuple[Any, ...]) -> AsyncIterator[Any]:
+    async def _turn(self, call: Call, observers: tuple[Any, ...]) -> AsyncGenerator[Any, None]:
         import asyncio
 
         core, open_body = self._begin_turn(call)
@@ -371,7 +379,7 @@ class AsyncStream(_BaseStream):
         """Structured output (`output=`): only the `PartialOutput` events (the object so far)."""
         return _async_partials(self)
 
-    async def collect(self) -> Response:
+    async def collect(self) -> Response[OutputT]:
         async for _ in self:
             pass
         return self.response
@@ -384,55 +392,16 @@ class AsyncStream(_BaseStream):
             await self._gen.aclose()
 
 
-def observed(core: StreamCore, observers: tuple[Any, ...]) -> Any:
-    """`core.feed` itself when no middleware watches events (no extra layer per chunk)."""
-    if not observers:
-        return core.feed
-    return lambda chunk: observe(core.feed(chunk), observers)
-
-
-def observe(events: Iterator[Any], observers: tuple[Any, ...]) -> Iterator[Any]:
-    """Pass each event through the middleware observers (None drops it; a list stands for
-    several events, in order, each handed to the observers after the one that returned it)."""
-    if not observers:
-        yield from events
-        return
-    for e in events:
-        for i, fn in enumerate(observers):
-            e = fn(e)
-            if e is None:
-                break
-            if type(e) is list:
-                if i + 1 == len(observers):
-                    yield from e
-                else:
-                    yield from _observe_rest(e, observers, i + 1)
-                break
-        else:
-            yield e
-
-
-def _observe_rest(batch: list, observers: tuple[Any, ...], start: int) -> Iterator[Any]:
-    for e in batch:
-        for i in range(start, len(observers)):
-            e = observers[i](e)
-            if e is None:
-                break
-            if type(e) is list:
-                yield from _observe_rest(e, observers, i + 1)
-                break
-        else:
-            yield e
-
-
-async def _async_partials(stream: AsyncStream) -> AsyncIterator[ev.PartialOutput]:
-    async for e in stream:
+async def _async_partials(stream: AsyncStream[Any]) -> AsyncIterator[ev.PartialOutput]:
+    events: AsyncIterator[Any] = aiter(stream)
+    async for e in events:
         if type(e) is ev.PartialOutput:
             yield e
 
 
-async def _async_text(stream: AsyncStream) -> AsyncIterator[str]:
-    async for e in stream:
+async def _async_text(stream: AsyncStream[Any]) -> AsyncIterator[str]:
+    events: AsyncIterator[Any] = aiter(stream)
+    async for e in events:
         t = type(e)
         if t is ev.TextDelta and e.choice == 0:
             yield e.text
@@ -442,7 +411,7 @@ async def _async_text(stream: AsyncStream) -> AsyncIterator[str]:
                 yield separator
 
 
-def on_reset(stream: _BaseStream, event: ev.Reset) -> str:
+def on_reset(stream: _BaseStream[Any], event: ev.Reset) -> str:
     """`text_stream` met a restart: raise (`text_reset="raise"`), or the text to yield ("" or the separator)."""
     mode = stream.text_reset
     if mode == "raise":
@@ -459,40 +428,11 @@ def raise_reset(event: ev.Reset) -> None:
     )
 
 
-async def _empty() -> AsyncIterator[Any]:
+def _nothing() -> Generator[Any, None, None]:
     return
     yield  # pragma: no cover
 
 
-class _Watchdog:
-    """Sync streams: enforce the first-token deadline on a silent body by shutting the socket down."""
-
-    def __init__(self, seconds: float, sock: Any):
-        import threading
-
-        self.fired = False
-        self._sock = sock
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        import socket
-
-        self.fired = True
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _first_token_watchdog(core: StreamCore, body: Any) -> _Watchdog | None:
-    if core.t_first is not None or core.deadline is None:
-        return None
-    sock = getattr(body, "socket", None)
-    if sock is None:
-        return None
-    return _Watchdog(max(0.0, core.deadline - time.perf_counter()), sock)
+async def _empty() -> AsyncGenerator[Any, None]:
+    return
+    yield  # pragma: no cover

@@ -46,9 +46,22 @@ change and about 0.1 ms when they did.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import Cost, sum_costs
+
+if TYPE_CHECKING:  # lazy at run time (see __getattr__), visible to type checkers
+    from .prices import (
+        DEFAULT_PRICES,
+        Price,
+        PriceTable,
+        attempt_cost,
+        call_cost,
+        clear_prices,
+        cost_of,
+        response_cost,
+        set_price,
+    )
 
 __all__ = [
     "Cost",

@@ -149,15 +149,15 @@ def _provider_cost(usage: Usage) -> Cost | None:
     cost = usage.provider_cost
     if cost is None:
         return None
-    raw = usage.raw if isinstance(usage.raw, dict) else {}
-    details = raw.get("cost_details") if isinstance(raw.get("cost_details"), dict) else {}
+    raw: dict[str, Any] = usage.raw if isinstance(usage.raw, dict) else {}
+    details: dict[str, Any] = raw["cost_details"] if isinstance(raw.get("cost_details"), dict) else {}
     total = float(cost)
     if raw.get("is_byok") is True:  # OpenRouter's fee only: the upstream provider bills the tokens
         upstream = details.get("upstream_inference_cost")
         if isinstance(upstream, (int, float)) and not isinstance(upstream, bool):
             total += float(upstream)
-    inp = details.get("upstream_inference_prompt_cost")
-    out = details.get("upstream_inference_completions_cost")
+    inp: Any = details.get("upstream_inference_prompt_cost")
+    out: Any = details.get("upstream_inference_completions_cost")
     ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (inp, out))
     return Cost(
         total,

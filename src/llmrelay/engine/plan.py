@@ -139,7 +139,7 @@ def tool_loop(
             response = yield Send(current)
         except APIError as exc:
             partial = getattr(exc, "partial", None)
-            if partial is not None and partial.messages is None:
+            if partial is not None and not partial.messages:
                 partial.messages = list(messages)
             raise
         turns.append(response)

@@ -16,7 +16,7 @@ from ..messages import Message, normalize_messages
 from ..call import Call, Params
 from ..providers import Provider, parse_model, resolve_api_key, resolve_base_url, resolve_headers
 
-PARAM_NAMES = tuple(Params.__slots__)  # type: ignore[attr-defined]
+PARAM_NAMES = tuple(Params.__slots__)
 #: Per-call options that shape the request (besides the generation params).
 CALL_OPTIONS = (
     "extra_body", "extra_headers", "timeout", "api_key", "base_url", "provider", "tools", "tool_choice", "options",

@@ -226,3 +226,79 @@ def _estimate_usage(r: Response, call: Call) -> None:
         prompt = "".join(m.text for m in call.messages)
         u.input_tokens = estimate_tokens(prompt)
         u.estimated = True
+
+
+# -- what the drivers share around a turn: middleware observers, the first-token watchdog --
+def observed(core: StreamCore, observers: tuple[Any, ...]) -> Any:
+    """`core.feed` itself when no middleware watches events (no extra layer per chunk)."""
+    if not observers:
+        return core.feed
+    return lambda chunk: observe(core.feed(chunk), observers)
+
+
+def observe(events: Iterator[Any], observers: tuple[Any, ...]) -> Iterator[Any]:
+    """Pass each event through the middleware observers (None drops it; a list stands for
+    several events, in order, each handed to the observers after the one that returned it)."""
+    if not observers:
+        yield from events
+        return
+    for e in events:
+        for i, fn in enumerate(observers):
+            e = fn(e)
+            if e is None:
+                break
+            if type(e) is list:
+                if i + 1 == len(observers):
+                    yield from e
+                else:
+                    yield from _observe_rest(e, observers, i + 1)
+                break
+        else:
+            yield e
+
+
+def _observe_rest(batch: list, observers: tuple[Any, ...], start: int) -> Iterator[Any]:
+    for e in batch:
+        for i in range(start, len(observers)):
+            e = observers[i](e)
+            if e is None:
+                break
+            if type(e) is list:
+                yield from _observe_rest(e, observers, i + 1)
+                break
+        else:
+            yield e
+
+
+class Watchdog:
+    """Sync streams: enforce the first-token deadline on a silent body by shutting the socket down."""
+
+    def __init__(self, seconds: float, sock: Any):
+        import threading
+
+        self.fired = False
+        self._sock = sock
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        import socket
+
+        self.fired = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def first_token_watchdog(core: StreamCore, body: Any) -> Watchdog | None:
+    if core.t_first is not None or core.deadline is None:
+        return None
+    sock = getattr(body, "socket", None)
+    if sock is None:
+        return None
+    return Watchdog(max(0.0, core.deadline - time.perf_counter()), sock)

@@ -28,6 +28,7 @@ from ..errors import (
     ProviderStreamError,
     UnknownProviderError,
 )
+from .. import events as ev
 from ..usage import Usage
 
 __all__ = ["Encoder", "GatewayError", "status_of", "chat_usage", "anthropic_usage", "responses_usage", "new_id"]
@@ -143,7 +144,29 @@ class Encoder:
     def encode(self, e: Any) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def end(self) -> bytes:  # pragma: no cover - abstract
+    #: A provider's response id is kept when it has this prefix (the protocol's own id shape).
+    id_prefix = ""
+
+    def _meta(self, e: Any) -> bytes:
+        """Usage and the stream's start (model, id) update state and write nothing."""
+        t = type(e)
+        if t is ev.UsageEvent:
+            self.usage.merge(e.usage)
+        elif t is ev.StreamStart and not self.started:  # type: ignore[attr-defined]
+            if e.model:
+                self.model = e.model
+            if e.id and e.id.startswith(self.id_prefix):
+                self.id = e.id
+        return b""
+
+    def end(self) -> bytes:
+        """The closing frames, once."""
+        if self.ended:
+            return b""
+        self.ended = True
+        return self._end()
+
+    def _end(self) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def error(self, exc: BaseException) -> bytes:  # pragma: no cover - abstract

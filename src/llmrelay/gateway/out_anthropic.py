@@ -13,6 +13,7 @@ _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "
 
 class AnthropicEncoder(Encoder):
     protocol = "anthropic"
+    id_prefix = "msg"
 
     def __init__(self, model: str, include_usage: bool = False):
         super().__init__(model, include_usage)
@@ -85,19 +86,9 @@ class AnthropicEncoder(Encoder):
             if e.choice == 0:
                 self.stop = _STOP.get(e.reason, "end_turn")
             return b""
-        if t is ev.UsageEvent:
-            self.usage.merge(e.usage)
-        elif t is ev.StreamStart:
-            if e.model and not self.started:
-                self.model = e.model
-            if e.id and not self.started and e.id.startswith("msg"):
-                self.id = e.id
-        return b""
+        return self._meta(e)
 
-    def end(self) -> bytes:
-        if self.ended:
-            return b""
-        self.ended = True
+    def _end(self) -> bytes:
         out = self._start() + self._close()
         out += self._sse({"type": "message_delta", "delta": {"stop_reason": self.stop or "end_turn", "stop_sequence": None},
                           "usage": anthropic_usage(self.usage)}, "message_delta")

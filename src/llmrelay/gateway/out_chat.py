@@ -58,19 +58,9 @@ class ChatEncoder(Encoder):
             return self._role(e.choice) + self._chunk(e.choice, {"refusal": e.text})
         if t is ev.Finish:
             return self._role(e.choice) + self._chunk(e.choice, {}, _FINISH.get(e.reason, "stop"))
-        if t is ev.UsageEvent:
-            self.usage.merge(e.usage)
-        elif t is ev.StreamStart:
-            if e.id and not self.started:
-                self.id = e.id
-            if e.model:
-                self.model = e.model
-        return b""
+        return self._meta(e)
 
-    def end(self) -> bytes:
-        if self.ended:
-            return b""
-        self.ended = True
+    def _end(self) -> bytes:
         out = b""
         if self.include_usage:
             out = self._sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,

@@ -10,6 +10,7 @@ from .encode import Encoder, new_id, responses_usage, status_of
 
 class ResponsesEncoder(Encoder):
     protocol = "openai_responses"
+    id_prefix = "resp"
 
     def __init__(self, model: str, include_usage: bool = False):
         super().__init__(model, include_usage)
@@ -142,19 +143,9 @@ class ResponsesEncoder(Encoder):
             if e.choice == 0:
                 self.finish = e.reason
             return b""
-        if t is ev.UsageEvent:
-            self.usage.merge(e.usage)
-        elif t is ev.StreamStart:
-            if e.model and not self.started:
-                self.model = e.model
-            if e.id and not self.started and e.id.startswith("resp"):
-                self.id = e.id
-        return b""
+        return self._meta(e)
 
-    def end(self) -> bytes:
-        if self.ended:
-            return b""
-        self.ended = True
+    def _end(self) -> bytes:
         out = self._start() + self._close()
         if self.finish == "length":
             r = self._response("incomplete", self.output, self.usage)

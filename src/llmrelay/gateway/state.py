@@ -74,6 +74,8 @@ class Gateway:
         self.protocols = {name: p.protocol for name, p in self.client.providers.items()}
         self.client._async_transport = RelayTransport(self.client._async())
         self.timeouts = {name: _timeouts(r.timeout) for name, r in config.routes.items()}
+        self.retries: dict[str, Any] = {name: Retry(r.retries, initial_delay=0.05, max_delay=2.0) if r.retries else 0
+                                        for name, r in config.routes.items()}
         self.limits: dict[str, _Limits] = {}
         self.in_flight = 0
         self.retired = False
@@ -149,8 +151,7 @@ class Gateway:
 
     def call_options(self, route: Route) -> dict[str, Any]:
         models = self.models_for(route)
-        opts: dict[str, Any] = {"retry": Retry(route.retries, initial_delay=0.05, max_delay=2.0) if route.retries else 0,
-                                "run_tools": False}
+        opts: dict[str, Any] = {"retry": self.retries[route.name], "run_tools": False}
         if self.timeouts[route.name] is not None:
             opts["timeout"] = self.timeouts[route.name]
         opts["model"] = models[0] if len(models) == 1 else Router(models, mode=route.fallback_mode)

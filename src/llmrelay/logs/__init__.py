@@ -121,6 +121,7 @@ def enable(path: str | os.PathLike[str] | None = None, *, dsn: str | None = None
     from ..observability.hooks import DEFAULT_CLIENT_HOOKS
     from .hook import LogHook
 
+    hook: LogHook | None
     if options:
         hook = LogHook(path, dsn=dsn, **options)
     else:

@@ -141,7 +141,8 @@ def part(p: Any) -> dict[str, Any]:
 
 def messages_json(messages: Any) -> tuple[str, str | None]:
     """(gen_ai.input.messages, gen_ai.system_instructions) as JSON strings."""
-    out, system = [], []
+    out: list[Any] = []
+    system: list[Any] = []
     for m in messages:
         if m.role == "system":
             system.extend(part(p) for p in m.parts)

@@ -52,7 +52,7 @@ API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
 
-FINISH = {
+FINISH: dict[str, ev.FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -63,7 +63,7 @@ FINISH = {
 }
 
 #: `error.type` of an in-stream `error` event -> the HTTP status it stands for.
-ERROR_STATUS = {
+ERROR_STATUS: dict[Any, int] = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "billing_error": 402,
@@ -85,7 +85,7 @@ _CUT = "incomplete: the tool input was cut off (stop_reason {!r})"
 # -- encoding ---------------------------------------------------------------
 def _image(p: ImagePart) -> dict[str, Any]:
     if p.data is not None:
-        source = {"type": "base64", "media_type": p.media_type or "image/png", "data": p.data}
+        source: dict[str, Any] = {"type": "base64", "media_type": p.media_type or "image/png", "data": p.data}
     elif p.url and p.url.startswith("data:"):
         head, _, data = p.url.partition(",")
         source = {"type": "base64", "media_type": head[5:].split(";")[0] or "image/png", "data": data}
@@ -208,10 +208,10 @@ class Decoder(_Decoder):
         super().__init__()
         self._tools = ToolCalls()
         #: block index -> [kind, id, name, input pieces] for server-run tools
-        self._server: dict[int, list[Any]] = {}
+        self._server: dict[Any, list[Any]] = {}
         self._usage: dict[str, Any] = {}
         self._finished = False
-        self._handlers = {
+        self._handlers: dict[Any, Any] = {
             "content_block_delta": self._delta,
             "content_block_start": self._block_start,
             "content_block_stop": self._block_stop,

@@ -28,7 +28,7 @@ __all__ = ["Call", "HTTPRequest", "Params", "Decoder", "ToolCalls", "build_reque
            "loads", "malformed", "parse_arguments", "shaped"]
 
 _json_loads = json.loads
-_scan_once = json.JSONDecoder().scan_once
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, not in the stubs
 
 
 def loads(payload: Any) -> Any:

@@ -44,7 +44,7 @@ from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_reque
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "thinking_budget"})
 
-FINISH = {
+FINISH: dict[str, ev.FinishReason] = {
     "COMPLETE": "stop",
     "STOP_SEQUENCE": "stop",
     "MAX_TOKENS": "length",
@@ -148,7 +148,7 @@ class Decoder(_Decoder):
     def __init__(self) -> None:
         super().__init__()
         self._tools = ToolCalls()
-        self._handlers = {
+        self._handlers: dict[Any, Any] = {
             "content-delta": self._content_delta,
             "tool-plan-delta": self._plan_delta,
             "tool-call-delta": self._call_delta,

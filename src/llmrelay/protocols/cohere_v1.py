@@ -34,7 +34,7 @@ from .cohere import cohere_usage
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed"})
 
-FINISH = {
+FINISH: dict[str, ev.FinishReason] = {
     "COMPLETE": "stop",
     "STOP_SEQUENCE": "stop",
     "USER_CANCEL": "stop",
@@ -100,7 +100,7 @@ class Decoder(_Decoder):
         super().__init__()
         self._tools = ToolCalls()
         self._seen: set[int] = set()
-        self._handlers = {
+        self._handlers: dict[Any, Any] = {
             "text-generation": self._text,
             "tool-calls-chunk": self._chunk,
             "tool-calls-generation": self._generation,

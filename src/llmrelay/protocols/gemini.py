@@ -78,7 +78,7 @@ _FINISH_ENUM = {
 #: google.ai.generativelanguage.v1beta PromptFeedback.BlockReason.
 _BLOCK_ENUM = {0: "BLOCK_REASON_UNSPECIFIED", 1: "SAFETY", 2: "OTHER", 3: "BLOCKLIST", 4: "PROHIBITED_CONTENT", 5: "IMAGE_SAFETY"}
 
-FINISH = {
+FINISH: dict[str, ev.FinishReason] = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
     **dict.fromkeys(
@@ -385,7 +385,7 @@ class Decoder(_Decoder):
                 norm = FINISH.get(raw, "error")
                 if norm == "stop" and self._calls.get(idx):
                     norm = "tool_calls"
-                out.append(ev.Finish(norm, raw, idx))  # type: ignore[arg-type]
+                out.append(ev.Finish(norm, raw, idx))
                 self.complete = True
 
     def _function_call(self, fc: Any, sig: str | None, idx: int, out: list) -> None:

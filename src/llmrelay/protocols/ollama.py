@@ -54,7 +54,7 @@ _TOP_LEVEL = frozenset({"keep_alive"})
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "thinking_budget"})
 
-FINISH = {"stop": "stop", "length": "length"}
+FINISH: dict[str, ev.FinishReason] = {"stop": "stop", "length": "length"}
 
 _THINK = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
@@ -200,7 +200,7 @@ class Decoder(_Decoder):
             reason = FINISH.get(raw, "stop") if raw else "stop"
             if reason == "stop" and self._calls:
                 reason = "tool_calls"
-            out.append(ev.Finish(reason, raw))  # type: ignore[arg-type]
+            out.append(ev.Finish(reason, raw))
             out.append(ev.UsageEvent(ollama_usage(obj)))
             self.complete = True
 

@@ -14,7 +14,7 @@ from .think import ThinkTags
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "n"})
 
-FINISH = {
+FINISH: dict[str, ev.FinishReason] = {
     "stop": "stop",
     "eos": "stop",
     "end_turn": "stop",

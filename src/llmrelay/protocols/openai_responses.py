@@ -341,7 +341,7 @@ class Decoder(_Decoder):
     def _item_added(self, obj: dict[str, Any], out: list) -> None:
         item = obj.get("item") or {}
         if item.get("type") == "function_call":
-            key = item.get("id") or obj.get("output_index")
+            key: Any = item.get("id") or obj.get("output_index")
             self._by_index[obj.get("output_index")] = key
             if key not in self._tools:
                 self._rkey = None

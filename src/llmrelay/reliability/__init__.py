@@ -9,15 +9,15 @@ May import the engine and below.
 
 from typing import TYPE_CHECKING, Any
 
-from ..engine.plan import Emit, Send, Sleep
+from ..engine.plan import Emit, Plan, Send, Sleep
 from .fallback import Router
-from .middleware import Middleware
+from .middleware import Middleware, SendFn
 from .retry import Retry
 
 if TYPE_CHECKING:
     from .builtins import Logging, Timeout
 
-__all__ = ["Emit", "Logging", "Middleware", "Retry", "Router", "Send", "Sleep", "Timeout"]
+__all__ = ["Emit", "Logging", "Middleware", "Plan", "Retry", "Router", "Send", "SendFn", "Sleep", "Timeout"]
 
 
 def __getattr__(name: str) -> Any:  # the built-ins (and `logging`) load on first use

@@ -87,6 +87,7 @@ class FallbackMiddleware(Middleware):
         previous: tuple[str, BaseException] | None = None
         for i, skipped in enumerate(attempts):  # models that could not be prepared (no API key...)
             to = attempts[i + 1].model if i + 1 < len(attempts) else model_label(call)
+            assert skipped.error is not None  # a skipped model always has its reason
             yield Emit(FallbackEvent(skipped.model, to, skipped.error, "fresh"))
         for index in range(start, len(router.models)):
             model = router.models[index]

@@ -465,7 +465,7 @@ class PartialJSONParser:
                 key = len(parent.container)
                 parent.container.append(container)
             depth = parent.depth + 1
-            prefix = parent.prefix and parent.depth < len(watch) and watch[parent.depth] == key  # type: ignore[arg-type]
+            prefix = parent.prefix and parent.depth < len(watch) and watch[parent.depth] == key  # type: ignore[arg-type,index]
             watched = prefix and not is_obj and depth == len(watch)  # type: ignore[arg-type]
         stack.append(_Frame(container, is_obj, depth, prefix, watched))
         self._state = _FIRST_KEY if is_obj else _FIRST_ITEM

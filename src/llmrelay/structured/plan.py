@@ -180,7 +180,7 @@ def _structured(call: Call, make_plan: Callable[[Call], Plan], spec: OutputSpec,
         if response.refusal:
             raise OutputRefusedError(response.refusal, response=_combined(answers))
         from_tool = turns.raw is not None
-        raw = turns.raw if from_tool else response.choice.text  # the answering turn, not text before tools
+        raw = turns.raw if turns.raw is not None else response.choice.text  # the answering turn, not text before tools
         if response.finish_reason == "content_filter" and not raw.strip():
             raise OutputRefusedError("", response=_combined(answers), reason="content_filter")
         lenient = turns.mode == "prompt" or (turns.mode == "tool" and not from_tool)
@@ -196,7 +196,7 @@ def _structured(call: Call, make_plan: Callable[[Call], Plan], spec: OutputSpec,
                 ) from None
             yield Emit(ev.Reset(response.text))
             again = RETRY_AGAIN["tool" if from_tool else "other"].format(name=spec.name)
-            transcript = response.messages if response.messages is not None else [*current.messages, response.to_message()]
+            transcript = response.messages if response.messages else [*current.messages, response.to_message()]
             current = replace(call, messages=[*transcript, Message.user(RETRY_PROMPT.format(errors=invalid, again=again))])
             continue
         final = _combined(answers)

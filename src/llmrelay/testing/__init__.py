@@ -16,12 +16,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import faults, routes
 from .recordings import index, provider_for, read_recording, recording_path, request_for, wire_recordings
 from .routes import by_request
 from .server import RecordedRequest, ReplayServer, Reply
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 #: Path prefix each protocol expects under a provider's base URL.
 BASE_PATHS = {
@@ -38,7 +41,7 @@ BASE_PATHS = {
 CLOUD_PATHS = {"azure": "", "aws": "", "google": "/v1"}
 
 
-def client_for(server: ReplayServer, **kwargs: Any):
+def client_for(server: ReplayServer, **kwargs: Any) -> Client:
     """A `Client` with every known provider's base URL on the replay server and dummy keys."""
     from ..client import Client
     from ..providers import PROVIDERS

@@ -155,7 +155,7 @@ def _arguments_model(fn: Callable[..., Any], name: str, docs: dict[str, str]) ->
         else:
             fields[field_name] = (annotation, Field(param.default, **kw))
     try:
-        model = create_model(  # type: ignore[call-overload]
+        model = create_model(
             f"{name}_arguments",
             __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
             **fields,
@@ -247,7 +247,7 @@ def schema_errors(value: Any, schema: Any, path: str = "") -> list[str]:
     if "const" in schema and value != schema["const"]:
         out.append(f"{where}: must be {schema['const']!r}")
     if isinstance(value, dict):
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         for req in schema.get("required") or ():
             if req not in value:
                 out.append(f"{path + '.' if path else ''}{req}: missing (required)")

@@ -38,16 +38,29 @@ import inspect
 import json
 import re
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Generic, overload
 
 from ..events import ToolResult
 from ..messages import ToolCall
 from .schema import _arguments_model, _parse_docstring, _tidy_schema, schema_errors
 
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec, TypeVar
+
+    #: A tool keeps its function's signature: `Tool[P, R]` is called like the function
+    #: (`Tool[..., Any]` for a tool built from a schema).
+    P = ParamSpec("P", default=...)
+    R = TypeVar("R", default=Any)
+else:
+    from typing import ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 # -- the Tool ----------------------------------------------------------------------
-class Tool:
+class Tool(Generic[P, R]):
     """A callable tool: name, description, JSON-schema parameters, and the function (or None).
 
     Build one with `@llmrelay.tool` / `Tool.from_function(fn)`, or directly from
@@ -59,7 +72,7 @@ class Tool:
         name: str,
         description: str = "",
         parameters: dict[str, Any] | None = None,
-        fn: Callable[..., Any] | None = None,
+        fn: Callable[P, R] | None = None,
         *,
         strict: bool = False,
         validator: Any = None,
@@ -91,16 +104,15 @@ class Tool:
         self._defaults: frozenset[str] = frozenset()
         self.is_async = fn is not None and _is_async(fn)
 
-    @classmethod
+    @staticmethod
     def from_function(
-        cls,
-        fn: Callable[..., Any],
+        fn: Callable[P, R],
         *,
         name: str | None = None,
         description: str | None = None,
         schema: dict[str, Any] | None = None,
         strict: bool = False,
-    ) -> Tool:
+    ) -> Tool[P, R]:
         """A tool from a sync or async function; see the module docstring for the schema."""
         from ..errors import InvalidRequestError
 
@@ -116,12 +128,12 @@ class Tool:
         if schema is None:
             validator, fields = _arguments_model(fn, name, param_docs)
             schema = _tidy_schema(validator.model_json_schema())
-        tool = cls(name, description if description is not None else summary, schema, fn, strict=strict, validator=validator)
+        tool = Tool(name, description if description is not None else summary, schema, fn, strict=strict, validator=validator)
         tool._fields = fields
         tool._positional, tool._defaults = _signature_facts(fn)
         return tool
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function directly (the decorated function stays usable)."""
         if self.fn is None:
             raise TypeError(f"tool {self.name!r} has no function")
@@ -155,13 +167,14 @@ class Tool:
 
     def invoke(self, kwargs: dict[str, Any]) -> Any:
         """Run the function with bound arguments (a coroutine for an async tool)."""
-        if self.fn is None:
+        fn: Callable[..., Any] | None = self.fn
+        if fn is None:
             raise TypeError(f"tool {self.name!r} has no function")
         if self._positional:
             kwargs = dict(kwargs)
             args = [kwargs.pop(p) for p in self._positional if p in kwargs]
-            return self.fn(*args, **kwargs)
-        return self.fn(**kwargs)
+            return fn(*args, **kwargs)
+        return fn(**kwargs)
 
 
 def _is_async(fn: Any) -> bool:
@@ -182,23 +195,30 @@ def _signature_facts(fn: Callable[..., Any]) -> tuple[tuple[str, ...], frozenset
             frozenset(n for n, p in params if p.default is not p.empty))
 
 
+@overload
+def tool(fn: Callable[P, R], /) -> Tool[P, R]: ...
+@overload
+def tool(*, name: str | None = None, description: str | None = None, schema: dict[str, Any] | None = None,
+         strict: bool = False) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
+    /,
     *,
     name: str | None = None,
     description: str | None = None,
     schema: dict[str, Any] | None = None,
     strict: bool = False,
 ) -> Any:
-    """Decorator: turn a function (sync or async) into a `Tool`. Usable bare or with options."""
+    """Decorator: turn a function (sync or async) into a `Tool` that keeps its signature
+    (`Tool[P, R]`: calling it calls the function). Usable bare or with options."""
 
-    def wrap(f: Callable[..., Any]) -> Tool:
+    def wrap(f: Callable[..., Any]) -> Tool[..., Any]:
         return Tool.from_function(f, name=name, description=description, schema=schema, strict=strict)
 
     return wrap(fn) if fn is not None else wrap
 
 
-def as_tools(tools: Any) -> dict[str, Tool]:
+def as_tools(tools: Any) -> dict[str, Tool[..., Any]]:
     """Normalize `tools=[...]` (Tool objects, plain functions, or schema dicts) to a name -> Tool map."""
     from ..errors import InvalidRequestError
 
@@ -208,7 +228,7 @@ def as_tools(tools: Any) -> dict[str, Tool]:
         tools = [tools]
     if isinstance(tools, (str, bytes)) or not hasattr(tools, "__iter__"):
         raise InvalidRequestError(f"tools must be a list of tools, functions or schema dicts, got {type(tools).__name__}")
-    out: dict[str, Tool] = {}
+    out: dict[str, Tool[..., Any]] = {}
     for i, t in enumerate(tools):
         if isinstance(t, Tool):
             pass
