@@ -406,4 +406,4 @@ class MissingCredentialsError(MissingAPIKeyError):
                      + "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1)) + ".",)
 
     def __str__(self) -> str:
-        return self.args[0]
+        return str(self.args[0])

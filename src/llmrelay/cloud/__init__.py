@@ -20,9 +20,14 @@ imported only when such a provider is used, never by `import llmrelay`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..providers import Provider, env_names
+
+if TYPE_CHECKING:  # the classes, for type checkers; at run time they load on first use (__getattr__)
+    from .aws import AWSAuth
+    from .azure import AzureAuth
+    from .google import GoogleAuth
 
 __all__ = ["resolve", "AWSAuth", "AzureAuth", "GoogleAuth", "URL_FORMS", "ALSO_READ"]
 
@@ -51,14 +56,14 @@ def resolve(provider: Provider, model: str, explicit_key: Any, explicit_base: st
                 explicit_base = env[name]
                 break
     if provider.cloud == "aws":
-        from .aws import resolve as r
+        from . import aws as cloud
     elif provider.cloud == "azure":
-        from .azure import resolve as r
+        from . import azure as cloud  # type: ignore[no-redef]
     elif provider.cloud == "google":
-        from .google import resolve as r
+        from . import google as cloud  # type: ignore[no-redef]
     else:  # pragma: no cover - a profile error
         raise ValueError(f"unknown cloud {provider.cloud!r}")
-    return r(provider, model, explicit_key, explicit_base, env)
+    return cloud.resolve(provider, model, explicit_key, explicit_base, env)
 
 
 def __getattr__(name: str) -> Any:

@@ -123,7 +123,7 @@ def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
             token = given.session_token or (None if given.access_key_id else env.get("AWS_SESSION_TOKEN"))
             if not secret:
                 raise MissingCredentialsError(provider.name, provider.key_env, ["AWS_ACCESS_KEY_ID is set: also set AWS_SECRET_ACCESS_KEY", *WAYS])
-            credentials = _static(provider, key, secret, token)
+            credentials = _static(provider, str(key), secret, token)
         elif env is os.environ and _have_botocore():  # Client(env=...) reads that mapping only
             session = _session(profile)
             credentials = session.get_credentials()

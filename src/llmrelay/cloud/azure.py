@@ -172,7 +172,7 @@ _DEFAULT: list[Any] = []
 
 def _default_credential(provider: Any) -> Callable[[], str]:
     try:
-        from azure.identity import DefaultAzureCredential  # type: ignore[import-not-found]
+        from azure.identity import DefaultAzureCredential
     except ImportError:
         raise MissingCredentialsError(provider.name, provider.key_env, WAYS) from None
     if not _DEFAULT:

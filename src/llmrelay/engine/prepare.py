@@ -39,7 +39,7 @@ class Settings:
 
     providers: Mapping[str, Provider]
     aliases: Mapping[str, Any]
-    api_keys: Mapping[str, str]
+    api_keys: Mapping[str, Any]
     base_urls: Mapping[str, str]
     env: Mapping[str, str] | None = None
     #: For model strings that name no provider (`gpt-4o`): a provider name, "auto" (by the id's

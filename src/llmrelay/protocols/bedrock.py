@@ -50,7 +50,7 @@ PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "reasoning_eff
 
 EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
 
-FINISH = {
+FINISH: dict[str, ev.FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -74,7 +74,7 @@ ERROR_STATUS = {
     "serviceUnavailableException": 503,
 }
 
-TOOL_CHOICE = {"auto": {"auto": {}}, "required": {"any": {}}}
+TOOL_CHOICE: dict[str, dict[str, Any]] = {"auto": {"auto": {}}, "required": {"any": {}}}
 _FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 _CUT = "incomplete: the tool input was cut off (stopReason {!r})"
 
@@ -211,7 +211,7 @@ class Decoder(_Decoder):
     def __init__(self) -> None:
         super().__init__()
         self._tools = ToolCalls()
-        self._server: dict[int, list[Any]] = {}  # block index -> [kind, data, input pieces]
+        self._server: dict[Any, list[Any]] = {}  # block index -> [kind, data, input pieces]
         self._stop: str | None = None
         self._finished = False
         self._broken = False

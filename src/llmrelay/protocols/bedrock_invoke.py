@@ -29,7 +29,7 @@ from .base import Call, HTTPRequest, build_request, loads
 PARAMS = anthropic.PARAMS
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
-FINISH = {
+FINISH: dict[str, ev.FinishReason] = {
     "stop": "stop", "stop_sequence": "stop", "end_turn": "stop", "FINISH": "stop", "COMPLETE": "stop",
     "length": "length", "max_tokens": "length", "LENGTH": "length", "MAX_TOKENS": "length",
     "CONTENT_FILTERED": "content_filter", "ERROR": "error", "ERROR_TOXIC": "content_filter",
