@@ -215,6 +215,13 @@ def test_logs_metrics_overhead_header(keyed):
     text = httpx.get(gw.url + "/metrics").text
     assert 'llmrelay_gateway_requests_total{endpoint="chat",model="gpt",status="ok"}' in text
     assert "llmrelay_gateway_overhead_ms_bucket" in text and 'kind="output"' in text
+    import time
+
+    deadline = time.monotonic() + 20  # priced on the metrics' own thread, off the event loop
+    while 'llmrelay_gateway_cost_usd_total{model="gpt"}' not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = httpx.get(gw.url + "/metrics").text
+    assert 'llmrelay_gateway_cost_usd_total{model="gpt"}' in text
     assert httpx.get(gw.url + "/health/live").status_code == 200
     assert httpx.get(gw.url + "/health/ready").json() == {"status": "ready"}
 
@@ -336,3 +343,15 @@ def test_drain_reads_the_upstream_to_the_end(tmp_path):
             status, tokens = conn.execute("SELECT status, output_tokens FROM turns").fetchone()
             conn.close()
             assert status == "ok" and tokens == 10  # the whole answer's usage, as the provider reported it
+
+
+def test_cors_off_by_default_and_allowed_origins_when_configured():
+    with ReplayServer() as up:
+        with GatewayThread(config_for(up.url)) as gw:
+            r = httpx.get(gw.url + "/v1/models", headers={"origin": "https://app.example"})
+            assert "access-control-allow-origin" not in r.headers
+        with GatewayThread(config_for(up.url, "server: {cors: [https://app.example]}")) as gw:
+            r = httpx.options(gw.url + "/v1/chat/completions", headers={"origin": "https://app.example"})
+            assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "https://app.example"
+            r = httpx.get(gw.url + "/v1/models", headers={"origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in r.headers
