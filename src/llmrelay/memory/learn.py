@@ -51,9 +51,9 @@ one corrects.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
@@ -354,7 +354,7 @@ class Learner:
             expires = now + ef.expires_in_days * 86400 if ef.expires_in_days else None
             similar = list(store.similar_facts(user_id, ef.text, limit=5))
             dup = next((f for f in similar
-                        if self.same_fact(f.text, ef.text, functools.partial(_similarity, store, f, ef.text))), None)
+                        if self.same_fact(f.text, ef.text, partial(_similarity, store, f, ef.text))), None)
             if dup is not None:
                 store.update_fact(user_id, dup.id, importance=max(dup.importance, ef.importance),
                                   expires_at=expires if expires is not None else dup.expires_at)
@@ -387,7 +387,7 @@ class Learner:
         if len(sentences) != 1:
             return False
         restated = third_person(sentences[0])
-        return any(self.same_fact(f.text, restated, functools.partial(_similarity, store, f, restated)) for f in known)
+        return any(self.same_fact(f.text, restated, partial(_similarity, store, f, restated)) for f in known)
 
     def same_fact(self, a: str, b: str, similarity: float | Callable[[], float | None] | None = None) -> bool:
         """Whether `b` says the same as the stored `a` (module docstring: merged only when safe).

@@ -38,10 +38,10 @@ keyword-only search.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 import zlib
+from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import InvalidRequestError
@@ -206,7 +206,7 @@ class Memory:
                 if dedupe:
                     dup = next((s for s in store.similar_facts(user_id, f.text, limit=5)
                                 if self.learner.same_fact(s.text, f.text,
-                                                          functools.partial(_similarity, store, s, f.text))), None)
+                                                          partial(_similarity, store, s, f.text))), None)
                 if dup is not None:
                     store.update_fact(user_id, dup.id, importance=max(dup.importance, f.importance),
                                       expires_at=f.expires_at if f.expires_at is not None else dup.expires_at)
