@@ -119,3 +119,43 @@ def test_tracing_hooks_see_the_cloud_calls(server):
     assert kinds[0] == "call_start" and "first_token" in kinds and kinds[-1] == "call_end"
     (turn_start,) = [e for e in rec.of(r.correlation_id) if e.kind == "turn_start"]
     assert "vertex" in repr(turn_start.details) and "ya29" not in repr(list(rec))
+
+
+def test_memory_on_a_bedrock_conversation(tmp_path):
+    """with_memory on a Bedrock model: the Converse request offers `search_memory`, the recorded answer
+    streams, and the background learner (extraction on OpenAI: a SYNTHETIC structured reply) stores
+    the facts from the exchange."""
+    import json
+
+    from llmrelay.memory import Memory, SQLiteMemoryStore, with_memory
+    from llmrelay.testing import ReplayServer
+
+    fact = "The user lives in Lisbon."
+    extraction = {"facts": [{"text": fact, "importance": 0.7, "expires_in_days": None, "replaces": None}],
+                  "entities": [], "relations": []}
+    synthetic = (b"data: " + json.dumps({"id": "syn", "model": "gpt-4o-mini", "choices": [
+        {"index": 0, "delta": {"role": "assistant", "content": json.dumps(extraction)}, "finish_reason": "stop"}]}).encode()
+        + b"\n\ndata: [DONE]\n\n")
+    extract_bodies: list = []
+
+    def route(request):
+        if request.path.endswith("/converse-stream"):
+            return Reply.recording("bedrock/converse_stream_text_nova.eventstream")
+        extract_bodies.append(request.json)
+        return Reply(synthetic, headers={"content-type": "text/event-stream"}, chunking="events")
+
+    memory = Memory(SQLiteMemoryStore(tmp_path / "m.db", embedder=None), extract_model="openai:gpt-4o-mini")
+    with ReplayServer(default=route) as server:
+        client = client_for(server, retry=0)
+        alice = with_memory(client, "alice", memory)
+        r = alice.complete(NOVA, "I live in Lisbon and I have a dog named Rex.")
+        assert r.text.startswith("The capital of France is Paris.")
+        tools = server.requests[0].json["toolConfig"]["tools"]
+        assert "search_memory" in [t["toolSpec"]["name"] for t in tools]
+        assert alice.flush(10)
+        client.close()
+    assert [f.text for f in memory.list_facts("alice")] == [fact]
+    prompt = extract_bodies[0]["messages"][-1]["content"]
+    assert "I live in Lisbon" in prompt and "The capital of France is Paris." in prompt
+    memory.close(5)
+    memory.store.close()
