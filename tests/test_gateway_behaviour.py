@@ -55,6 +55,12 @@ def keyed(tmp_path_factory):
     retries: 0
     fallbacks: [claude]
     fallback_mode: prefill
+  fb_same:
+    model: openai:gpt-4o
+    base_url: URL/v1
+    api_key: sk-up
+    retries: 0
+    fallbacks: [gpt]
 logging: {db}
 server:
   keepalive: 0.05
@@ -161,6 +167,21 @@ def test_mid_stream_failover_is_one_stream_without_repeats(keyed):
     assert finish == "stop"
     prefill = up.requests[-1].json["messages"]
     assert prefill[-1]["role"] == "assistant" and prefill[-1]["content"][0]["text"] == shown.rstrip()
+
+
+def test_non_streaming_failover_continues_without_repeats(keyed):
+    up, gw, _ = keyed
+    events = faults.events("openai_chat/text_usage_chunk.sse")
+    shown = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:8]
+                    if e.startswith(b"data: {"))
+    up.enqueue(faults.cut("openai_chat/text_usage_chunk.sse", after=8), rec("anthropic/text_basic.sse"))
+    r = oa(gw.url).chat.completions.create(model="fb", messages=MSG)
+    assert r.choices[0].message.content == shown + "- Captain\n- Scoop"
+    # the same protocol on both sides: the continuation carries the partial answer, not the client's body again
+    up.enqueue(faults.cut("openai_chat/text_usage_chunk.sse", after=8), rec("openai_chat/text_usage_chunk.sse"))
+    oa(gw.url).chat.completions.create(model="fb_same", messages=MSG)
+    sent = up.requests[-1].json["messages"]
+    assert len(sent) > 1 and any(m["role"] == "assistant" and shown.rstrip() in str(m["content"]) for m in sent)
 
 
 def test_anthropic_client_failover_continues_the_open_block(keyed):

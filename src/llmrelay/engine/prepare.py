@@ -39,7 +39,7 @@ class Settings:
 
     providers: Mapping[str, Provider]
     aliases: Mapping[str, Any]
-    api_keys: Mapping[str, str]
+    api_keys: Mapping[str, Any]
     base_urls: Mapping[str, str]
     env: Mapping[str, str] | None = None
     #: For model strings that name no provider (`gpt-4o`): a provider name, "auto" (by the id's
@@ -124,6 +124,7 @@ def build_call(
 ) -> Call:
     """One target: provider resolved, params checked against it, key and base URL found."""
     provider, model_id = resolve_model(settings, model, options.get("provider"))
+    provider = provider.for_model(model_id)
     module = protocol_module(provider.protocol)
     unsupported = [f for f in params.set_fields() if f not in module.PARAMS or f in provider.unsupported]
     if unsupported:
@@ -136,8 +137,16 @@ def build_call(
             provider.name, "options", "options= carries Ollama's runtime options; use extra_body={...} for other providers."
         )
     env = os.environ if settings.env is None else settings.env
-    base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
-    api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
+    auth = None
+    if provider.cloud:
+        from ..cloud import resolve  # botocore / google-auth / azure-identity load only for cloud calls
+
+        base_url, auth = resolve(provider, model_id, options.get("api_key") or settings.api_keys.get(provider.name),
+                                 options.get("base_url") or settings.base_urls.get(provider.name), env)
+        api_key = None
+    else:
+        base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
+        api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
     if provider.env_headers or provider.token_env:
         env_headers = resolve_headers(provider, env)
         if env_headers:  # below the protocol's own headers and extra_headers (see protocols.base)
@@ -153,6 +162,7 @@ def build_call(
         extra_headers=options.get("extra_headers"),
         tools=tools,
         tool_choice=tool_choice,
+        auth=auth,
         options=runtime or None,
     )
 
