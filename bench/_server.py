@@ -9,6 +9,8 @@ one server covers every benchmark (clients use `base_url = URL/<scenario>/v1`):
     /c<N>/v1/chat/completions        N content chunks, then the connection is cut (no final event:
                                      a fault, for the soak)
     (a request without `"stream": true` gets the N-chunk answer as one chat.completion JSON body)
+    /b<N>/model/<id>/converse-stream N Bedrock ConverseStream text deltas (AWS event stream, one
+                                     message per HTTP chunk), then contentBlockStop, messageStop, metadata
     /t<N>/v1/chat/completions        a tool round: a request without a tool result gets a short
                                      tool-call stream (one call of `lookup`, arguments in fragments,
                                      finish_reason "tool_calls"); one that carries a tool result
@@ -105,10 +107,67 @@ def completion(n: int) -> dict:
 
 
 _SCENARIO = re.compile(rb"^/(?:n(\d+)|p(\d+)d(\d+)|t(\d+)|c(\d+))/")
+_BEDROCK = re.compile(rb"^/b(\d+)/model/[^/]+/converse-stream")
+_BEDROCK_CACHE: dict[str, list[bytes]] = {}
+
+
+def bedrock_messages() -> dict[str, list[bytes]]:
+    """Bedrock ConverseStream messages (AWS event stream, each as one HTTP chunk), built once:
+    the same words as the SSE streams, with the `p` padding field Bedrock adds."""
+    if not _BEDROCK_CACHE:
+        from llmrelay.wire.eventstream import encode_message
+
+        def msg(kind: str, obj: dict) -> bytes:
+            data = encode_message({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
+                                  json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+            return b"%x\r\n%s\r\n" % (len(data), data)
+
+        _BEDROCK_CACHE["start"] = [msg("messageStart", {"p": "abcdefghijklmn", "role": "assistant"})]
+        _BEDROCK_CACHE["content"] = [msg("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w},
+                                                               "p": "abcdefghijklmnopqrstuvwxyzABCD"}) for w in WORDS]
+        _BEDROCK_CACHE["stop"] = [msg("contentBlockStop", {"contentBlockIndex": 0, "p": "abcdefghij"}),
+                                  msg("messageStop", {"p": "abcdefghijklmnopq", "stopReason": "end_turn"})]
+    return _BEDROCK_CACHE
+
+
+def bedrock_metadata(n: int) -> bytes:
+    from llmrelay.wire.eventstream import encode_message
+
+    data = encode_message({":event-type": "metadata", ":content-type": "application/json", ":message-type": "event"},
+                          json.dumps({"metrics": {"latencyMs": 100}, "p": "abc",
+                                      "usage": {"inputTokens": 9, "outputTokens": n, "totalTokens": n + 9}}).encode())
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+BEDROCK_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\ntransfer-encoding: chunked\r\n"
+    b"x-amzn-requestid: req_bench\r\n\r\n"
+)
+
+
+async def _respond_bedrock(writer: asyncio.StreamWriter, n: int) -> None:
+    m = bedrock_messages()
+    write, drain = writer.write, writer.drain
+    write(BEDROCK_HEAD)
+    write(m["start"][0])
+    content = m["content"]
+    k = len(content)
+    for i in range(n):
+        write(content[i % k])
+        await drain()
+    for stop in m["stop"]:
+        write(stop)
+    write(bedrock_metadata(n))
+    write(END)
+    await drain()
 
 
 async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"") -> bool:
     """Write one response; False when the connection was cut (the scenario's fault)."""
+    b = _BEDROCK.match(path)
+    if b is not None:
+        await _respond_bedrock(writer, int(b.group(1)))
+        return True
     m = _SCENARIO.match(path)
     if m is None:
         writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")

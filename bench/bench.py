@@ -683,6 +683,12 @@ def bench_structured_section(quick: bool) -> dict[str, Any]:
     return bench_structured.run(reps=3 if quick else 7)
 
 
+def bench_bedrock_section(srv: Server, quick: bool) -> dict[str, Any]:
+    import bench_bedrock
+
+    return bench_bedrock.run(srv.url, reps=3 if quick else 9)
+
+
 def bench_memory_section(quick: bool) -> dict[str, Any]:
     import logging
 
@@ -831,6 +837,8 @@ def compute_bars(res: dict[str, Any]) -> list[dict[str, Any]]:
                    if c and raw_s and "output_overhead_us_per_chunk" in st else None)
     bar("structured: (llmrelay sync + output= cost) / raw httpx", with_output, 2, ".2f",
         note="the per-chunk bar applied to output=Model")
+    br = res.get("bedrock") or {}
+    bar("Bedrock event stream: per-chunk CPU / SSE (llmrelay sync)", br.get("sync_ratio"), 2, ".2f")
     return out
 
 
@@ -926,6 +934,14 @@ def print_table(res: dict[str, Any]) -> None:
                    f"{lg['ttft_added_us']:+.0f} us median difference; ratio of the p50s "
                    f"{lg['ttft_p50_logged_ms'] / lg['ttft_p50_plain_ms']:.3f}")
         out.append("")
+    if "bedrock" in res:
+        br = res["bedrock"]
+        out.append(f"11. Bedrock ConverseStream (binary AWS event stream) vs OpenAI Chat SSE: {br['chunks']:,} text deltas, "
+                   f"one message/event per HTTP chunk (bench/bench_bedrock.py; median of {br['reps']})")
+        for r in br["rows"]:
+            out.append(f"   {r['variant']:<56}{r['us_per_chunk']:>10.2f} us/chunk")
+        out.append(f"   bedrock / sse: llmrelay sync {br['sync_ratio']:.2f}x, decoders alone {br['decoder_ratio']:.2f}x")
+        out.append("")
     if "structured" in res:
         st = res["structured"]
         out.append(f"8. Structured output: {int(st['chunks']):,}-chunk JSON object stream, in-process MockTransport "
@@ -1002,7 +1018,7 @@ def versions() -> dict[str, str]:
 
 
 SECTIONS = ("chunks", "fixed", "concurrency", "tools", "logging", "import", "memory", "structured", "memory_ttft",
-            "memory_search")
+            "memory_search", "bedrock")
 #: Sections run only when named in --only (they take minutes): the soak (bench_soak.py).
 EXTRA_SECTIONS = ("soak", "lines")
 
@@ -1067,6 +1083,7 @@ def main() -> None:
         section("memory", lambda: bench_stream_memory(srv, [10_000] if q else [10_000, 100_000]))
         section("soak", lambda: __import__("bench_soak").run(srv.url, 2_000 if q else args.soak_streams))
         section("lines", lambda: __import__("bench_soak").lines())
+        section("bedrock", lambda: bench_bedrock_section(srv, q))
     section("structured", lambda: bench_structured_section(q))
     section("memory_ttft", lambda: bench_memory_section(q))
     section("memory_search", lambda: bench_memory_search_section(q))

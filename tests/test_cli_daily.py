@@ -13,7 +13,6 @@ import json
 import re
 import stat
 import struct
-import subprocess
 import sys
 import zlib
 from pathlib import Path

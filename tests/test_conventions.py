@@ -136,8 +136,9 @@ def test_model_strings_of_other_libraries(model, provider, model_id):
     ],
 )
 def test_cloud_prefixes_go_to_the_cloud_providers_or_say_what_is_missing(model, provider, model_id):
-    if provider in PROVIDERS:
-        assert resolved(model)[0] == provider
+    if provider in PROVIDERS:  # the cloud settings besides the key: an endpoint, a region, a project
+        env = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AWS_REGION": "us-east-1", "GOOGLE_CLOUD_PROJECT": "p"}
+        assert resolved(model, env=env) == (provider, model_id)
         return
     with pytest.raises(UnknownProviderError) as info:  # the provider is not in this build
         resolved(model)

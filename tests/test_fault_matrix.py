@@ -1,4 +1,4 @@
-"""The fault matrix: every fault × OpenAI Chat, Anthropic, Gemini, Ollama × sync/async × stream/complete.
+"""The fault matrix: every fault × OpenAI Chat, Anthropic, Gemini, Ollama, Bedrock Converse × sync/async × stream/complete.
 
 Each fault hits the first request, in two set-ups:
 
@@ -70,9 +70,11 @@ PROVIDERS = {
           "anthropic", 3, 5, True),
         P("gemini", "gemini:gemini-2.0-flash", "gemini:gemini-2.0-flash", "gemini/text_sse.sse", "gemini", 0, 1, False),
         P("ollama", "ollama:gemma3:1b", "ollama:gemma3:1b", "ollama/chat_text_done_stop.ndjson", "ollama", 0, 3, True),
+        P("bedrock", "bedrock:us.amazon.nova-micro-v1:0", "bedrock:us.amazon.nova-micro-v1:0",
+          "bedrock/converse_stream_text_nova.eventstream", "bedrock", 1, 4, False),
     )
 }
-NEXT = {"openai": "anthropic", "anthropic": "gemini", "gemini": "ollama", "ollama": "openai"}
+NEXT = {"openai": "anthropic", "anthropic": "gemini", "gemini": "ollama", "ollama": "bedrock", "bedrock": "openai"}
 
 
 def decode(p: P, events: int | None = None) -> tuple[str, Usage]:
@@ -187,6 +189,8 @@ def messages(protocol: str, turns: list[tuple[str, str]]) -> tuple[str, list]:
         return "messages", [{"role": r, "content": [{"type": "text", "text": t}]} for r, t in turns]
     if protocol == "gemini":
         return "contents", [{"role": "model" if r == "assistant" else r, "parts": [{"text": t}]} for r, t in turns]
+    if protocol == "bedrock":
+        return "messages", [{"role": r, "content": [{"text": t}]} for r, t in turns]
     return "messages", [{"role": r, "content": t} for r, t in turns]
 
 

@@ -55,6 +55,12 @@ def keyed(tmp_path_factory):
     retries: 0
     fallbacks: [claude]
     fallback_mode: prefill
+  fb_same:
+    model: openai:gpt-4o
+    base_url: URL/v1
+    api_key: sk-up
+    retries: 0
+    fallbacks: [gpt]
 logging: {db}
 server:
   keepalive: 0.05
@@ -163,6 +169,21 @@ def test_mid_stream_failover_is_one_stream_without_repeats(keyed):
     assert prefill[-1]["role"] == "assistant" and prefill[-1]["content"][0]["text"] == shown.rstrip()
 
 
+def test_non_streaming_failover_continues_without_repeats(keyed):
+    up, gw, _ = keyed
+    events = faults.events("openai_chat/text_usage_chunk.sse")
+    shown = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:8]
+                    if e.startswith(b"data: {"))
+    up.enqueue(faults.cut("openai_chat/text_usage_chunk.sse", after=8), rec("anthropic/text_basic.sse"))
+    r = oa(gw.url).chat.completions.create(model="fb", messages=MSG)
+    assert r.choices[0].message.content == shown + "- Captain\n- Scoop"
+    # the same protocol on both sides: the continuation carries the partial answer, not the client's body again
+    up.enqueue(faults.cut("openai_chat/text_usage_chunk.sse", after=8), rec("openai_chat/text_usage_chunk.sse"))
+    oa(gw.url).chat.completions.create(model="fb_same", messages=MSG)
+    sent = up.requests[-1].json["messages"]
+    assert len(sent) > 1 and any(m["role"] == "assistant" and shown.rstrip() in str(m["content"]) for m in sent)
+
+
 def test_anthropic_client_failover_continues_the_open_block(keyed):
     up, gw, _ = keyed
     up.enqueue(faults.cut("openai_chat/text_usage_chunk.sse", after=8), rec("anthropic/text_basic.sse"))
@@ -215,6 +236,13 @@ def test_logs_metrics_overhead_header(keyed):
     text = httpx.get(gw.url + "/metrics").text
     assert 'llmrelay_gateway_requests_total{endpoint="chat",model="gpt",status="ok"}' in text
     assert "llmrelay_gateway_overhead_ms_bucket" in text and 'kind="output"' in text
+    import time
+
+    deadline = time.monotonic() + 20  # priced on the metrics' own thread, off the event loop
+    while 'llmrelay_gateway_cost_usd_total{model="gpt"}' not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = httpx.get(gw.url + "/metrics").text
+    assert 'llmrelay_gateway_cost_usd_total{model="gpt"}' in text
     assert httpx.get(gw.url + "/health/live").status_code == 200
     assert httpx.get(gw.url + "/health/ready").json() == {"status": "ready"}
 
@@ -336,3 +364,15 @@ def test_drain_reads_the_upstream_to_the_end(tmp_path):
             status, tokens = conn.execute("SELECT status, output_tokens FROM turns").fetchone()
             conn.close()
             assert status == "ok" and tokens == 10  # the whole answer's usage, as the provider reported it
+
+
+def test_cors_off_by_default_and_allowed_origins_when_configured():
+    with ReplayServer() as up:
+        with GatewayThread(config_for(up.url)) as gw:
+            r = httpx.get(gw.url + "/v1/models", headers={"origin": "https://app.example"})
+            assert "access-control-allow-origin" not in r.headers
+        with GatewayThread(config_for(up.url, "server: {cors: [https://app.example]}")) as gw:
+            r = httpx.options(gw.url + "/v1/chat/completions", headers={"origin": "https://app.example"})
+            assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "https://app.example"
+            r = httpx.get(gw.url + "/v1/models", headers={"origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in r.headers

@@ -202,3 +202,18 @@ def test_non_streaming_each_endpoint(stack):
     assert m.content[0].text.startswith("I'm unable") and m.usage.output_tokens == 30
     resp = oa(gw.url).responses.create(model="claude", input="hi")
     assert resp.output_text == "- Captain\n- Scoop"
+
+
+def test_responses_create_stream_true(stack):
+    up, gw = stack
+    up.enqueue(rec("openai_responses/text_basic.sse"), rec("openai_responses/text_basic.sse"))
+    out = []
+    for url in (up.url, gw.url):
+        deltas, done = [], None
+        for event in oa(url).responses.create(model="resp", input="hi", stream=True):
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+            elif event.type == "response.completed":
+                done = event.response
+        out.append(("".join(deltas), done.output_text, done.usage))
+    assert out[1] == out[0]

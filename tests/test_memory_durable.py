@@ -435,3 +435,46 @@ def test_curation_runs_by_itself_in_the_worker(stores):
     assert statuses == {"The user is in Rome this week.": "expired", "A trivial remark.": "archived"}
     assert memory.stats.curations >= 1
     memory.close(5)
+
+
+def test_a_failed_extraction_is_a_row_in_the_call_logs(script, server, tmp_path):
+    from llmrelay.logs import open_store
+
+    path = str(tmp_path / "calls.db")
+    client = client_for(server, retry=0, log=path)
+    memory = Memory(SQLiteMemoryStore(embedder=None), client=client, curate_every=None)
+    alice = with_memory(client, "alice", memory)
+    script.chat(synthetic_text("Noted."))
+    script.extractions.append(Reply.json({"error": {"message": "no such model"}}, status=404))
+    alice.complete("openai:gpt-4o", "I live in Lisbon.")
+    assert alice.flush(10), memory.stats
+    assert memory.stats.failed == 1, memory.stats
+    memory.close(5)
+    assert client.hooks[-1].flush(5)
+    with open_store(path) as logs:
+        rows = logs.rows()
+    client.close()
+    failed = [r for r in rows if "extract" in json.dumps(r.get("tags")) and r["status"] == "error"]
+    assert len(failed) == 1 and failed[0]["model"] == "gpt-4o"
+
+
+def test_forget_from_another_memory_voids_learning_in_flight(stores, script, server):
+    """Another process's forget() (here: another Memory on the same store) while this worker extracts:
+    nothing is written after it."""
+    client = client_for(server, retry=0)
+    events: list = []
+    learner = Memory(stores.make(embedder=None), client=client, on_event=events.append, curate_every=None)
+    other = Memory(stores.make(embedder=None), client=client, curate_every=None)
+    script.chat(synthetic_text("Noted."))
+    script.extractions.append(synthetic_text(json.dumps(extraction(facts=[("The user lives in Lisbon.", 0.8)])),
+                                             first_byte_delay=0.5))
+    with_memory(client, "alice", learner).complete("openai:gpt-4o", "I live in Lisbon.")
+    deadline = time.monotonic() + 5
+    while not script.extract_requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    other.forget("alice")
+    assert learner.flush(10)
+    assert learner.list_facts("alice", None) == [] and events[-1].detail == "forgotten"
+    learner.close(5)
+    other.close(5)
+    client.close()

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from llmrelay import PROVIDERS
+from llmrelay.cloud import ALSO_READ, URL_FORMS
 from llmrelay.providers import PREFIX_ALIASES, Provider, env_names
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -31,6 +32,8 @@ def _base_url_env(p: Provider) -> list[str]:
 def _also(p: Provider) -> str:
     notes = [f"`{var}` (`{header}` header)" for header, var in p.env_headers]
     notes += [f"`{var}` (bearer token, in place of a key)" for var in p.token_env]
+    if p.cloud:
+        notes.append(ALSO_READ[p.cloud])
     return ", ".join(notes)
 
 
@@ -41,7 +44,7 @@ def env_table() -> str:
     ]
     for p in PROVIDERS.values():
         keys = _codes(p.key_env or env_names(p, ("_API_KEY",))) + ("" if p.requires_key else " (optional)")
-        base = f"`{p.base_url}`" if p.base_url else "(none: pass `base_url`)"
+        base = f"`{p.base_url}`" if p.base_url else URL_FORMS[p.cloud] if p.cloud else "(none: pass `base_url`)"
         rows.append(f"| `{p.name}` | {p.protocol} | {base} | {keys} | {_codes(_base_url_env(p))} | {_also(p)} |")
     return "\n".join(rows)
 

@@ -59,6 +59,8 @@ class Call:
     output: Any = None
     #: The provider's own runtime options (`options=`; Ollama: num_ctx, top_k, keep_alive...), or None.
     options: dict[str, Any] | None = None
+    #: A cloud provider's auth (`llmrelay.cloud`): the URL form and the signed/token headers, or None.
+    auth: Any = None
 
 
 @dataclass(slots=True)

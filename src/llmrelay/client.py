@@ -63,7 +63,8 @@ _SKIP_ON_PREPARE = (MissingAPIKeyError, UnsupportedParameterError)
 class Client:
     """Holds configuration and HTTP pools; offers `stream`, `astream`, `complete`, `acomplete`.
 
-    - `api_keys` / `base_urls`: per provider name (override the env vars).
+    - `api_keys` / `base_urls`: per provider name (override the env vars). For a cloud provider the
+      "key" may also be a token callable or an `llmrelay.cloud` auth object (`AWSAuth`, `AzureAuth`, `GoogleAuth`).
     - `providers`: extra or replaced `Provider` profiles (an OpenAI-compatible
       service is one `Provider(name, "openai_chat", base_url, key_env)`).
     - `aliases`: names that stand for a model string, or for a list of model
@@ -93,7 +94,7 @@ class Client:
     def __init__(
         self,
         *,
-        api_keys: Mapping[str, str] | None = None,
+        api_keys: Mapping[str, Any] | None = None,
         base_urls: Mapping[str, str] | None = None,
         providers: Mapping[str, Provider] | None = None,
         aliases: Mapping[str, Any] | None = None,

@@ -421,6 +421,20 @@ def status_error(
     )
 
 
+class MissingCredentialsError(MissingAPIKeyError):
+    """No credentials for a cloud provider (Azure, Bedrock, Vertex). The message names every way
+    to provide them; `ways` lists them."""
+
+    def __init__(self, provider: str, env_vars: tuple[str, ...], ways: list[str]):
+        self.ways = list(ways)
+        super().__init__(provider, env_vars)
+        self.args = (f"No credentials found for provider {provider!r}. Provide them in one of these ways: "
+                     + "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1)) + ".",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 #: In-band error codes (and status names) that the same request will meet again: never retried.
 PERMANENT_CODES = frozenset({
     "insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error",

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from .errors import MissingAPIKeyError, UnknownProviderError
 
-PROTOCOLS = ("openai_chat", "openai_responses", "anthropic", "gemini", "ollama", "cohere", "cohere_v1")
+PROTOCOLS = ("openai_chat", "openai_responses", "anthropic", "gemini", "ollama", "cohere", "cohere_v1", "bedrock", "bedrock_invoke")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,20 @@ class Provider:
     #: "prompt" (the schema in a system message only). A mechanism the protocol lacks
     #: falls back along json_schema -> json_object -> tool -> prompt.
     structured: str = "json_schema"
+    #: A cloud whose URL form and auth apply ("azure", "aws", "google"; see `llmrelay.cloud`),
+    #: or None for a plain base URL + API key.
+    cloud: str | None = None
+    #: Model-name prefix -> the protocol (and structured mode) that serves it, when a cloud
+    #: hosts several API families under one provider (Vertex: "claude" -> anthropic).
+    #: Each entry: (model prefix, protocol, structured mode, supports_prefill).
+    model_protocols: tuple[tuple[str, str, str, bool], ...] = ()
+
+    def for_model(self, model: str) -> Provider:
+        """The profile that serves `model` (itself unless a `model_protocols` prefix matches)."""
+        for prefix, protocol, structured, prefill in self.model_protocols:
+            if model.startswith(prefix):
+                return replace(self, protocol=protocol, structured=structured, supports_prefill=prefill, model_protocols=())
+        return self
 
     def with_base_url(self, base_url: str) -> Provider:
         return replace(self, base_url=base_url)
@@ -125,6 +139,29 @@ _BUILTIN: tuple[Provider, ...] = (
             requires_key=False, description="LM Studio local server (OpenAI-compatible)"),
     _compat("vllm", "http://localhost:8000/v1", ("VLLM_API_KEY",), requires_key=False,
             description="vLLM server (OpenAI-compatible)"),
+    # -- clouds (llmrelay.cloud: URL forms and auth) --
+    Provider(
+        "azure", "openai_chat", "", ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN"), ("AZURE_OPENAI_ENDPOINT",), cloud="azure",
+        description="Azure OpenAI / AI Foundry Chat Completions (model = deployment name)",
+    ),
+    Provider(
+        "azure-responses", "openai_responses", "", ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN"), ("AZURE_OPENAI_ENDPOINT",), cloud="azure",
+        description="Azure OpenAI Responses API",
+    ),
+    Provider(
+        "bedrock", "bedrock", "", ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"), ("BEDROCK_BASE_URL",), cloud="aws",
+        structured="tool", description="AWS Bedrock Converse (ConverseStream, AWS event stream)",
+    ),
+    Provider(
+        "bedrock-invoke", "bedrock_invoke", "", ("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"), ("BEDROCK_BASE_URL",),
+        cloud="aws", structured="tool",
+        description="AWS Bedrock InvokeModelWithResponseStream (Anthropic Messages / Nova native bodies)",
+    ),
+    Provider(
+        "vertex", "gemini", "", ("GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"), ("VERTEX_BASE_URL",), cloud="google",
+        model_protocols=(("claude", "anthropic", "tool", True),),
+        description="Google Vertex AI: Gemini (streamGenerateContent) and Claude (streamRawPredict)",
+    ),
     _compat("openai-compatible", "", ("OPENAI_COMPATIBLE_API_KEY",), requires_key=False,
             description="Any OpenAI-compatible server: give base_url"),
 )

@@ -73,8 +73,9 @@ class _BaseStream(Generic[OutputT]):
         """The response so far (final once the stream is exhausted or closed)."""
         if self._final is not None:
             return self._final
-        if self._core is None:
-            return Response(status="aborted" if self._gen is not None else "ok")
+        if self._core is None:  # nothing sent yet: no output either
+            empty: Response[Any] = Response(status="aborted" if self._gen is not None else "ok")
+            return empty
         return self._core.response()
 
     @property
@@ -131,10 +132,11 @@ class _BaseStream(Generic[OutputT]):
         try:
             return self._plan.throw(exc) if exc is not None else self._plan.send(value)
         except StopIteration as stop:
-            self._final = stop.value
-            self._final.correlation_id = self.context.correlation_id
-            self._final.conversation_id = self.context.conversation_id
-            notify(self._hooks, "on_call_end", self.context, self._final, None)
+            final: Response[Any] = stop.value
+            final.correlation_id = self.context.correlation_id
+            final.conversation_id = self.context.conversation_id
+            self._final = final
+            notify(self._hooks, "on_call_end", self.context, final, None)
             return None
         except BaseException as error:
             self._final = self._core.response() if self._core is not None else Response(status="error", error=error)

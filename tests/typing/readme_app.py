@@ -13,12 +13,14 @@ import logging
 import time
 from typing import Any
 
+from azure.identity import DefaultAzureCredential, get_bearer_token_provider
 from pydantic import BaseModel
 from typing_extensions import assert_type
 
 import llmrelay
 from llmrelay import Call, Client, Finish, Provider, ReasoningDelta, Retry, RetryEvent, TextDelta, Timeouts
 from llmrelay import ToolCallEnd, UsageEvent
+from llmrelay.cloud import AWSAuth, AzureAuth, GoogleAuth
 from llmrelay.memory import Memory
 from llmrelay.reliability import Logging, Plan, SendFn, Timeout
 from llmrelay.testing import ReplayServer, Reply, client_for, faults
@@ -293,3 +295,25 @@ def default_provider() -> None:
 
 if __name__ == "__main__":
     asyncio.run(async_main())
+
+
+def cloud_providers() -> None:
+    # Azure OpenAI: AZURE_OPENAI_ENDPOINT + AZURE_OPENAI_API_KEY
+    llmrelay.complete("azure:my-gpt4o-deployment", "Hi")
+    token = get_bearer_token_provider(DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default")
+    client = llmrelay.Client(api_keys={"azure": AzureAuth(token_provider=token, api_version="2024-10-21",
+                                                          deployments={"my-gpt4o-deployment": "gpt-4o"})})
+
+    # AWS Bedrock
+    llmrelay.complete("bedrock:us.anthropic.claude-sonnet-4-20250514-v1:0", "Hi", thinking_budget=2048)
+    client = llmrelay.Client(api_keys={"bedrock": AWSAuth(profile="prod", region="eu-west-1")})
+
+    # Vertex AI
+    llmrelay.complete("vertex:gemini-2.5-flash", "Hi")
+    llmrelay.complete("vertex:claude-sonnet-4-5@20250929", "Hi")
+    client = llmrelay.Client(api_keys={"vertex": GoogleAuth(project="my-proj", location="europe-west4")})
+    client.close()
+
+    # fallback across clouds
+    llmrelay.complete(["bedrock:us.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic:claude-sonnet-4-5",
+                       "vertex:claude-sonnet-4-5@20250929"], "Hi")

@@ -56,13 +56,20 @@ def base_url_env_vars(p: Provider) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _cloud_url(cloud: str) -> str:
+    from ..cloud import URL_FORMS  # the URL form of a cloud provider (no SDK is imported)
+
+    return URL_FORMS[cloud].replace("`", "")
+
+
 def provider_rows(providers: Iterable[Provider]) -> list[list[str]]:
     rows = []
     for p in providers:
         keys = ", ".join(key_env_vars(p))
         if not p.requires_key:
             keys += " (optional)"
-        rows.append([p.name, p.protocol, p.base_url or "(none: pass --base-url)", keys, ", ".join(base_url_env_vars(p))])
+        base = p.base_url or (_cloud_url(p.cloud) if p.cloud else "(none: pass --base-url)")
+        rows.append([p.name, p.protocol, base, keys, ", ".join(base_url_env_vars(p))])
     return rows
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "cost_of",
     "set_price",
     "clear_prices",
+    "map_model",
     "call_cost",
     "sum_costs",
     "preload_prices",
@@ -85,7 +86,7 @@ def preload_prices() -> bool:
 
 
 _PRICES_API = (
-    "Price", "PriceTable", "DEFAULT_PRICES", "cost_of", "set_price", "clear_prices",
+    "Price", "PriceTable", "DEFAULT_PRICES", "cost_of", "set_price", "clear_prices", "map_model",
     "response_cost", "attempt_cost", "call_cost",
 )
 

@@ -35,6 +35,11 @@ GENAI_PROVIDERS: dict[str, str | None] = {
     "lmstudio": None,
     "vllm": None,
     "openai-compatible": None,
+    "azure": "azure",
+    "azure-responses": "azure",
+    "bedrock": "aws",
+    "bedrock-invoke": "aws",
+    "vertex": "google",
 }
 
 # ---------------------------------------------------------------------------
@@ -97,7 +102,9 @@ def _genai_target(provider: str, model: str) -> tuple[str, str] | str:
         gid, model = f"huggingface_{route.lower()}", base
     else:
         gid = provider
-    if provider == "gemini" and "models/" in model:
+    if provider == "vertex" and model.startswith("claude"):
+        gid = "anthropic"  # Claude on Vertex: `claude-sonnet-4-5@20250929`, priced as Anthropic's
+    if provider in ("gemini", "vertex") and "models/" in model:
         model = model.rsplit("models/", 1)[1]  # "models/gemini-2.5-flash", "publishers/google/models/..."
     return gid, model
 

@@ -225,6 +225,8 @@ class PriceTable:
         if reported is not None:
             return reported
         models = [m for m in dict.fromkeys((model, requested_model)) if m]
+        if MODEL_MAP:  # an Azure deployment name (say) priced as the model it serves
+            models = list(dict.fromkeys(x for m in models for x in (m, MODEL_MAP.get(f"{provider}:{m}")) if x))
         if not models:
             return Cost(None, reason="no model name to price", estimated=usage.estimated)
         tokens = _tokens(provider, usage)
@@ -280,6 +282,18 @@ def set_price(
     return DEFAULT_PRICES.set(
         model, input=input, output=output, cached_input=cached_input, cache_write=cache_write, reasoning=reasoning
     )
+
+
+#: "provider:name" -> the model it serves, for pricing (`map_model`).
+MODEL_MAP: dict[str, str] = {}
+
+
+def map_model(name: str, model: str) -> None:
+    """Price `name` ("provider:name", e.g. an Azure deployment "azure:prod-chat") as `model` ("gpt-4o")
+    whenever the stream does not name a model the price list knows. `AzureAuth(deployments={...})` calls this."""
+    if MODEL_MAP.get(name) != model:
+        MODEL_MAP[name] = model
+        _RESULTS.clear()
 
 
 def clear_prices() -> None:

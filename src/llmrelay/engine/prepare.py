@@ -43,7 +43,7 @@ class Settings:
 
     providers: Mapping[str, Provider]
     aliases: Mapping[str, Any]
-    api_keys: Mapping[str, str]
+    api_keys: Mapping[str, Any]
     base_urls: Mapping[str, str]
     env: Mapping[str, str] | None = None
     #: For model strings that name no provider (`gpt-4o`): a provider name, "auto" (by the id's
@@ -182,6 +182,7 @@ def build_call(
 ) -> Call:
     """One target: provider resolved, params checked against it, key and base URL found."""
     provider, model_id = resolve_model(settings, model, options.get("provider"))
+    provider = provider.for_model(model_id)
     module = protocol_module(provider.protocol)
     unsupported = [f for f in params.set_fields() if f not in module.PARAMS or f in provider.unsupported]
     if unsupported:
@@ -194,8 +195,16 @@ def build_call(
             provider.name, "options", "options= carries Ollama's runtime options; use extra_body={...} for other providers."
         )
     env = os.environ if settings.env is None else settings.env
-    base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
-    api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
+    auth = None
+    if provider.cloud:
+        from ..cloud import resolve  # botocore / google-auth / azure-identity load only for cloud calls
+
+        base_url, auth = resolve(provider, model_id, options.get("api_key") or settings.api_keys.get(provider.name),
+                                 options.get("base_url") or settings.base_urls.get(provider.name), env)
+        api_key = None
+    else:
+        base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
+        api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
     if api_key is not None and (not isinstance(api_key, str) or any(c in api_key for c in "\r\n\0")):
         raise InvalidRequestError(f"the API key for {provider.name!r} must be a string without line breaks "
                                   "(a key read from a file often ends in a newline)")
@@ -214,6 +223,7 @@ def build_call(
         extra_headers=options.get("extra_headers"),
         tools=tools,
         tool_choice=tool_choice,
+        auth=auth,
         options=runtime or None,
     )
 

@@ -265,7 +265,10 @@ async def _complete(stream: Any, relay: Relay, encoder: Any, x: Exchange, protoc
     tags = stream.context.tags
     try:
         async for e in stream:
-            if type(e) is ev.Finish:
+            t = type(e)
+            if t in _CONTENT:
+                relay.content_seen = True  # a fallback now continues llmrelay's way, not with the client's body
+            elif t is ev.Finish:
                 tags["gateway_overhead_ms"] = round(x.overhead_ms(), 3)
         response = stream.response
     except asyncio.CancelledError:

@@ -57,6 +57,8 @@ class Metrics:
         self.in_flight_streams = 0
         self.last_lag = 0.0
         self.started = time.time()
+        self._pricing: Any = None
+        self.cost_dropped = 0
 
     def request_done(self, endpoint: str, model: str, status: str, overhead_ms: float | None,
                      response: Any = None, upstream_requests: int = 0) -> None:
@@ -77,12 +79,33 @@ class Metrics:
         ttft = response.timings.time_to_first_token
         if ttft is not None:
             self.ttft.observe((model,), ttft)
+        if not u.is_empty():
+            self._price(model, response)
+
+    def _price(self, model: str, response: Any) -> None:
+        """Cost is priced on a background thread: genai-prices takes ~1 ms per new usage value,
+        too long for the event loop. The queue is bounded; beyond it, costs are counted as dropped."""
+        if self._pricing is None:
+            import queue
+            import threading
+
+            self._pricing = queue.Queue(maxsize=10_000)
+            threading.Thread(target=self._pricer, name="llmrelay-gateway-pricing", daemon=True).start()
         try:
-            total = response.cost.total
-        except Exception:  # pricing must never fail a request
-            total = None
-        if total:
-            self.cost[(model,)] = self.cost.get((model,), 0.0) + total
+            self._pricing.put_nowait((model, response))
+        except Exception:  # queue.Full
+            self.cost_dropped += 1
+
+    def _pricer(self) -> None:
+        q = self._pricing
+        while True:
+            model, response = q.get()  # type: ignore[union-attr]
+            try:
+                total = response.cost.total
+            except Exception:  # pricing must never fail anything
+                total = None
+            if total:
+                self.cost[(model,)] = self.cost.get((model,), 0.0) + total
 
     async def watch_loop(self, interval: float = 0.25) -> None:
         """Event-loop lag: how late a sleep wakes up (a busy loop delays every stream)."""

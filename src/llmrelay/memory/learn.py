@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
@@ -294,7 +295,10 @@ class Learner:
     clock: Callable[[], float] = time.time
 
     def learn(self, memory: Memory, client: Any, user_id: str, user_text: str, reply: str,
-              source: str | None = None, generation: int | None = None, *, model: str | None = None) -> LearnResult:
+              source: str | None = None, generation: int | None = None, *, model: str | None = None,
+              keep: Callable[[], bool] | None = None) -> LearnResult:
+        """Gate, extract, consolidate. `generation` / `keep()`: checked under the user's lock before
+        writing; a changed generation or `keep()` False means the user was forgotten meanwhile."""
         if self.gate is not None:
             try:
                 reason = self.gate.reason_to_skip(user_text)
@@ -313,8 +317,8 @@ class Learner:
         if not extraction.facts and not extraction.entities and not extraction.relations:
             return LearnResult(skipped="nothing to remember")
         with memory.user_lock(user_id):
-            if generation is not None and memory.generation(user_id) != generation:
-                return LearnResult(skipped="forgotten")  # forget() ran after this exchange
+            if (generation is not None and memory.generation(user_id) != generation) or (keep is not None and not keep()):
+                return LearnResult(skipped="forgotten")  # forget() ran after this exchange (here or elsewhere)
             try:
                 return self.consolidate(store, user_id, extraction, source)
             except Exception as exc:
@@ -349,7 +353,8 @@ class Learner:
         for ef in extraction.facts:
             expires = now + ef.expires_in_days * 86400 if ef.expires_in_days else None
             similar = list(store.similar_facts(user_id, ef.text, limit=5))
-            dup = next((f for f in similar if self.same_fact(f.text, ef.text, _similarity(store, f, ef.text))), None)
+            dup = next((f for f in similar
+                        if self.same_fact(f.text, ef.text, partial(_similarity, store, f, ef.text))), None)
             if dup is not None:
                 store.update_fact(user_id, dup.id, importance=max(dup.importance, ef.importance),
                                   expires_at=expires if expires is not None else dup.expires_at)
@@ -382,16 +387,20 @@ class Learner:
         if len(sentences) != 1:
             return False
         restated = third_person(sentences[0])
-        return any(self.same_fact(f.text, restated, _similarity(store, f, restated)) for f in known)
+        return any(self.same_fact(f.text, restated, partial(_similarity, store, f, restated)) for f in known)
 
-    def same_fact(self, a: str, b: str, similarity: float | None = None) -> bool:
-        """Whether `b` says the same as the stored `a` (module docstring: merged only when safe)."""
+    def same_fact(self, a: str, b: str, similarity: float | Callable[[], float | None] | None = None) -> bool:
+        """Whether `b` says the same as the stored `a` (module docstring: merged only when safe).
+        `similarity`: their embedding cosine, or a function computing it (called only when needed)."""
         if normalize(a) == normalize(b):
             return True
         if _signature(a) != _signature(b) or not _same_order(a, b):
             return False
-        return jaccard(a, b) >= self.duplicate_jaccard or (
-            similarity is not None and similarity >= self.duplicate_cosine)
+        if jaccard(a, b) >= self.duplicate_jaccard:
+            return True
+        if callable(similarity):
+            similarity = similarity()
+        return similarity is not None and similarity >= self.duplicate_cosine
 
     def _replaced(self, store: Any, user_id: str, text: str, similar: list[Fact]) -> Fact | None:
         candidates = similar + [f for f in store.similar_facts(user_id, text, limit=5) if f.id not in {s.id for s in similar}]

@@ -41,6 +41,7 @@ import asyncio
 import threading
 import time
 import zlib
+from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import InvalidRequestError
@@ -204,7 +205,8 @@ class Memory:
                 dup = None
                 if dedupe:
                     dup = next((s for s in store.similar_facts(user_id, f.text, limit=5)
-                                if self.learner.same_fact(s.text, f.text, _similarity(store, s, f.text))), None)
+                                if self.learner.same_fact(s.text, f.text,
+                                                          partial(_similarity, store, s, f.text))), None)
                 if dup is not None:
                     store.update_fact(user_id, dup.id, importance=max(dup.importance, f.importance),
                                       expires_at=f.expires_at if f.expires_at is not None else dup.expires_at)
@@ -331,7 +333,8 @@ class Memory:
         except InvalidRequestError as exc:
             raise LearnError("extract", str(exc)) from exc
         return self.learner.learn(self, client, exchange.user_id, exchange.user_text, exchange.reply,
-                                  exchange.source, self.generation(exchange.user_id), model=exchange.model)
+                                  exchange.source, self.generation(exchange.user_id), model=exchange.model,
+                                  keep=lambda: self.store.has_pending(exchange.id))
 
     def subscribe(self, callback: Callable[[MemoryEvent], Any]) -> Callable[[], None]:
         """Receive every `MemoryEvent` (learned, skipped, failed...); returns the unsubscribe function."""

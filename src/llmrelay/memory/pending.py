@@ -73,6 +73,11 @@ class PendingMixin:
                     out.append(PendingExchange(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], float(r[7]), int(r[8])))
         return out
 
+    def has_pending(self, pending_id: int) -> bool:
+        """Whether the row is still there (`forget` deletes a user's rows, also one being learned)."""
+        with self._tx() as (q, _run):
+            return bool(q("SELECT 1 FROM pending WHERE id = ?", (pending_id,)))
+
     def finish_pending(self, pending_id: int) -> None:
         with self._tx() as (_q, run):
             run("DELETE FROM pending WHERE id = ?", (pending_id,))

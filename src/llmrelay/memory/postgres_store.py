@@ -5,7 +5,9 @@ shared: see `SQLMemoryStore.search`), in its own schema (default
 `llmrelay_memory`, created if missing):
 
 - text: a generated `tsvector` column (`to_tsvector('english', text)`, stemmed,
-  English stopwords dropped) with a GIN index, queried with
+  English stopwords dropped) with a GIN index on (user_id, tsv) (extension
+  `btree_gin`, created if missing and allowed: the query reads only the
+  user's matching rows), queried with
   `websearch_to_tsquery` over the query's words OR-ed (that function never
   raises on any input; the words are letters and digits only anyway), ranked
   by `ts_rank` (cheaper than `ts_rank_cd`, which mattered at 10k facts of one user);
@@ -146,6 +148,21 @@ class PostgresMemoryStore(SQLMemoryStore):
                             conn.execute(stmt)
                         conn.execute("INSERT INTO _migrations (version, applied_at) VALUES (%s, %s)",
                                      (version, time.time()))
+                self._user_text_index(conn)
+
+    def _user_text_index(self, conn: Any) -> None:
+        """A GIN index on (user_id, tsv) so a text query reads only the user's matching rows (0.3 ms instead
+        of 4-7 ms at 10k facts of one user). Needs the `btree_gin` extension (contrib, shipped with
+        PostgreSQL); where it cannot be created, the per-user btree index and the GIN on `tsv` serve."""
+        import psycopg
+
+        try:
+            with conn.transaction():  # a savepoint: a refusal leaves the migration transaction usable
+                if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'btree_gin'").fetchone():
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS btree_gin SCHEMA public")
+                conn.execute("CREATE INDEX IF NOT EXISTS facts_user_tsv ON facts USING GIN (user_id, tsv)")
+        except psycopg.Error as exc:
+            log.info("memory: no (user_id, tsv) index, btree_gin is not available: %s", exc)
 
     @contextmanager
     def _tx(self) -> Iterator[tuple[Callable[..., list[Any]], Callable[..., int]]]:
@@ -165,22 +182,17 @@ class PostgresMemoryStore(SQLMemoryStore):
 
     def _text_search(self, q: Any, user_id: str, phrases: list[list[str]], now: float,
                      n: int) -> list[tuple[Fact, float]]:
-        import psycopg
-
         text = websearch_query(phrases)
         if not text:
             return []
         cols = ", ".join(f"f.{c.strip()}" for c in FACT_COLS.split(","))
-        try:
-            with self._conn.transaction():  # a savepoint: a failure leaves the outer transaction usable
-                rows = q(f"SELECT {cols}, ts_rank(f.tsv, query) AS rank "
-                         f"FROM facts f, websearch_to_tsquery('english', ?) query "
-                         f"WHERE f.user_id = ? AND f.tsv @@ query AND f.status = 'active' "
-                         f"AND (f.expires_at IS NULL OR f.expires_at > ?) ORDER BY rank DESC, f.id LIMIT ?",
-                         (text, user_id, now, n))
-        except psycopg.Error as exc:  # never let a query string break a search
-            log.debug("memory: text query %r failed: %s", text, exc)
-            return []
+        # no savepoint around it (two round trips per search): websearch_to_tsquery never raises, and the
+        # phrases are letters and digits only (`query_terms`); test_any_text_query_never_raises holds it
+        rows = q(f"SELECT {cols}, ts_rank(f.tsv, query) AS rank "
+                 f"FROM facts f, websearch_to_tsquery('english', ?) query "
+                 f"WHERE f.user_id = ? AND f.tsv @@ query AND f.status = 'active' "
+                 f"AND (f.expires_at IS NULL OR f.expires_at > ?) ORDER BY rank DESC, f.id LIMIT ?",
+                 (text, user_id, now, n))
         return [(self._fact(r), max(0.0, float(r[-1]))) for r in rows]
 
     def _pack(self, vec: list[float]) -> bytes:

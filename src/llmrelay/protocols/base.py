@@ -77,8 +77,13 @@ def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str
     all_headers.update(headers)
     if call.extra_headers:
         all_headers.update(call.extra_headers)
-    url = call.base_url.rstrip("/") + path
-    return HTTPRequest(method, url, all_headers, dumps(body), body)
+    auth = call.auth
+    if auth is None:
+        return HTTPRequest(method, call.base_url.rstrip("/") + path, all_headers, dumps(body), body)
+    url, body = auth.prepare(call, path, body, all_headers)  # the cloud's URL form (and body changes)
+    request = HTTPRequest(method, url, all_headers, dumps(body), body)
+    auth.sign(request)  # fresh credentials for every request; SigV4 signs these exact bytes
+    return request
 
 
 def copy_params(params: Params, target: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -196,8 +201,10 @@ class Decoder:
         """Bound the longest line/frame/event the framing parser buffers."""
         self.max_line = max_line
         parser = getattr(self, "_parser", None)
-        if parser is not None:
+        if hasattr(parser, "max_line"):
             parser.max_line = max_line
+        elif hasattr(parser, "max_message") and max_line is not None:  # a binary framing (AWS event stream)
+            parser.max_message = max_line
 
     def feed(self, data: bytes) -> list:
         out: list = []

@@ -167,6 +167,7 @@ class Decoder(_Decoder):
     def __init__(self) -> None:
         super().__init__()
         self._started = False
+        self._named = False
         self._tools = ToolCalls()
         self._finished: dict[int, str] = {}
         self._think: dict[int, ThinkTags] = {}
@@ -175,9 +176,14 @@ class Decoder(_Decoder):
         self.complete = True
 
     def _on(self, name: str | None, obj: Any, out: list) -> None:  # a wrong shape: see Decoder._frames
-        if not self._started:
-            self._started = True
-            out.append(ev.StreamStart(obj.get("id"), obj.get("model")))
+        if not self._named:
+            # Azure's first chunk names no model (`model: ""`, `choices: []`): the served model
+            # is the one the chunks name once they name one
+            model = obj.get("model")
+            if model or not self._started:
+                self._started = True
+                self._named = bool(model)
+                out.append(ev.StreamStart(obj.get("id") or None, model or None))
         if name == "error":
             usage = obj.get("usage")
             if usage:
@@ -188,6 +194,10 @@ class Decoder(_Decoder):
         if choices:
             for position, choice in enumerate(choices):
                 self._choice(choice, position, out)
+        else:
+            prompt_filter = obj.get("prompt_filter_results")  # Azure: the prompt's filter categories
+            if prompt_filter:
+                out.append(ev.ProviderEvent("prompt_filter_results", prompt_filter))
         usage = obj.get("usage")
         if usage is None:
             x_groq = obj.get("x_groq")
@@ -226,6 +236,9 @@ class Decoder(_Decoder):
             if calls:
                 self._tool_calls(calls, idx, out)
         reason = choice.get("finish_reason")
+        filters = choice.get("content_filter_results")  # Azure: kept when a category filtered something
+        if filters and (reason == "content_filter" or _filtered(filters)):
+            out.append(ev.ProviderEvent("content_filter_results", filters, idx))
         if reason and self._finished.get(idx) != reason:
             self._finished[idx] = reason
             think = self._think.get(idx)
@@ -272,6 +285,12 @@ class Decoder(_Decoder):
         if self.complete:
             # some services (OpenRouter upstreams) never send finish_reason "tool_calls"
             self._tools.end_all(out)
+
+
+def _filtered(results: Any) -> bool:
+    return isinstance(results, dict) and any(
+        isinstance(v, dict) and (v.get("filtered") is True or v.get("detected") is True and "filtered" not in v)
+        for v in results.values())
 
 
 def _json(value: Any) -> str:

@@ -29,9 +29,11 @@ _NATIVE: dict[str, tuple[str, ...]] = {
     "cohere": ("json_schema", "json_object"),
     "cohere_v1": ("json_schema", "json_object"),
     "anthropic": (),
+    "bedrock": (),
+    "bedrock_invoke": (),
 }
 #: Protocols that can force a call of one named tool (Ollama cannot; Cohere v1 has no tools here).
-_FORCED_TOOL = frozenset({"openai_chat", "openai_responses", "anthropic", "gemini", "cohere"})
+_FORCED_TOOL = frozenset({"openai_chat", "openai_responses", "anthropic", "gemini", "cohere", "bedrock", "bedrock_invoke"})
 
 PROMPT_INSTRUCTION = (
     "Answer with a single JSON value that matches this JSON schema, and nothing else "
@@ -92,7 +94,7 @@ def _with_output_tool(call: Call, out: OutputSchema) -> Call:
     tool = Tool(out.name, out.description or TOOL_DESCRIPTION, schema, strict=strict)
     choice = call.tool_choice
     p = call.params
-    thinking = protocol == "anthropic" and (
+    thinking = protocol in ("anthropic", "bedrock", "bedrock_invoke") and (
         bool(p.thinking_budget) or p.reasoning_effort not in (None, "none"))
     if thinking:  # Anthropic: with thinking on, tool_choice may only be auto or none
         if choice in (None, "auto", "required"):

@@ -36,6 +36,9 @@ BASE_PATHS = {
     "cohere": "",
     "cohere_v1": "",
 }
+#: Path prefix under the server for a cloud provider's endpoint (Azure: the resource endpoint;
+#: Bedrock: the runtime endpoint; Vertex: the API root before /projects/...).
+CLOUD_PATHS = {"azure": "", "aws": "", "google": "/v1"}
 
 
 def client_for(server: ReplayServer, **kwargs: Any) -> Client:
@@ -43,8 +46,12 @@ def client_for(server: ReplayServer, **kwargs: Any) -> Client:
     from ..client import Client
     from ..providers import PROVIDERS
 
-    base_urls = {name: server.url + BASE_PATHS.get(p.protocol, "") for name, p in PROVIDERS.items()}
-    keys = {name: "test-key" for name in PROVIDERS}
+    from ..cloud.google import GoogleAuth
+
+    base_urls = {name: server.url + (CLOUD_PATHS[p.cloud] if p.cloud else BASE_PATHS.get(p.protocol, ""))
+                 for name, p in PROVIDERS.items()}
+    keys: dict[str, Any] = {name: "test-key" for name in PROVIDERS}
+    keys["vertex"] = GoogleAuth(token="test-key", project="test-project", location="us-central1")
     base_urls.update(kwargs.pop("base_urls", {}))
     keys.update(kwargs.pop("api_keys", {}))
     return Client(base_urls=base_urls, api_keys=keys, **kwargs)

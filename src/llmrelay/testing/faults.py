@@ -56,6 +56,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from ..wire.eventstream import encode_message, split_messages
 from .recordings import content_type_for, read_recording
 from .server import Reply
 
@@ -66,6 +67,9 @@ __all__ = ["status", "reset", "cut", "stall", "error_event", "malformed", "drip"
 PROTOCOLS = ("openai_chat", "openai_responses", "anthropic", "gemini", "ollama", "cohere", "cohere_v1")
 
 _NDJSON = frozenset({"ollama", "cohere_v1"})
+#: HTTP status -> the Bedrock in-band exception that stands for it.
+_BEDROCK_EXCEPTIONS = {400: "validationException", 408: "modelTimeoutException", 424: "modelStreamErrorException",
+                       429: "throttlingException", 500: "internalServerException", 503: "serviceUnavailableException"}
 
 _MESSAGES = {
     400: "Bad request",
@@ -129,11 +133,15 @@ def _reply(source: Any, **kw: Any) -> Reply:
     kw.setdefault("chunking", "events")
     if isinstance(source, (bytes, bytearray)):
         headers = kw.pop("headers", {})
-        headers.setdefault("content-type", "application/x-ndjson" if not _is_sse(bytes(source)) else "text/event-stream")
+        headers.setdefault("content-type", _content_type(bytes(source)))
         return Reply(bytes(source), headers=headers, **kw)
     if isinstance(source, str):
         return Reply.recording(source, **kw)
     raise TypeError(f"expected a recording name, bytes or a Reply; got {type(source).__name__}")
+
+
+def _is_eventstream(body: bytes) -> bool:
+    return body[:1] == b"\0" and split_messages(body) is not None
 
 
 def _is_sse(body: bytes) -> bool:
@@ -149,8 +157,12 @@ def _body(source: Any) -> bytes:
 
 
 def events(source: Any) -> list[bytes]:
-    """The events of a body (SSE events, or NDJSON / JSON lines), as the "events" chunking sends them."""
-    return Reply(_body(source), chunking="events").pieces()
+    """The events of a body (SSE events, AWS event-stream messages, or NDJSON / JSON lines),
+    as the "events" chunking sends them."""
+    body = _body(source)
+    if _is_eventstream(body):
+        return split_messages(body) or [body]
+    return Reply(body, chunking="events").pieces()
 
 
 def ok(source: Any, **kw: Any) -> Reply:
@@ -175,7 +187,11 @@ def stall(source: Any, after: int, seconds: float, *, keepalive: float = 0.0, **
     comment, or a blank NDJSON line): the connection looks alive, no token comes
     (what `Timeouts(first_token=…)` catches and `idle` cannot)."""
     if keepalive:
-        kw.setdefault("keepalive_bytes", b": keep-alive\n\n" if _is_sse(_body(source)) else b"\n")
+        body = _body(source)
+        if _is_eventstream(body):  # no keep-alive in AWS event streams: an event that carries no content
+            ping = encode_message({":event-type": "keepAlive", ":content-type": "application/json", ":message-type": "event"}, b"{}")
+            kw.setdefault("keepalive_bytes", ping)
+        kw.setdefault("keepalive_bytes", b": keep-alive\n\n" if _is_sse(body) else b"\n")
     return _reply(source, stall_after=after, stall=seconds, keepalive=keepalive, **kw)
 
 
@@ -205,7 +221,7 @@ def error_body(protocol: str, code: int, message: str | None = None) -> Any:
         return {"error": {"code": code, "message": message, "status": status}}
     if protocol == "ollama":
         return {"error": message}
-    if protocol in ("cohere", "cohere_v1"):
+    if protocol in ("cohere", "cohere_v1", "bedrock", "bedrock_invoke"):
         return {"message": message}
     kind = _OPENAI_TYPES.get(code, "server_error" if code >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": None,
@@ -285,6 +301,10 @@ def error_chunk(protocol: str, message: str = "Overloaded", *, status: int = 529
     if protocol == "cohere_v1":  # v1 has no error event: a stream-end with finish_reason ERROR
         return (json.dumps({"is_finished": True, "event_type": "stream-end", "finish_reason": code or "ERROR",
                             "response": {"text": "", "finish_reason": code or "ERROR"}}) + "\n").encode()
+    if protocol in ("bedrock", "bedrock_invoke"):  # an exception message of the AWS event stream
+        kind = code or _BEDROCK_EXCEPTIONS.get(status, "internalServerException")
+        return encode_message({":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"},
+                              json.dumps({"message": message}).encode())
     raise ValueError(f"no in-band error format for protocol {protocol!r}")  # pragma: no cover
 
 
@@ -312,6 +332,8 @@ def error_event(
 
 
 def _content_type(body: bytes, protocol: str | None = None) -> str:
+    if protocol in ("bedrock", "bedrock_invoke") or _is_eventstream(body):
+        return "application/vnd.amazon.eventstream"
     if protocol in _NDJSON:
         return "application/x-ndjson"
     return "text/event-stream" if _is_sse(body) else "application/x-ndjson"
@@ -321,7 +343,13 @@ def malformed(source: Any, after: int = 0, *, garbage: bytes | None = None, **kw
     """The first `after` events, then a chunk that is not JSON (`garbage`), then the rest."""
     parts = events(source)
     if garbage is None:
-        garbage = b"data: {not json\n\n" if _is_sse(_body(source)) else b"{not json\n"
+        body = _body(source)
+        if _is_eventstream(body):  # a message whose CRC does not check out
+            bad = bytearray(encode_message({":event-type": "contentBlockDelta", ":message-type": "event"}, b"{}"))
+            bad[-1] ^= 0xFF
+            garbage = bytes(bad)
+        else:
+            garbage = b"data: {not json\n\n" if _is_sse(body) else b"{not json\n"
     body = b"".join(parts[:after]) + garbage + b"".join(parts[after:])
     if isinstance(source, Reply):
         return _reply(source, body=body, **kw)

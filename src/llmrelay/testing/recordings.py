@@ -20,6 +20,7 @@ CONTENT_TYPES = {
     ".sse": "text/event-stream",
     ".ndjson": "application/x-ndjson",
     ".json": "application/json",
+    ".eventstream": "application/vnd.amazon.eventstream",
 }
 
 
@@ -44,13 +45,26 @@ def index() -> list[dict[str, Any]]:
     return json.loads((_ROOT / "INDEX.json").read_text())
 
 
-def wire_recordings() -> list[str]:
-    """Every bundled response body (request files excluded)."""
+def all_recordings() -> list[str]:
+    """Every bundled response body (request files excluded), HTTP error bodies included."""
     return sorted(
         str(p.relative_to(_ROOT))
         for p in _ROOT.rglob("*")
         if p.is_file() and p.suffix in CONTENT_TYPES and not p.name.endswith(".request.json") and p.name != "INDEX.json"
     )
+
+
+def wire_recordings() -> list[str]:
+    """Every bundled stream body (served with HTTP 200; request files and HTTP error bodies excluded)."""
+    return [n for n in all_recordings() if status_for(n) == 200]
+
+
+def status_for(name: str) -> int:
+    """The HTTP status the recording was served with (200 for every stream; an error body keeps its own)."""
+    for row in index():
+        if row.get("file") == name:
+            return int(row.get("status") or 200)
+    return 200
 
 
 def request_for(name: str) -> Any | None:
@@ -72,6 +86,8 @@ _FOLDER_PROVIDER = {
     "anthropic": "anthropic",
     "gemini": "gemini",
     "ollama": "ollama",
+    "azure": "azure",
+    "vertex": "vertex",
 }
 
 
@@ -80,4 +96,6 @@ def provider_for(name: str) -> str:
     folder, _, file = name.partition("/")
     if folder == "cohere":
         return "cohere-v1" if file.startswith("v1_") else "cohere"
+    if folder == "bedrock":
+        return "bedrock-invoke" if file.startswith("invoke_") else "bedrock"
     return _FOLDER_PROVIDER[folder]

@@ -30,14 +30,16 @@ from .server import RecordedRequest, Reply
 
 #: protocol -> the recording folders that hold its bodies (a file prefix narrows cohere).
 FOLDERS: dict[str, tuple[str, ...]] = {
-    "openai_chat": ("openai_chat", "deepseek", "groq", "mistral", "openrouter", "together"),
+    "openai_chat": ("openai_chat", "deepseek", "groq", "mistral", "openrouter", "together", "azure"),
     "openai_responses": ("openai_responses",),
     "anthropic": ("anthropic",),
-    "gemini": ("gemini",),
+    "gemini": ("gemini", "vertex"),
     "ollama": ("ollama",),
     "ollama_generate": ("ollama",),
     "cohere": ("cohere",),
     "cohere_v1": ("cohere",),
+    "bedrock": ("bedrock",),
+    "bedrock_invoke": ("bedrock",),
 }
 
 #: protocol -> the recording served when the model names none.
@@ -50,6 +52,8 @@ DEFAULTS: dict[str, str] = {
     "ollama_generate": "ollama/generate_stream.ndjson",
     "cohere": "cohere/v2_text.sse",
     "cohere_v1": "cohere/v1_text_ndjson.ndjson",
+    "bedrock": "bedrock/converse_stream_text_nova.eventstream",
+    "bedrock_invoke": "bedrock/invoke_stream_anthropic_text.eventstream",
 }
 
 #: OpenAI Chat requests that offer tools, carry a tool result, or ask for JSON.
@@ -61,7 +65,9 @@ OPENAI_JSON = "openai_chat/json_object_long.sse"
 PATHS: tuple[tuple[Callable[[str], bool], str], ...] = (
     (lambda p: p.endswith("/chat/completions"), "openai_chat"),
     (lambda p: p.endswith("/responses"), "openai_responses"),
-    (lambda p: p.endswith("/v1/messages"), "anthropic"),
+    (lambda p: p.endswith("/v1/messages") or p.endswith(":streamRawPredict"), "anthropic"),  # + Claude on Vertex
+    (lambda p: p.endswith("/converse-stream"), "bedrock"),
+    (lambda p: p.endswith("/invoke-with-response-stream"), "bedrock_invoke"),
     (lambda p: ":streamGenerateContent" in p or ":generateContent" in p, "gemini"),
     (lambda p: p.endswith("/api/chat"), "ollama"),
     (lambda p: p.endswith("/api/generate"), "ollama_generate"),
@@ -69,9 +75,10 @@ PATHS: tuple[tuple[Callable[[str], bool], str], ...] = (
     (lambda p: p.endswith("/v1/chat"), "cohere_v1"),
 )
 
-PATH_HELP = ("POST .../chat/completions (OpenAI Chat and compatible), .../responses, /v1/messages (Anthropic), "
-             "/v1beta/models/MODEL:streamGenerateContent (Gemini), /api/chat or /api/generate (Ollama), "
-             "/v2/chat or /v1/chat (Cohere)")
+PATH_HELP = ("POST .../chat/completions (OpenAI Chat and compatible, Azure), .../responses, /v1/messages (Anthropic), "
+             "/v1beta/models/MODEL:streamGenerateContent (Gemini, Vertex), .../MODEL:streamRawPredict (Claude on Vertex), "
+             "/model/ID/converse-stream or /model/ID/invoke-with-response-stream (Bedrock), "
+             "/api/chat or /api/generate (Ollama), /v2/chat or /v1/chat (Cohere)")
 
 
 def protocol_of(path: str) -> str | None:
@@ -84,10 +91,15 @@ def protocol_of(path: str) -> str | None:
 
 
 def model_of(request: RecordedRequest) -> str | None:
-    """The model the request names: the body's `model`, or Gemini's `models/<model>:...` path."""
+    """The model the request names: the body's `model`, Gemini's `models/<model>:...` path, or
+    Bedrock's `/model/<id>/...` path."""
     path = request.path.split("?", 1)[0]
     if "/models/" in path and ":" in path.rsplit("/models/", 1)[1]:
         return path.rsplit("/models/", 1)[1].split(":", 1)[0]
+    if path.startswith("/model/") or "/model/" in path:  # Bedrock: /model/<id>/converse-stream
+        from urllib.parse import unquote
+
+        return unquote(path.rsplit("/model/", 1)[1].split("/", 1)[0])
     try:
         body = request.json
     except ValueError:
@@ -107,6 +119,8 @@ def _candidates(protocol: str) -> list[str]:
             continue
         if protocol == "gemini" and name.endswith(".json"):
             continue  # the JSON-array bodies answer requests without alt=sse
+        if protocol == "bedrock" and not file.startswith("converse_") or protocol == "bedrock_invoke" and not file.startswith("invoke_"):
+            continue
         out.append(name)
     return out
 

@@ -37,7 +37,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .recordings import content_type_for, read_recording
+from ..wire.eventstream import split_messages
+from .recordings import content_type_for, read_recording, status_for
+
+EVENTSTREAM = "application/vnd.amazon.eventstream"
 
 _EVENT_SPLIT = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)")
 
@@ -76,6 +79,7 @@ class Reply:
         """A recorded real stream bundled with llmrelay (see `llmrelay.testing.recordings`)."""
         headers = kw.pop("headers", {})
         headers.setdefault("content-type", content_type_for(name))
+        kw.setdefault("status", status_for(name))
         return cls(read_recording(name), headers=headers, **kw)
 
     @classmethod
@@ -92,6 +96,10 @@ class Reply:
         if mode == "whole":
             return [body]
         if mode == "events":
+            if self.headers.get("content-type") == EVENTSTREAM:  # binary: one message per piece
+                messages = split_messages(body)
+                if messages is not None:
+                    return messages
             if b"\n\n" in body or b"\r\n\r\n" in body:
                 return [p for p in _EVENT_SPLIT.split(body) if p]
             return [line for line in body.splitlines(keepends=True) if line]

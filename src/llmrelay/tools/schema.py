@@ -61,8 +61,9 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
         i += 1
         sphinx = _SPHINX_PARAM.match(stripped)
         if sphinx:
-            section, last = ":sphinx", sphinx.group(1).lstrip("*")
-            params[last] = [sphinx.group(2) or ""]
+            name = sphinx.group(1).lstrip("*")
+            section, last = ":sphinx", name
+            params[name] = [sphinx.group(2) or ""]
             continue
         if stripped.startswith(":"):  # :type x:, :returns:, :raises ...: end any sphinx parameter
             section, last = (":other" if section in (None, ":sphinx", ":other") else section), None
@@ -85,9 +86,10 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
             pm = (_NUMPY_PARAM if numpy else _GOOGLE_PARAM).match(stripped)
             if pm:
                 param_indent = indent
-                last = pm.group(1).lstrip("*")
+                name = pm.group(1).lstrip("*")
+                last = name
                 text = None if numpy else pm.group(2)
-                params[last] = [text] if text else []
+                params[name] = [text] if text else []
                 continue
         if last is not None:
             params[last].append(stripped)

@@ -297,7 +297,7 @@ def _validation_message(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
         try:
-            items = errors(include_url=False)
+            items: Any = errors(include_url=False)
         except Exception:
             items = None
         if items:
