@@ -135,6 +135,8 @@ def check_options(options: dict[str, Any]) -> tuple[list[Any] | None, str | None
         _check_header("extra_headers", name, value)
     for opt in ("api_key", "base_url", "provider"):
         value = options.get(opt)
+        if opt == "api_key" and value is not None and not isinstance(value, str):
+            continue  # a cloud provider's credentials object (checked where it is resolved)
         if value is not None and (not isinstance(value, str) or any(c in value for c in "\r\n\0")):
             raise InvalidRequestError(f"{opt} must be a string without line breaks, got {type(value).__name__}")
     if "timeout" in options:

@@ -200,7 +200,7 @@ class Decoder:
     def limit(self, max_line: int | None) -> None:
         """Bound the longest line/frame/event the framing parser buffers."""
         self.max_line = max_line
-        parser = getattr(self, "_parser", None)
+        parser: Any = getattr(self, "_parser", None)
         if hasattr(parser, "max_line"):
             parser.max_line = max_line
         elif hasattr(parser, "max_message") and max_line is not None:  # a binary framing (AWS event stream)
