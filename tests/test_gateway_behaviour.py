@@ -206,7 +206,11 @@ def test_client_disconnect_closes_upstream_and_logs_aborted(keyed):
         assert b"200 OK" in first
     gone = up.wait_disconnect(10)
     assert gone is not None and not gone.completed
-    last = [r for r in rows(gw, db) if r["status"] == "aborted"]
+    import time
+
+    deadline = time.monotonic() + 20  # the row is queued as the call unwinds, just after the upstream closed
+    while not (last := [r for r in rows(gw, db) if r["status"] == "aborted"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert last and json.loads(last[-1]["tags"])["gateway_key"] == "team-a"
 
 
@@ -359,11 +363,17 @@ def test_drain_reads_the_upstream_to_the_end(tmp_path):
             while not (up.requests and up.requests[-1].completed) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert up.requests[-1].completed and up.requests[-1].disconnected_at is None
-            gw.gateway.log_hook.flush(10)
-            conn = sqlite3.connect(db)
-            status, tokens = conn.execute("SELECT status, output_tokens FROM turns").fetchone()
-            conn.close()
-            assert status == "ok" and tokens == 10  # the whole answer's usage, as the provider reported it
+            row = None
+            while row is None and time.monotonic() < deadline:  # queued as the call ends, just after the upstream
+                gw.gateway.log_hook.flush(10)
+                conn = sqlite3.connect(db)
+                try:
+                    row = conn.execute("SELECT status, output_tokens FROM turns").fetchone()
+                except sqlite3.OperationalError:  # the table is created with the first write
+                    row = None
+                conn.close()
+                time.sleep(0.05)
+            assert row == ("ok", 10)  # the whole answer's usage, as the provider reported it
 
 
 def test_cors_off_by_default_and_allowed_origins_when_configured():

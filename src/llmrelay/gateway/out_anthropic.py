@@ -24,6 +24,11 @@ class AnthropicEncoder(Encoder):
         self.stop: str | None = None
         self.tools: dict[int, int] = {}  # llmrelay tool index -> block index
 
+    def observe(self, e: Any) -> None:
+        if type(e) is ev.TextDelta and self.block == "text":
+            return  # the relayed bulk: nothing to remember
+        super().observe(e)
+
     def _start(self) -> bytes:
         if self.started:
             return b""

@@ -20,6 +20,12 @@ class ChatEncoder(Encoder):
         self.tools: dict[tuple[int, int], int] = {}  # (choice, llmrelay index) -> wire index
         self.with_args: set[tuple[int, int]] = set()
 
+    def observe(self, e: Any) -> None:
+        t = type(e)
+        if (t is ev.TextDelta or t is ev.ReasoningDelta or t is ev.RefusalDelta) and e.choice in self.started:
+            return  # the relayed bulk: nothing to remember
+        super().observe(e)
+
     def _chunk(self, choice: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
         if self.quiet:
             return b""
