@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bench-gateway install clean
+.PHONY: test demo bench bench-gateway soak install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_scale.py
+
+# Streams dropped without close and cut mid-stream, sync and async: RSS, sockets, hangs; line buffering
+soak: $(STAMP)
+	$(BIN)/python bench/bench.py --only soak,lines
 
 # The gateway next to direct calls, a pass-through floor and the LiteLLM proxy (its own venv under .bench/)
 bench-gateway: $(STAMP)

@@ -6,6 +6,8 @@ one server covers every benchmark (clients use `base_url = URL/<scenario>/v1`):
 
     /n<N>/v1/chat/completions        N content chunks, written as fast as the client reads
     /p<N>d<MS>/v1/chat/completions   N content chunks, MS milliseconds apart (paced)
+    /c<N>/v1/chat/completions        N content chunks, then the connection is cut (no final event:
+                                     a fault, for the soak)
     (a request without `"stream": true` gets the N-chunk answer as one chat.completion JSON body)
     /b<N>/model/<id>/converse-stream N Bedrock ConverseStream text deltas (AWS event stream, one
                                      message per HTTP chunk), then contentBlockStop, messageStop, metadata
@@ -104,7 +106,7 @@ def completion(n: int) -> dict:
             "logprobs": None, "message": {"role": "assistant", "content": text_of(n), "refusal": None}}]}
 
 
-_SCENARIO = re.compile(rb"^/(?:n(\d+)|p(\d+)d(\d+)|t(\d+))/")
+_SCENARIO = re.compile(rb"^/(?:n(\d+)|p(\d+)d(\d+)|t(\d+)|c(\d+))/")
 _BEDROCK = re.compile(rb"^/b(\d+)/model/[^/]+/converse-stream")
 _BEDROCK_CACHE: dict[str, list[bytes]] = {}
 
@@ -160,22 +162,30 @@ async def _respond_bedrock(writer: asyncio.StreamWriter, n: int) -> None:
     await drain()
 
 
-async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"") -> None:
+async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"") -> bool:
+    """Write one response; False when the connection was cut (the scenario's fault)."""
     b = _BEDROCK.match(path)
     if b is not None:
         await _respond_bedrock(writer, int(b.group(1)))
-        return
+        return True
     m = _SCENARIO.match(path)
     if m is None:
         writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-        return
+        return True
+    if m.group(5) is not None:
+        writer.write(HEAD)
+        for i in range(int(m.group(5))):
+            writer.write(FIRST if i == 0 else CONTENT[i % len(CONTENT)])
+            await writer.drain()
+        writer.transport.abort()
+        return False
     if body and _STREAM.search(body) is None:  # a non-streaming request: one chat.completion body
-        n = int(m.group(1) or m.group(2) or m.group(4))
+        n = int(m.group(1) or m.group(2) or m.group(4) or m.group(5))
         data = json.dumps(completion(n), separators=(",", ":"), ensure_ascii=False).encode()
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                      b"x-request-id: req_bench\r\n\r\n%s" % (len(data), data))
         await writer.drain()
-        return
+        return True
     if m.group(4) is not None:
         if b'"tool_call_id"' not in body:  # the first turn: the model calls the tool
             writer.write(HEAD)
@@ -184,7 +194,7 @@ async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"")
                 await writer.drain()
             writer.write(END)
             await writer.drain()
-            return
+            return True
         n, delay = int(m.group(4)), 0.0
     elif m.group(1) is not None:
         n, delay = int(m.group(1)), 0.0
@@ -205,6 +215,7 @@ async def _respond(writer: asyncio.StreamWriter, path: bytes, body: bytes = b"")
     write(DONE)
     write(END)
     await drain()
+    return True
 
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -222,7 +233,8 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             if m:
                 length = int(m.group(1))
             body = await reader.readexactly(length) if length else b""
-            await _respond(writer, path, body)
+            if not await _respond(writer, path, body):
+                break
             if re.search(rb"(?im)^connection:\s*close", rest):
                 break
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):

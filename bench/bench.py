@@ -1019,12 +1019,16 @@ def versions() -> dict[str, str]:
 
 SECTIONS = ("chunks", "fixed", "concurrency", "tools", "logging", "import", "memory", "structured", "memory_ttft",
             "memory_search", "bedrock")
+#: Sections run only when named in --only (they take minutes): the soak (bench_soak.py).
+EXTRA_SECTIONS = ("soak", "lines")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller runs (smoke test)")
-    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help="comma-separated sections: " + ",".join(SECTIONS + EXTRA_SECTIONS) + " (soak only when named)")
+    ap.add_argument("--soak-streams", type=int, default=20_000, help="streams per soak run (sync, then async)")
     ap.add_argument("--profile", choices=("sync", "async", "aiohttp", "tools", "log"),
                     help="cProfile llmrelay on the 2,000-chunk stream and exit")
     ap.add_argument("--streams", type=int, default=500, help="concurrent streams in section 3")
@@ -1077,6 +1081,8 @@ def main() -> None:
         loop.close()
         section("import", lambda: bench_import(runs=3 if q else 5))
         section("memory", lambda: bench_stream_memory(srv, [10_000] if q else [10_000, 100_000]))
+        section("soak", lambda: __import__("bench_soak").run(srv.url, 2_000 if q else args.soak_streams))
+        section("lines", lambda: __import__("bench_soak").lines())
         section("bedrock", lambda: bench_bedrock_section(srv, q))
     section("structured", lambda: bench_structured_section(q))
     section("memory_ttft", lambda: bench_memory_section(q))
@@ -1085,6 +1091,10 @@ def main() -> None:
     res["meta"]["seconds"] = time.perf_counter() - t_start
     res["meta"]["loadavg_end"] = os.getloadavg()
     print_table(res)
+    if "soak" in res:
+        __import__("bench_soak").print_report(res["soak"])
+    if "lines" in res:
+        __import__("bench_soak").print_lines(res["lines"])
     out = ROOT / ".bench" / "results.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=str))

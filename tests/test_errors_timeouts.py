@@ -19,6 +19,7 @@ import pytest
 
 import llmrelay
 from llmrelay import (
+    UnexpectedResponseError,
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -482,7 +483,8 @@ async def test_html_page_instead_of_a_stream(server, client, mode):
 async def test_empty_200_body(server, client, mode):
     server.enqueue(Reply(b"", headers=SSE))
     events, e, _ = await run(client, mode)
-    assert type(e) is StreamInterruptedError
+    assert type(e) is UnexpectedResponseError  # not "interrupted": nothing of a stream ever came
+    assert "text/event-stream" in str(e) and "empty" in str(e)
     assert e.partial.text == ""
 
 

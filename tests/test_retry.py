@@ -416,9 +416,9 @@ def test_as_retry_values():
     r = Retry(1)
     assert as_retry(r) is r
     assert as_retry(Retry(0)) is None
-    with pytest.raises(TypeError):
+    with pytest.raises(llmrelay.InvalidRequestError, match="retry"):
         as_retry("3")
-    with pytest.raises(ValueError):
+    with pytest.raises(llmrelay.InvalidRequestError, match="max_retries"):
         Retry(-1)
 
 

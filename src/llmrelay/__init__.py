@@ -34,6 +34,7 @@ from .errors import (
     ProviderStreamError,
     RateLimitError,
     RequestTooLargeError,
+    ResponseTooLargeError,
     ServiceUnavailableError,
     StreamInterruptedError,
     StreamResetError,
@@ -41,6 +42,7 @@ from .errors import (
     Timeout,
     ToolExecutionError,
     ToolLoopLimitError,
+    UnexpectedResponseError,
     UnknownProviderError,
     UnprocessableEntityError,
     UnsupportedParameterError,
@@ -71,6 +73,7 @@ from .providers import PROVIDERS, Provider
 from .response import Attempt, Choice, Response, Timings
 from .reliability.retry import Retry
 from .stream import AsyncStream, Stream
+from .limits import Limits
 
 # After `.stream`: the function `llmrelay.stream`, not the submodule of the same name, is the
 # package's `stream` (type checkers bind a submodule's name where it is imported from).

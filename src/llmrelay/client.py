@@ -27,8 +27,10 @@ from .engine.prepare import (
     FLOW_OPTIONS,
     Settings,
     build_call,
+    check_limits,
     check_options,
     check_params,
+    check_timeouts,
     protocol_module,
     resolve_model,
     retarget,
@@ -38,6 +40,7 @@ from .providers import PROVIDERS, Provider
 from .response import Attempt, Response
 from .reliability.retry import Retry, as_retry
 from .stream import TEXT_RESETS, AsyncStream, Stream, StreamCore
+from .limits import Limits
 from .timeouts import Timeouts
 
 if TYPE_CHECKING:
@@ -78,6 +81,7 @@ class Client:
       or "continue" (only the new answer's text follows). Also per call.
     - `hooks`: `Hooks` instances observing every call (logs and tracing are hooks).
     - `prices`: a `llmrelay.cost.PriceTable` (or mapping) overriding the price database.
+    - `limits`: a `Limits` (longest line, whole body, error body: bytes); safe defaults.
     - `async_backend`: "auto" (default: aiohttp when installed, else httpx), "httpx" or
       "aiohttp"; `LLMRELAY_ASYNC_BACKEND` overrides "auto". With hundreds of concurrent
       streams aiohttp is several times faster (`make bench`); sync calls always use httpx.
@@ -104,6 +108,7 @@ class Client:
         prices: Any = None,
         log: Any = None,
         async_backend: str = "auto",
+        limits: Limits | None = None,
         http_client: Any = None,
         async_http_client: Any = None,
         transport: Any = None,
@@ -119,7 +124,8 @@ class Client:
             raise UnknownProviderError(default_provider, list(self.providers),
                                        reason=f"Unknown default_provider {default_provider!r}")
         self.default_provider = default_provider
-        self.timeouts = Timeouts.of(timeout)
+        self.timeouts = check_timeouts(Timeouts.of(timeout), "timeout")
+        self.limits = check_limits(limits)
         self.retry = as_retry(retry)
         self.middleware = list(middleware)
         self.fallback_mode = fallback_mode
@@ -197,7 +203,7 @@ class Client:
         if spec is not None:
             call.output = spec.wire
         request = protocol_module(call.provider.protocol).encode(call)  # a bad request fails here
-        timeouts = Timeouts.of(options["timeout"]) if "timeout" in options else self.timeouts
+        timeouts = check_timeouts(options["timeout"]) if "timeout" in options else self.timeouts
         call.timeouts = timeouts
         chain: list[Middleware] = []
         if router is not None:
@@ -307,7 +313,7 @@ class Client:
         text_reset = flow.get("text_reset", self.text_reset)
         if text_reset not in TEXT_RESETS:
             raise InvalidRequestError(f"text_reset must be one of {', '.join(TEXT_RESETS)}; got {text_reset!r}")
-        s = cls(plan, _Engine(transport, timeouts, call, request, self.prices), hooks, context)
+        s = cls(plan, _Engine(transport, timeouts, call, request, self.prices, self.limits.max_line), hooks, context)
         s.text_reset = text_reset
         return s
 
@@ -324,7 +330,7 @@ class Client:
         if self._sync_transport is None:
             from .transports.httpx import SyncTransport
 
-            self._sync_transport = SyncTransport(*self._http_args)
+            self._sync_transport = SyncTransport(*self._http_args, limits=self.limits)
         return self._sync_transport
 
     def _async(self) -> Any:
@@ -335,11 +341,11 @@ class Client:
                     raise InvalidRequestError("async_transport= is an httpx transport; it needs async_backend='httpx'")
                 from .transports.aiohttp import AiohttpTransport
 
-                self._async_transport = AiohttpTransport(client)
+                self._async_transport = AiohttpTransport(client, limits=self.limits)
             else:
                 from .transports.httpx import AsyncTransport
 
-                self._async_transport = AsyncTransport(client, transport)
+                self._async_transport = AsyncTransport(client, transport, limits=self.limits)
         return self._async_transport
 
     def close(self) -> None:
@@ -395,9 +401,11 @@ class _Engine:
 
     The first turn reuses the request encoded (and so validated) when the stream was created."""
 
-    __slots__ = ("transport", "timeouts", "first_call", "first_request", "prices")
+    __slots__ = ("transport", "timeouts", "first_call", "first_request", "prices", "max_line")
 
-    def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any, prices: Any = None):
+    def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any, prices: Any = None,
+                 max_line: int | None = None):
+        self.max_line = max_line
         self.transport = transport
         self.timeouts = timeouts
         self.first_call = first_call
@@ -412,7 +420,10 @@ class _Engine:
             request = None
         if request is None:
             request = module.encode(call)
-        core = StreamCore(call, request, module.Decoder())
+        decoder = module.Decoder()
+        if self.max_line != decoder.max_line:
+            decoder.limit(self.max_line)
+        core = StreamCore(call, request, decoder)
         core.prices = self.prices
         transport = self.transport
         timeouts = core.timeouts = call.timeouts or self.timeouts

@@ -117,6 +117,18 @@ class StreamInterruptedError(APIConnectionError):
     """The stream was cut (or ended) before its final event. `partial` holds what arrived."""
 
 
+class UnexpectedResponseError(StreamInterruptedError):
+    """An HTTP 200 whose body is not the stream asked for (an HTML page, a plain JSON completion,
+    an empty body). `content_type` and `body` (its first bytes, secrets redacted) say what came
+    instead. A kind of `StreamInterruptedError` (no stream came), so it is retried and falls back
+    like a 5xx."""
+
+    def __init__(self, message: str, *, status_code: int = 200, content_type: str | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.status_code = status_code
+        self.content_type = content_type
+
+
 class ProviderStreamError(APIError):
     """An error event inside an HTTP 200 stream. `code`/`status` come from the payload."""
 
@@ -189,6 +201,16 @@ class ServiceUnavailableError(InternalServerError):
 
 class OverloadedError(InternalServerError):
     pass
+
+
+class ResponseTooLargeError(APIError):
+    """The response went past one of the client's `Limits` (`limit`: "max_line", "max_body" or
+    "max_error_body"; `size`: the limit in bytes). The connection is dropped; `partial` keeps what arrived."""
+
+    def __init__(self, message: str, *, limit: str = "max_body", size: int | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.limit = limit
+        self.size = size
 
 
 class StreamResetError(APIError):
@@ -369,8 +391,10 @@ def status_error(
     provider: str | None = None,
     model: str | None = None,
     request_id: str | None = None,
+    truncated: int | None = None,
 ) -> APIStatusError:
-    """Map an HTTP status (and body) to the typed error."""
+    """Map an HTTP status (and body) to the typed error. `truncated`: the body was cut at this
+    many bytes (`Limits.max_error_body`); the message says so."""
     message, data = error_message_from_body(body)
     cls = _STATUS_CLASSES.get(status)
     if cls is None:
@@ -384,6 +408,8 @@ def status_error(
     text = f"{provider or 'provider'} returned HTTP {status}"
     if message:
         text += f": {message}"
+    if truncated is not None:
+        text += f" [error body cut at {truncated} bytes]"
     return cls(
         text,
         status_code=status,
@@ -407,3 +433,44 @@ class MissingCredentialsError(MissingAPIKeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+#: In-band error codes (and status names) that the same request will meet again: never retried.
+PERMANENT_CODES = frozenset({
+    "insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error",
+    "invalid_request_error", "invalid_request", "invalid_argument", "invalid_api_key", "authentication_error",
+    "unauthenticated", "permission_error", "permission_denied", "not_found_error", "not_found",
+    "model_not_found", "context_length_exceeded", "content_policy_violation", "content_filter",
+    "unsupported_parameter", "unsupported_value", "failed_precondition", "payment_required",
+})
+_ACCOUNT_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error",
+                            "payment_required"})
+#: In-band statuses that are the request's own fault (or the account's): never retried.
+PERMANENT_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
+_PERMANENT_MARKERS = ("insufficient_quota", "exceeded your current quota", "billing", "credit balance")
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Would the same request fail the same way (quota, billing, invalid request, content policy)?
+    Looks at the status, the in-band code and type, and the message; such errors are never retried."""
+    if isinstance(error, (BadRequestError, AuthenticationError, PermissionDeniedError, NotFoundError,
+                          UnprocessableEntityError, RequestTooLargeError)):
+        return True
+    if isinstance(error, APIStatusError) and error.status_code == 402:
+        return True
+    if not isinstance(error, (APIStatusError, ProviderStreamError)) or isinstance(error, MalformedChunkError):
+        return False
+    if isinstance(error, ProviderStreamError) and error.status_code in PERMANENT_STATUSES:
+        return True
+    codes = [getattr(error, "code", None)]
+    body = error.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            codes += [inner.get("code"), inner.get("type"), inner.get("status")]
+    # a status error's class already says what its status means; its body can only add quota/billing
+    known = _ACCOUNT_CODES if isinstance(error, APIStatusError) else PERMANENT_CODES
+    if any(isinstance(c, str) and c.lower() in known for c in codes):
+        return True
+    message = (error.message or "").lower()
+    return any(m in message for m in _PERMANENT_MARKERS)

@@ -168,6 +168,8 @@ def _from_dict(m: dict[str, Any], i: int) -> Message:
         role = "system"
     if role not in ROLES:
         raise InvalidRequestError(f"messages[{i}]: unknown role {role!r}; expected one of {ROLES}")
+    if m.get("content") is None and role in ("user", "system"):
+        raise InvalidRequestError(f"messages[{i}].content is missing or None: a {role} message needs content")
     parts = _content_parts(m.get("content"), i)
     if role == "assistant":
         reasoning = m.get("reasoning_content") or m.get("reasoning")

@@ -36,7 +36,15 @@ RESET_SEPARATOR = "\n\n---\n\n"
 class _BaseStream(Generic[OutputT]):
     """What `Stream` and `AsyncStream` share: the plan, the current turn, the final response.
 
-    Generic in the type of `response.output` (`output=Weather` gives a `Stream[Weather]`)."""
+    Generic in the type of `response.output` (`output=Weather` gives a `Stream[Weather]`).
+
+    The event generator runs on a twin of the stream (`_runner`): the same attributes, but not
+    the same object, so the generator does not reference the stream and no reference cycle
+    holds them. A stream dropped without `close()` is then finalized at once by reference
+    counting, where the caller drops it, instead of at some later garbage collection (which may
+    run in the middle of another request, in any thread)."""
+
+    __slots__ = ("_gen", "__dict__", "__weakref__")
 
     def __init__(self, plan: Any, engine: Any, hooks: tuple[Hooks, ...] = (), context: CallContext | None = None):
         self._plan = plan
@@ -47,6 +55,7 @@ class _BaseStream(Generic[OutputT]):
         self._hooks = hooks
         self.context = context if context is not None else CallContext()
         self._started = False
+        self._closing = False  # close() was called (else a GeneratorExit comes from the garbage collector)
         #: `text_stream` at a fallback restart: one of `TEXT_RESETS`.
         self.text_reset = "raise"
 
@@ -174,7 +183,7 @@ class Stream(_BaseStream[OutputT]):
 
     def __iter__(self) -> Iterator[ev.Event]:
         if self._gen is None:
-            self._gen = self._drive()
+            self._gen = _runner(self)._drive()
         return self._gen
 
     def __next__(self) -> ev.Event:
@@ -211,9 +220,10 @@ class Stream(_BaseStream[OutputT]):
         core, open_body = self._begin_turn(call)
         with self._turn_scope(core):
             body = open_body()
-            core.headers(body.headers)
+            core.headers(body.headers, body)
             watchdog = first_token_watchdog(core, body)
             feed = observed(core, observers)
+            dropped = False
             try:
                 try:
                     chunks = body.iter_bytes()
@@ -234,8 +244,16 @@ class Stream(_BaseStream[OutputT]):
                     if watchdog is not None:
                         watchdog.cancel()
                 yield from observe(core.finish(), observers)
+            except GeneratorExit:
+                # Not closed by close(): the garbage collector is finalizing a dropped stream, maybe
+                # inside another request that holds the pool's lock. Take no lock here.
+                dropped = not self._closing
+                raise
             finally:
-                body.close()
+                if dropped and hasattr(body, "abandon"):
+                    body.abandon()
+                else:
+                    body.close()
         return core.response()
 
     @property
@@ -269,6 +287,7 @@ class Stream(_BaseStream[OutputT]):
 
     def close(self) -> None:
         """Close the HTTP connection now. What arrived stays in `.response` (status "aborted")."""
+        self._closing = True
         if self._gen is None:
             self._gen = _nothing()  # a closed stream iterates as empty (and closes again)
             self._abandon()
@@ -298,7 +317,7 @@ class AsyncStream(_BaseStream[OutputT]):
 
     def __aiter__(self) -> AsyncIterator[ev.Event]:
         if self._gen is None:
-            self._gen = self._drive()
+            self._gen = _runner(self)._drive()
         return self._gen
 
     async def __anext__(self) -> ev.Event:
@@ -346,7 +365,7 @@ class AsyncStream(_BaseStream[OutputT]):
         core, open_body = self._begin_turn(call)
         with self._turn_scope(core):
             body = await open_body()
-            core.headers(body.headers)
+            core.headers(body.headers, body)
             feed = observed(core, observers)
             try:
                 chunks = body.aiter_bytes().__aiter__()
@@ -392,6 +411,15 @@ class AsyncStream(_BaseStream[OutputT]):
             self._abandon()
         else:
             await self._gen.aclose()
+
+
+def _runner(stream: _BaseStream) -> Any:
+    """A second handle on `stream`'s state (it shares the attribute dict, not the `_gen` slot) for
+    the event generator to hold: see `_BaseStream`."""
+    twin = object.__new__(type(stream))
+    twin.__dict__ = stream.__dict__
+    twin._gen = None
+    return twin
 
 
 async def _async_partials(stream: AsyncStream[Any]) -> AsyncIterator[ev.PartialOutput]:

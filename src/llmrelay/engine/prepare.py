@@ -7,11 +7,15 @@ and reported as a typed error naming what was wrong.
 from __future__ import annotations
 
 import importlib
+import json
+import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from ..errors import InvalidRequestError, UnknownProviderError, UnsupportedParameterError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..timeouts import Timeouts
 from ..messages import Message, normalize_messages
 from ..call import Call, Params
 from ..providers import Provider, parse_model, resolve_api_key, resolve_base_url, resolve_headers
@@ -57,14 +61,18 @@ def check_params(raw: dict[str, Any]) -> Params:
     p = Params(**raw)
     for name in ("temperature", "top_p"):
         v = getattr(p, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise InvalidRequestError(f"{name} must be a number, got {v!r}")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            raise InvalidRequestError(f"{name} must be a number (finite, >= 0), got {v!r}")
     for name in ("max_tokens", "seed", "thinking_budget", "n"):
         v = getattr(p, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             raise InvalidRequestError(f"{name} must be an integer, got {v!r}")
-    if p.max_tokens is not None and p.max_tokens < 1:
-        raise InvalidRequestError(f"max_tokens must be at least 1, got {p.max_tokens}")
+    for name in ("max_tokens", "n"):
+        v = getattr(p, name)
+        if v is not None and v < 1:
+            raise InvalidRequestError(f"{name} must be at least 1, got {v}")
+    if p.thinking_budget is not None and p.thinking_budget < 0:
+        raise InvalidRequestError(f"thinking_budget must be >= 0, got {p.thinking_budget}")
     if isinstance(p.stop, str):
         p.stop = [p.stop]
     elif p.stop is not None:
@@ -76,11 +84,63 @@ def check_params(raw: dict[str, Any]) -> Params:
     return p
 
 
+def check_timeouts(value: Any, name: str = "timeout") -> Timeouts:
+    """`timeout=`: a `Timeouts` or seconds; every phase None or a finite number >= 0."""
+    try:
+        t = Timeouts.of(value)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"{name} must be a Timeouts or a number of seconds, got {value!r}") from None
+    for f in fields(t):
+        v = getattr(t, f.name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            raise InvalidRequestError(f"{name}.{f.name} must be None or a finite number of seconds >= 0, got {v!r}")
+    return t
+
+
+def check_limits(value: Any) -> Limits:
+    """`limits=`: a `Limits` whose sizes are positive byte counts (None turns max_line / max_body off)."""
+    if value is None:
+        return DEFAULT_LIMITS
+    if not isinstance(value, Limits):
+        raise InvalidRequestError(f"limits must be a llmrelay.Limits, got {type(value).__name__}")
+    for f in fields(value):
+        v = getattr(value, f.name)
+        if v is None and f.name != "max_error_body":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidRequestError(f"limits.{f.name} must be a positive number of bytes, got {v!r}")
+    return value
+
+
+def _check_header(opt: str, name: Any, value: Any) -> None:
+    if not isinstance(name, str) or not name or any(c in name for c in "\r\n\0:") or name != name.strip():
+        raise InvalidRequestError(f"{opt}: header name {name!r} must be a non-empty string without ':', spaces or line breaks")
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{opt}[{name!r}] must be a string, got {type(value).__name__}")
+    if any(c in value for c in "\r\n\0"):
+        raise InvalidRequestError(f"{opt}[{name!r}] contains a line break or NUL (header injection)")
+
+
 def check_options(options: dict[str, Any]) -> tuple[list[Any] | None, str | None]:
     """Validate request options; returns (tools, tool_choice)."""
     for opt in ("extra_body", "extra_headers", "options"):
         if options.get(opt) is not None and not isinstance(options[opt], dict):
             raise InvalidRequestError(f"{opt} must be a dict, got {type(options[opt]).__name__}")
+    if options.get("extra_body"):
+        try:
+            json.dumps(options["extra_body"], allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"extra_body must be strict JSON (no NaN/Infinity, only JSON types): {exc}") from None
+    for name, value in (options.get("extra_headers") or {}).items():
+        _check_header("extra_headers", name, value)
+    for opt in ("api_key", "base_url", "provider"):
+        value = options.get(opt)
+        if opt == "api_key" and value is not None and not isinstance(value, str):
+            continue  # a cloud provider's credentials object (checked where it is resolved)
+        if value is not None and (not isinstance(value, str) or any(c in value for c in "\r\n\0")):
+            raise InvalidRequestError(f"{opt} must be a string without line breaks, got {type(value).__name__}")
+    if "timeout" in options:
+        check_timeouts(options["timeout"])
     tools: dict[str, Any] = {}
     if options.get("tools"):
         from ..tools.tool import as_tools  # lazy: pydantic and inspect load only for tool users
@@ -147,6 +207,9 @@ def build_call(
     else:
         base_url = resolve_base_url(provider, options.get("base_url") or settings.base_urls.get(provider.name), env)
         api_key = resolve_api_key(provider, options.get("api_key") or settings.api_keys.get(provider.name), env)
+    if api_key is not None and (not isinstance(api_key, str) or any(c in api_key for c in "\r\n\0")):
+        raise InvalidRequestError(f"the API key for {provider.name!r} must be a string without line breaks "
+                                  "(a key read from a file often ends in a newline)")
     if provider.env_headers or provider.token_env:
         env_headers = resolve_headers(provider, env)
         if env_headers:  # below the protocol's own headers and extra_headers (see protocols.base)

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import events as ev
 from .assembler import Assembler
-from ..errors import APIError, APITimeoutError, MalformedChunkError, ProviderStreamError, StreamInterruptedError
+from ..errors import (
+    APIError,
+    APITimeoutError,
+    MalformedChunkError,
+    ProviderStreamError,
+    StreamInterruptedError,
+    UnexpectedResponseError,
+)
 from ..response import Response, Timings
 from ..timeouts import Timeouts
 from ..usage import Usage, estimate_tokens
@@ -36,7 +43,7 @@ class StreamCore:
     __slots__ = (
         "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "t_text", "busy", "n_events",
         "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
-        "on_first_token", "correlation_id", "conversation_id", "prices",
+        "on_first_token", "correlation_id", "conversation_id", "prices", "content_type", "body",
     )
 
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
@@ -63,6 +70,8 @@ class StreamCore:
         self.correlation_id: str | None = None
         self.conversation_id: str | None = None
         self.prices: Any = None  # a client's PriceTable, for Response.cost
+        self.content_type: str | None = None
+        self.body: Any = None  # the open response body (its first bytes go into errors)
 
     @property
     def ctx(self) -> dict[str, Any]:
@@ -84,8 +93,20 @@ class StreamCore:
         total = self.timeouts.total if self.timeouts is not None else None
         return APITimeoutError(f"total timeout: the call took more than {total}s", kind="total", **self.ctx)
 
-    def headers(self, headers: Any) -> None:
+    def headers(self, headers: Any, body: Any = None) -> None:
         self.request_id = headers.get("x-request-id") or headers.get("request-id") or headers.get("x-groq-id")
+        self.content_type = headers.get("content-type")
+        self.body = body
+
+    def not_a_stream(self) -> UnexpectedResponseError:
+        """A 200 whose body decoded to nothing: say what came instead (content type, first bytes)."""
+        head = getattr(self.body, "head", b"") or b""
+        what = self.content_type or "no content type"
+        shown = f"the body starts with {head[:200].decode('utf-8', 'replace')!r}" if head else "the body is empty"
+        return UnexpectedResponseError(
+            f"{self.call.provider.name} answered HTTP 200 with {what}, not the stream asked for; {shown}",
+            content_type=self.content_type, body=head.decode("utf-8", "replace") or None, **self.ctx,
+        )
 
     def feed(self, data: bytes) -> Iterator[Any]:
         """Decode one network chunk; fold every event first (so a close mid-batch loses
@@ -107,8 +128,11 @@ class StreamCore:
         events = self._fold(self.decoder.end())
         self.n_events += len(events)
         if self.pending is None and not self.decoder.complete:
-            why = "the connection closed in the middle of an event" if self.decoder.cut else "the stream ended before its final event"
-            self.pending = StreamInterruptedError(f"{self.call.provider.name} stream interrupted: {why}", **self.ctx)
+            if not self.n_events and not self.decoder.cut:  # nothing at all was decoded
+                self.pending = self.not_a_stream()
+            else:
+                why = "the connection closed in the middle of an event" if self.decoder.cut else "the stream ended before its final event"
+                self.pending = StreamInterruptedError(f"{self.call.provider.name} stream interrupted: {why}", **self.ctx)
         for e in events:
             self.busy += _perf() - self.t_resume
             yield e
@@ -123,7 +147,10 @@ class StreamCore:
         for i, e in enumerate(events):
             t = type(e)
             if t is _StreamError:
-                self.pending = self._stream_error(e)
+                if not self.n_events and not i and e.kind == "malformed" and not _streamy(self.content_type):
+                    self.pending = self.not_a_stream()  # e.g. an HTML page where NDJSON was expected
+                else:
+                    self.pending = self._stream_error(e)
                 return events[:i]
             try:
                 add(e)
@@ -171,10 +198,18 @@ class StreamCore:
         )
 
     def fail(self, exc: BaseException) -> BaseException:
-        """Record the error and attach the partial response to it."""
+        """Record the error, scrub the call's secrets from it (a provider may echo the key in an
+        error body) and attach the partial response to it."""
         self.error = exc
         if isinstance(exc, APIError):
             exc.request_id = exc.request_id or self.request_id
+            exc.provider = exc.provider or self.call.provider.name
+            exc.model = exc.model or self.call.model
+            from ..redact import request_secrets, scrub_error  # errors only: `import llmrelay` stays lean
+
+            call, req = self.call, self.request
+            scrub_error(exc, request_secrets(call.api_key, req.headers if req is not None else None,
+                                             req.url if req is not None else call.base_url, call.extra_headers))
             exc.partial = self.response()
         return exc
 
@@ -213,6 +248,12 @@ class StreamCore:
         if ttft is not None and self.n_events > 1 and total > ttft:
             per_chunk = (total - ttft) / (self.n_events - 1)
         return Timings(ttft, total, tps, self.t_text, self.t_dispatch, per_chunk)
+
+
+def _streamy(content_type: str | None) -> bool:
+    """A content type a stream may come as (an undecodable frame in it is a malformed chunk)."""
+    ct = (content_type or "").lower()
+    return "event-stream" in ct or "json" in ct
 
 
 def _estimate_usage(r: Response, call: Call) -> None:

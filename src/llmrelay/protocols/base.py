@@ -23,6 +23,7 @@ from typing import Any, Callable
 from .. import events as ev
 
 from ..call import Call, HTTPRequest, Params
+from ..limits import DEFAULT_LIMITS
 
 __all__ = ["Call", "HTTPRequest", "Params", "Decoder", "ToolCalls", "build_request", "copy_params", "deep_merge", "dumps",
            "loads", "malformed", "parse_arguments", "shaped"]
@@ -187,12 +188,23 @@ class Decoder:
     """
 
     framing: Callable[[], Any]
+    #: `Limits.max_line` for the framing parser (set by `limit()`; parsers built later use it too).
+    max_line: int | None = DEFAULT_LIMITS.max_line
 
     def __init__(self) -> None:
         self._parser = self.framing()
         self.complete = False
         #: Set when a frame could not be decoded at EOF (the connection was cut mid-event).
         self.cut = False
+
+    def limit(self, max_line: int | None) -> None:
+        """Bound the longest line/frame/event the framing parser buffers."""
+        self.max_line = max_line
+        parser: Any = getattr(self, "_parser", None)
+        if hasattr(parser, "max_line"):
+            parser.max_line = max_line
+        elif hasattr(parser, "max_message") and max_line is not None:  # a binary framing (AWS event stream)
+            parser.max_message = max_line
 
     def feed(self, data: bytes) -> list:
         out: list = []

@@ -307,12 +307,12 @@ class Decoder(_Decoder):
             if not head:
                 return []
             if head[:1] == b"[":
-                self._parser = JSONArrayParser()
+                self._parser = JSONArrayParser(self.max_line)
             elif head[:1] == b"{":
-                self._parser = JSONArrayParser()
+                self._parser = JSONArrayParser(self.max_line)
                 self._parser.feed(b"[")
             else:
-                self._parser = SSEParser()
+                self._parser = SSEParser(self.max_line)
             data = head
         try:
             return super().feed(data)
@@ -321,7 +321,7 @@ class Decoder(_Decoder):
 
     def end(self) -> list:
         if self._parser is None:
-            self._parser = SSEParser()
+            self._parser = SSEParser(self.max_line)
         return super().end()
 
     def _on(self, name: str | None, obj: Any, out: list) -> None:  # a wrong shape: see Decoder._frames

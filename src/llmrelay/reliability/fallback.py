@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from ..errors import AllModelsFailedError, APIError, LLMRelayError
+from ..errors import AllModelsFailedError, APIError, InvalidRequestError, LLMRelayError
 from ..events import FallbackEvent, Reset, TextDelta
 from ..messages import Message, TextPart
 from .middleware import Middleware, SendFn
@@ -59,10 +59,10 @@ class Router:
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str) or not self.models:
-            raise ValueError("Router needs a non-empty list of model strings")
+            raise InvalidRequestError("model: a fallback list needs at least one model string")
         self.models = list(self.models)
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+            raise InvalidRequestError(f"fallback_mode must be one of {', '.join(MODES)}; got {self.mode!r}")
 
 
 def model_label(call: Call) -> str:

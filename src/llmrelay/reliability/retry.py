@@ -1,9 +1,12 @@
 """Retries: only before any content has reached the caller, with exponential backoff and full jitter.
 
 Retried: connection errors and timeouts, HTTP 408, 409, 429, 500, 502, 503,
-504 and 529, and in-band error events or malformed chunks, as long as nothing
-of the answer (text, reasoning, refusal, tool call) was shown. Never retried:
-400, 401, 403, 404, 422 (the same request would fail the same way).
+504 and 529, a 200 that is not a stream (`UnexpectedResponseError`), and
+in-band error events or malformed chunks, as long as nothing of the answer
+(text, reasoning, refusal, tool call) was shown. Never retried: 400, 401, 402,
+403, 404, 413, 422, and permanent errors whatever their status or channel
+(quota, billing, invalid request, content policy: `errors.is_permanent`),
+since the same request would fail the same way.
 
 `Retry-After` (seconds or HTTP date, or `retry-after-ms`) is honoured as a
 minimum; above `max_retry_after` we give up at once with the typed error. The
@@ -15,7 +18,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..errors import APIConnectionError, APIError, APIStatusError, ProviderStreamError
+from ..errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    InvalidRequestError,
+    ProviderStreamError,
+    UnexpectedResponseError,
+    is_permanent,
+)
 from ..events import RetryEvent
 from .middleware import Middleware, SendFn
 from ..engine.plan import Emit, Plan, Sleep
@@ -34,11 +45,11 @@ def content_shown(error: APIError) -> bool:
 
 
 def is_retryable(error: BaseException) -> bool:
-    if not isinstance(error, APIError) or content_shown(error):
+    if not isinstance(error, APIError) or content_shown(error) or is_permanent(error):
         return False
     if isinstance(error, APIStatusError):
         return error.status_code in RETRY_STATUSES
-    return isinstance(error, (APIConnectionError, ProviderStreamError))
+    return isinstance(error, (APIConnectionError, ProviderStreamError, UnexpectedResponseError))
 
 
 class Retry(Middleware):
@@ -55,8 +66,12 @@ class Retry(Middleware):
         jitter: bool = True,
         seed: int | None = None,
     ):
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidRequestError(f"retry: max_retries must be an integer >= 0, got {max_retries!r}")
+        for name, value in (("initial_delay", initial_delay), ("max_delay", max_delay), ("multiplier", multiplier),
+                            ("max_retry_after", max_retry_after)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+                raise InvalidRequestError(f"retry: {name} must be a finite number >= 0, got {value!r}")
         self.max_retries = max_retries
         self.initial_delay = initial_delay
         self.max_delay = max_delay
@@ -111,6 +126,6 @@ def as_retry(value: Any) -> Retry | None:
         return None
     if isinstance(value, Retry):
         return value if value.max_retries else None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return Retry(value) if value else None
-    raise TypeError(f"retry must be a Retry, an int or None, got {type(value).__name__}")
+    raise InvalidRequestError(f"retry must be a Retry, an int >= 0 or None, got {value!r}")

@@ -83,6 +83,8 @@ class Tool(Generic[P, R]):
             raise InvalidRequestError(f"tool name {name!r} must be 1-64 characters of letters, digits, _ . -")
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequestError(f"tool {name!r}: parameters must be a JSON schema dict, got {type(parameters).__name__}")
+        if parameters is not None:
+            _check_schema(name, parameters)
         if description is None:
             description = ""
         if not isinstance(description, str):
@@ -216,6 +218,28 @@ def tool(
         return Tool.from_function(f, name=name, description=description, schema=schema, strict=strict)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _check_schema(name: str, schema: dict[str, Any]) -> None:
+    """A tool's parameters must be a JSON-schema object: checked before anything is sent."""
+    from ..errors import InvalidRequestError
+
+    where = f"tool {name!r}: parameters"
+    if schema.get("type", "object") != "object":
+        raise InvalidRequestError(f"{where} must be a JSON schema of type 'object', got type {schema.get('type')!r}")
+    props = schema.get("properties", {})
+    if not isinstance(props, dict):
+        raise InvalidRequestError(f"{where}.properties must be a dict of JSON schemas, got {type(props).__name__}")
+    for key, sub in props.items():
+        if not isinstance(key, str) or not isinstance(sub, (dict, bool)):
+            raise InvalidRequestError(f"{where}.properties[{key!r}] must be a JSON schema (a dict), got {type(sub).__name__}")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise InvalidRequestError(f"{where}.required must be a list of property names, got {required!r}")
+    try:
+        json.dumps(schema, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"{where} must be strict JSON: {exc}") from None
 
 
 def as_tools(tools: Any) -> dict[str, Tool[..., Any]]:

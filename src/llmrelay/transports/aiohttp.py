@@ -34,9 +34,11 @@ import time
 import weakref
 from typing import Any, AsyncIterator
 
-from ..errors import status_error
+from ..errors import InvalidRequestError, status_error
 from ..call import HTTPRequest
+from ..limits import DEFAULT_LIMITS, Limits
 from ..timeouts import Timeouts
+from .decode import ACCEPT_ENCODING, ErrorBody
 from .httpx import ASYNC_MAX_CONNECTIONS, Body, _verified_ssl_context, typed_error
 
 __all__ = ["AiohttpTransport", "AiohttpBody"]
@@ -74,8 +76,9 @@ class AiohttpTransport:
     """`session`: your own `aiohttp.ClientSession` (never closed here). Otherwise one is built
     per event loop with a connection limit of `limit` (0 = unlimited)."""
 
-    def __init__(self, session: Any = None, *, limit: int = ASYNC_MAX_CONNECTIONS):
+    def __init__(self, session: Any = None, *, limit: int = ASYNC_MAX_CONNECTIONS, limits: Limits = DEFAULT_LIMITS):
         _LIVE.add(self)  # closed at exit if the caller never did (no "Unclosed ..." warnings)
+        self.limits = limits
         self._given = session
         self._limit = limit
         self._session: Any = None
@@ -102,7 +105,8 @@ class AiohttpTransport:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),
                 trust_env=False,
-                auto_decompress=True,
+                auto_decompress=False,  # decoded in `Body.reader`, within Limits (a gzip bomb stops there)
+                headers={"accept-encoding": ACCEPT_ENCODING},
             )
             self._session, self._loop = session, loop
         return session
@@ -141,23 +145,32 @@ class AiohttpTransport:
             )
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             raise translate_error(exc, phase="headers", ctx=ctx, timeouts=timeouts, started=started) from exc
+        except ValueError as exc:  # aiohttp refuses the request itself (e.g. a URL password and an auth header)
+            raise InvalidRequestError(f"the request to {ctx.get('provider')} cannot be sent: {exc}") from None
         if resp.status >= 400:
-            try:
-                body = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
-                body = b""
-            finally:
-                resp.release()
             headers = resp.headers
+            decoded = session is self._given and getattr(session, "auto_decompress", True)
+            error = ErrorBody(None if decoded else headers.get("content-encoding"), self.limits)
+            try:
+                while chunk := await resp.content.readany():
+                    if error.add(chunk):
+                        break
+            except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
+                pass
+            finally:
+                resp.close()
             raise status_error(
                 resp.status,
-                body,
+                error.body,
                 headers,
+                truncated=error.truncated,
                 provider=ctx.get("provider"),
                 model=ctx.get("model"),
                 request_id=headers.get("x-request-id") or headers.get("request-id"),
             )
-        body = AiohttpBody(resp, resp.status, timeouts, ctx, started)
+        # a session of the caller's may decode the body itself
+        decoded = session is self._given and getattr(session, "auto_decompress", True)
+        body = AiohttpBody(resp, resp.status, timeouts, ctx, started, self.limits, decoded)
         conn = resp.connection
         if conn is not None and conn.protocol is not None:
             # From here on the idle / total deadline is ours (one periodic check for every open body),
@@ -282,6 +295,7 @@ class AiohttpBody(Body):
         aiohttp = _aiohttp()
         readany = self._resp.content.readany
         clock = time.monotonic
+        reader = self.reader
         try:
             while True:
                 self._since = clock()
@@ -289,7 +303,9 @@ class AiohttpBody(Body):
                 self._since = 0.0
                 if not chunk:
                     return
-                yield chunk
+                yield reader.feed(chunk)
+                while reader.tail:
+                    yield reader.more()
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             raise self._translate(exc) from exc
         finally:

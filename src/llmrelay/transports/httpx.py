@@ -18,9 +18,13 @@ Choices made with numbers (see `make bench`):
 
 from __future__ import annotations
 
+import collections
 import functools
+import logging
+import socket
+import threading
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 from ..errors import (
     APIConnectionError,
@@ -29,7 +33,10 @@ from ..errors import (
     status_error,
 )
 from ..call import HTTPRequest
+from ..limits import DEFAULT_LIMITS, Limits
+from ..redact import redact_url
 from ..timeouts import Timeouts
+from .decode import ACCEPT_ENCODING, BodyReader, ErrorBody, decodes_itself
 
 ASYNC_MAX_CONNECTIONS = 10_000
 ASYNC_MAX_KEEPALIVE = 20
@@ -50,7 +57,23 @@ def _verified_ssl_context() -> Any:
 def _httpx() -> Any:
     import httpx
 
+    if not _LOG_FILTER:
+        _LOG_FILTER.append(_RedactURLs())
+        logging.getLogger("httpx").addFilter(_LOG_FILTER[0])
     return httpx
+
+
+class _RedactURLs(logging.Filter):
+    """httpx logs each request's URL (INFO): no `?key=` value or URL password in those records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(type(a).__name__ == "URL" for a in args):
+            record.args = tuple(redact_url(str(a)) if type(a).__name__ == "URL" else a for a in args)
+        return True
+
+
+_LOG_FILTER: list[_RedactURLs] = []
 
 
 def _request_timeout(t: Timeouts) -> Any:
@@ -104,6 +127,8 @@ def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], time
 class _Pools:
     """Lazily built httpx clients, one per scheme (plain http never builds a CA context).
 
+    Built under a lock, so threads making their first call together share one pool; every
+    client ever built is remembered, so `close()` closes every connection this transport opened.
     Async pools belong to the event loop that built them: a client used again
     under a new loop (a second `asyncio.run`) gets new pools instead of
     "Event loop is closed"."""
@@ -114,37 +139,64 @@ class _Pools:
         self._async = is_async
         self._by_scheme: dict[str, Any] = {}
         self._loop: Any = None
+        self._lock = threading.Lock()
+        self._built: list[Any] = []
 
     def get(self, url: str) -> Any:
         if self._given is not None:
             return self._given
+        scheme = "https" if url.startswith("https:") else "http"
+        loop: Any = None
         if self._async:
             import asyncio
 
             loop = asyncio.get_running_loop()
-            if loop is not self._loop:
-                self._by_scheme, self._loop = {}, loop  # the old loop's connections die with it
-        scheme = "https" if url.startswith("https:") else "http"
         client = self._by_scheme.get(scheme)
-        if client is None:
-            client = self._by_scheme[scheme] = self._build(scheme)
+        if client is None or loop is not self._loop:
+            with self._lock:
+                if loop is not self._loop:
+                    self._by_scheme, self._loop = {}, loop  # the old loop's connections die with it
+                client = self._by_scheme.get(scheme)
+                if client is None:
+                    client = self._by_scheme[scheme] = self._build(scheme)
+                    self._built.append((client, loop))
         return client
 
     def _build(self, scheme: str) -> Any:
         httpx = _httpx()
         verify: Any = _verified_ssl_context() if scheme == "https" else False
+        headers = {"accept-encoding": ACCEPT_ENCODING}  # only what we decode within Limits
         if self._async:
             limits = httpx.Limits(max_connections=ASYNC_MAX_CONNECTIONS, max_keepalive_connections=ASYNC_MAX_KEEPALIVE)
-            return httpx.AsyncClient(verify=verify, transport=self._transport, limits=limits, timeout=None)
-        return httpx.Client(verify=verify, transport=self._transport, timeout=None)
+            return httpx.AsyncClient(verify=verify, transport=self._transport, limits=limits, timeout=None, headers=headers)
+        return httpx.Client(verify=verify, transport=self._transport, timeout=None, headers=headers)
 
-    def owned(self) -> list[Any]:
-        return list(self._by_scheme.values())
+    def owned(self) -> list[tuple[Any, Any]]:
+        """Every (client, event loop) built so far (forgotten here: a later call builds new ones)."""
+        with self._lock:
+            built, self._built, self._by_scheme, self._loop = self._built, [], {}, None
+        return built
+
+
+def _drop_sockets(client: Any) -> None:
+    """Close the sockets of an async pool whose event loop is gone (it can no longer be awaited)."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    for conn in list(getattr(pool, "_connections", None) or ()):
+        stream = getattr(getattr(conn, "_connection", None), "_network_stream", None)
+        try:
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                sock.close()
+        except Exception:  # half torn down already: nothing more to release
+            pass
 
 
 def _send_args(pools: _Pools, req: HTTPRequest, timeouts: Timeouts) -> tuple[Any, Any]:
     client = pools.get(req.url)
-    request = client.build_request(req.method, req.url, headers=req.headers, content=req.body, timeout=_request_timeout(timeouts))
+    headers = req.headers
+    if pools._given is not None and "accept-encoding" not in headers:  # a caller's client may ask for br, zstd...
+        headers = {**headers, "accept-encoding": ACCEPT_ENCODING}
+    request = client.build_request(req.method, req.url, headers=headers, content=req.body, timeout=_request_timeout(timeouts))
     return client, request
 
 
@@ -164,10 +216,23 @@ def _error_ctx(resp: Any, ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 class SyncTransport:
-    def __init__(self, client: Any = None, transport: Any = None):
+    """Sync HTTP over httpx.
+
+    A stream dropped without `close()` may be finalized by the garbage collector anywhere,
+    including inside another request that holds httpcore's pool lock. So every open body
+    stays referenced here (never garbage, never finalized mid-request); an abandoned one
+    only shuts its socket down (no lock: the server sees the hang-up at once) and waits in
+    `_abandoned` until the next `open()` or `close()` releases it from a safe place."""
+
+    def __init__(self, client: Any = None, transport: Any = None, limits: Limits = DEFAULT_LIMITS):
         self._pools = _Pools(client, transport, is_async=False)
+        self.limits = limits
+        self._open: set[SyncBody] = set()
+        self._abandoned: collections.deque[SyncBody] = collections.deque()
 
     def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: dict[str, Any]) -> SyncBody:
+        if self._abandoned:
+            self.reap()
         started = time.perf_counter()
         httpx = _httpx()
         client, request = _send_args(self._pools, req, timeouts)
@@ -176,42 +241,76 @@ class SyncTransport:
         except httpx.HTTPError as exc:
             raise translate_error(exc, phase="headers", ctx=ctx, timeouts=timeouts, started=started) from exc
         if resp.status_code >= 400:
+            error = ErrorBody(resp.headers.get("content-encoding"), self.limits)
             try:
-                body = resp.read()
+                for raw in resp.iter_raw():
+                    if error.add(raw):
+                        break
             except httpx.HTTPError:
-                body = b""
+                pass
             finally:
                 resp.close()
-            raise status_error(resp.status_code, body, resp.headers, **_error_ctx(resp, ctx))
+            raise status_error(resp.status_code, error.body, resp.headers, truncated=error.truncated, **_error_ctx(resp, ctx))
         _after_headers(request, timeouts, started)
-        return SyncBody(resp, resp.status_code, timeouts, ctx, started)
+        body = SyncBody(resp, resp.status_code, timeouts, ctx, started, self.limits)
+        body.start(self)
+        return body
+
+    def reap(self) -> None:
+        """Release the connections of streams that were dropped without being closed."""
+        while self._abandoned:
+            try:
+                body = self._abandoned.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            body.close()
 
     def close(self) -> None:
-        for client in self._pools.owned():
+        self.reap()
+        for body in list(self._open):
+            body.close()
+        for client, _ in self._pools.owned():
             client.close()
 
 
 class Body:
-    """An open response (status already checked) whose bytes a subclass iterates; shared by
-    every transport. `_errors` turns the HTTP library's exceptions into ours."""
+    """An open response (status already checked) whose decoded bytes a subclass iterates; shared
+    by every transport. `reader` decodes and counts them within `Limits`; `_errors` turns the
+    HTTP library's exceptions into ours."""
 
-    __slots__ = ("_resp", "_timeouts", "_ctx", "_started", "status_code", "headers")
+    __slots__ = ("_resp", "_timeouts", "_ctx", "_started", "status_code", "headers", "reader", "_raw_ok")
     _errors: Any = staticmethod(lambda *a, **kw: translate_error(*a, **kw))
 
-    def __init__(self, resp: Any, status_code: int, timeouts: Timeouts, ctx: dict[str, Any], started: float):
+    def __init__(self, resp: Any, status_code: int, timeouts: Timeouts, ctx: dict[str, Any], started: float,
+                 limits: Limits = DEFAULT_LIMITS, decoded: bool = False):
         self._resp = resp
         self._timeouts = timeouts
         self._ctx = ctx
         self._started = started
         self.status_code = status_code
         self.headers = resp.headers
+        encoding = None if decoded else resp.headers.get("content-encoding")
+        self._raw_ok = not decodes_itself(encoding)  # else the library decodes (an encoding we did not ask for)
+        self.reader = BodyReader(encoding if self._raw_ok else None, limits, ctx)
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes of the decoded body (for error messages)."""
+        return self.reader.head
 
     def _translate(self, exc: BaseException) -> Exception:
         return self._errors(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started)
 
 
 class SyncBody(Body):
-    __slots__ = ()
+    """Iterates the decoded body. Kept referenced by its transport while open (see `SyncTransport`)."""
+
+    __slots__ = ("_raw", "_transport")
+
+    def start(self, transport: SyncTransport) -> None:
+        self._transport: SyncTransport | None = transport
+        transport._open.add(self)
+        self._raw = self._resp.iter_raw() if self._raw_ok else self._resp.iter_bytes()
 
     @property
     def socket(self) -> Any:
@@ -219,19 +318,53 @@ class SyncBody(Body):
         stream = self._resp.extensions.get("network_stream")
         return stream.get_extra_info("socket") if stream is not None else None
 
-    def iter_bytes(self) -> Iterator[bytes]:
+    def iter_bytes(self) -> SyncBody:
+        return self
+
+    def __iter__(self) -> SyncBody:
+        return self
+
+    def __next__(self) -> bytes:
+        reader = self.reader
+        if reader.tail:
+            return reader.more()
         try:
-            yield from self._resp.iter_bytes()
+            raw = next(self._raw)
         except _httpx().HTTPError as exc:
             raise self._translate(exc) from exc
+        return reader.feed(raw)
+
+    def abandon(self) -> None:
+        """Dropped without close (maybe by the garbage collector, maybe inside another request
+        holding the pool lock): hang up on the server now, take no lock, release the pool slot later."""
+        try:
+            sock = self.socket
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+        transport = getattr(self, "_transport", None)
+        if transport is not None:
+            transport._abandoned.append(self)
 
     def close(self) -> None:
-        self._resp.close()
+        transport = getattr(self, "_transport", None)
+        if transport is not None:
+            self._transport = None
+            transport._open.discard(self)
+        raw = getattr(self, "_raw", None)
+        self._raw = iter(())
+        try:
+            if raw is not None and hasattr(raw, "close"):
+                raw.close()
+        finally:
+            self._resp.close()
 
 
 class AsyncTransport:
-    def __init__(self, client: Any = None, transport: Any = None):
+    def __init__(self, client: Any = None, transport: Any = None, limits: Limits = DEFAULT_LIMITS):
         self._pools = _Pools(client, transport, is_async=True)
+        self.limits = limits
 
     async def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: dict[str, Any]) -> AsyncBody:
         started = time.perf_counter()
@@ -242,28 +375,40 @@ class AsyncTransport:
         except httpx.HTTPError as exc:
             raise translate_error(exc, phase="headers", ctx=ctx, timeouts=timeouts, started=started) from exc
         if resp.status_code >= 400:
+            error = ErrorBody(resp.headers.get("content-encoding"), self.limits)
             try:
-                body = await resp.aread()
+                async for raw in resp.aiter_raw():
+                    if error.add(raw):
+                        break
             except httpx.HTTPError:
-                body = b""
+                pass
             finally:
                 await resp.aclose()
-            raise status_error(resp.status_code, body, resp.headers, **_error_ctx(resp, ctx))
+            raise status_error(resp.status_code, error.body, resp.headers, truncated=error.truncated, **_error_ctx(resp, ctx))
         _after_headers(request, timeouts, started)
-        return AsyncBody(resp, resp.status_code, timeouts, ctx, started)
+        return AsyncBody(resp, resp.status_code, timeouts, ctx, started, self.limits)
 
     async def aclose(self) -> None:
-        for client in self._pools.owned():
-            await client.aclose()
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for client, owner in self._pools.owned():
+            if owner is loop or owner is None:
+                await client.aclose()
+            else:  # built under an event loop that has ended
+                _drop_sockets(client)
 
 
 class AsyncBody(Body):
     __slots__ = ()
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        reader = self.reader
         try:
-            async for chunk in self._resp.aiter_bytes():
-                yield chunk
+            async for raw in self._resp.aiter_raw() if self._raw_ok else self._resp.aiter_bytes():
+                yield reader.feed(raw)
+                while reader.tail:
+                    yield reader.more()
         except _httpx().HTTPError as exc:
             raise self._translate(exc) from exc
 

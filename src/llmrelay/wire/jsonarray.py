@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 
+from ..limits import DEFAULT_LIMITS
+from .sse import line_too_long
+
 _SPECIAL = re.compile(rb'[\[\]{}"\\]')
 _STRING = re.compile(rb'["\\]')
 _SCALAR_END = re.compile(rb"[ \t\r\n,\]]")
@@ -22,9 +25,10 @@ _BETWEEN, _NESTED, _STR, _SCALAR = 0, 1, 2, 3
 
 
 class JSONArrayParser:
-    __slots__ = ("_buf", "_pos", "_state", "_depth", "_in_str", "_start", "_opened", "_closed")
+    __slots__ = ("_buf", "_pos", "_state", "_depth", "_in_str", "_start", "_opened", "_closed", "max_line")
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int | None = DEFAULT_LIMITS.max_line) -> None:
+        self.max_line = max_line
         self._buf = bytearray()
         self._pos = 0  # next byte to scan
         self._state = _BETWEEN
@@ -113,6 +117,9 @@ class JSONArrayParser:
             if self._start >= 0:
                 self._start = 0
         self._pos = pos
+        if self.max_line is not None and len(buf) > self.max_line and self._start >= 0:
+            self._buf, self._pos, self._start, self._state = bytearray(), 0, -1, _BETWEEN
+            raise line_too_long(self.max_line, "JSON element")
         return out
 
     def _emit(self, out: list[bytes], end: int) -> None:

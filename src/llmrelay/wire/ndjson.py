@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
+from .sse import LineBuffer
 
-class NDJSONParser:
-    """Yields each non-blank line (bytes, CR stripped). The last line may lack its LF at EOF."""
 
-    __slots__ = ("_buf",)
+class NDJSONParser(LineBuffer):
+    """Yields each non-blank line (bytes, CR stripped). The last line may lack its LF at EOF.
+    Linear in the input and bounded by `max_line` (see `LineBuffer`)."""
 
-    def __init__(self) -> None:
-        self._buf = b""
+    __slots__ = ()
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if b"\n" not in chunk:
-            self._buf += chunk
-            return []
-        lines = (self._buf + chunk).split(b"\n") if self._buf else chunk.split(b"\n")
-        self._buf = lines.pop()
-        return [s for s in (line.strip() for line in lines) if s]
+        return [s for s in (line.strip() for line in self._split(chunk)) if s]
 
     def close(self) -> list[bytes]:
-        rest = self._buf.strip()
-        self._buf = b""
+        rest = self._take_rest().strip()
         return [rest] if rest else []
