@@ -74,7 +74,7 @@ class BodyReader:
         #: Decoded bytes of the last chunk still wait (take them with `more()`).
         self.tail = False
         self.total = 0
-        self.max_body = limits.max_body
+        self.max_body = limits.max_body if limits.max_body is not None else 1 << 62  # None: no limit
         self.head = b""
         self._inflate = inflater_for(encoding)
         self._ctx = ctx
@@ -91,9 +91,8 @@ class BodyReader:
         n = self.total
         if n < HEAD:
             self.head += raw[: HEAD - n]
-        n += len(raw)
-        self.total = n
-        if self.max_body is not None and n > self.max_body:
+        self.total = n = n + len(raw)
+        if n > self.max_body:
             raise self._too_large()
         return raw
 

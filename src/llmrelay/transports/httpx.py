@@ -58,6 +58,8 @@ def _httpx() -> Any:
     import httpx
 
     if not _LOG_FILTER:
+        global _HTTPError
+        _HTTPError = httpx.HTTPError  # the sync body's per-chunk `except` without a function call
         _LOG_FILTER.append(_RedactURLs())
         logging.getLogger("httpx").addFilter(_LOG_FILTER[0])
     return httpx
@@ -74,6 +76,13 @@ class _RedactURLs(logging.Filter):
 
 
 _LOG_FILTER: list[_RedactURLs] = []
+
+
+class _NotLoaded(Exception):
+    """Stands for `httpx.HTTPError` until httpx is loaded (it is imported lazily)."""
+
+
+_HTTPError: type[Exception] = _NotLoaded
 
 
 def _request_timeout(t: Timeouts) -> Any:
@@ -329,10 +338,9 @@ class SyncBody(Body):
         if reader.tail:
             return reader.more()
         try:
-            raw = next(self._raw)
-        except _httpx().HTTPError as exc:
+            return reader.feed(next(self._raw))
+        except _HTTPError as exc:
             raise self._translate(exc) from exc
-        return reader.feed(raw)
 
     def abandon(self) -> None:
         """Dropped without close (maybe by the garbage collector, maybe inside another request
