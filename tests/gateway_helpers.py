@@ -54,6 +54,18 @@ class GatewayThread:
     def gateway(self) -> Any:
         return self.app.gateway
 
+    def settle(self, timeout: float = 20) -> None:
+        """Wait until no request is being served (each one queued its log row as its call ended), then until the
+        log writer wrote every queued row. A deadline, not a sleep: returns as soon as the condition holds."""
+        deadline = time.monotonic() + timeout
+        while self.app.metrics.in_flight:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.app.metrics.in_flight} request(s) still in flight")
+            time.sleep(0.01)
+        hook = self.gateway.log_hook
+        if hook is not None and not hook.flush(max(0.1, deadline - time.monotonic())):
+            raise TimeoutError("the log writer did not catch up")
+
 
 def config_for(upstream_url: str, extra: str = "", keys: str = "") -> str:
     """Aliases for each protocol, all pointing at the replay server."""

@@ -132,6 +132,9 @@ class RecordedRequest:
     received_at: float
     disconnected_at: float | None = None
     completed: bool = False
+    #: Body bytes written so far (each piece counted once its write drained): a count that stops growing shows
+    #: that the client's backpressure reached the server.
+    written: int = 0
 
     @property
     def json(self) -> Any:
@@ -343,6 +346,7 @@ class ReplayServer:
                     return self._hung_up(request)
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
+                request.written += len(piece)
                 if reply.delay and await pause(reply.delay):
                     return self._hung_up(request)
             if reply.cut_after is not None and reply.cut_after >= len(pieces):
