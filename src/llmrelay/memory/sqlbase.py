@@ -305,8 +305,11 @@ class SQLMemoryStore(PendingMixin):
                 hits = sorted(hits + self._graph(q, user_id, query, now, hits, n), key=lambda h: -h.score)
             if hits:
                 ids = [h.fact.id for h in hits]
+                # every hit is active; `status` lets SQLite seek (user_id, status, id) in its index instead
+                # of walking all the user's rows (1.3 ms at 10k facts of one user)
                 q(f"UPDATE facts SET access_count = access_count + 1, last_accessed_at = ? "
-                  f"WHERE user_id = ? AND id IN ({', '.join('?' * len(ids))})", (now, user_id, *ids))
+                  f"WHERE user_id = ? AND status = 'active' AND id IN ({', '.join('?' * len(ids))})",
+                  (now, user_id, *ids))
                 for h in hits:
                     h.fact.access_count += 1
                     h.fact.last_accessed_at = now
