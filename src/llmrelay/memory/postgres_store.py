@@ -33,7 +33,7 @@ import math
 import threading
 import time
 from array import array
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator, Sequence
 
 from .embed import AUTO, Embedder, resolve_embedder
@@ -172,11 +172,20 @@ class PostgresMemoryStore(SQLMemoryStore):
         except psycopg.Error as exc:
             log.info("memory: no (user_id, tsv) index, btree_gin is not available: %s", exc)
 
+    def _tx(self) -> Any:
+        return self._statements(atomic=True)
+
+    def _reads(self) -> Any:
+        """A search's statements in autocommit, without BEGIN and COMMIT (2 of its ~5 round trips): at
+        READ COMMITTED every statement takes its own snapshot anyway, and the one write (the access
+        counts) is a single UPDATE."""
+        return self._statements(atomic=False)
+
     @contextmanager
-    def _tx(self) -> Iterator[tuple[Callable[..., list[Any]], Callable[..., int]]]:
+    def _statements(self, atomic: bool) -> Iterator[tuple[Callable[..., list[Any]], Callable[..., int]]]:
         with self._lock:
             conn = self._connection()
-            with conn.transaction(), conn.cursor() as cur:
+            with conn.transaction() if atomic else nullcontext(), conn.cursor() as cur:
 
                 def q(query: str, params: Sequence[Any] = ()) -> list[Any]:
                     cur.execute(query.replace("?", "%s"), tuple(params))
