@@ -24,7 +24,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 from ..errors import (
     APIConnectionError,
@@ -36,7 +36,7 @@ from ..call import HTTPRequest
 from ..limits import DEFAULT_LIMITS, Limits
 from ..redact import redact_url
 from ..timeouts import Timeouts
-from .decode import ACCEPT_ENCODING, BodyReader, ErrorBody, decodes_itself
+from .decode import ACCEPT_ENCODING, HEAD, BodyReader, ErrorBody, decodes_itself
 
 ASYNC_MAX_CONNECTIONS = 10_000
 ASYNC_MAX_KEEPALIVE = 20
@@ -327,18 +327,28 @@ class SyncBody(Body):
         stream = self._resp.extensions.get("network_stream")
         return stream.get_extra_info("socket") if stream is not None else None
 
-    def iter_bytes(self) -> SyncBody:
-        return self
-
-    def __iter__(self) -> SyncBody:
-        return self
-
-    def __next__(self) -> bytes:
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The decoded body. A plain `for` over the raw iterator, never `yield from`: closing this
+        generator (even from the garbage collector) must not close httpx's iterator, whose
+        close takes the pool lock; `close()` / `abandon()` release it."""
         reader = self.reader
-        if reader.tail:
-            return reader.more()
         try:
-            return reader.feed(next(self._raw))
+            if reader._inflate is None:  # identity: count and keep the first bytes, inline
+                limit, total = reader.max_body, 0
+                for raw in self._raw:
+                    if total < HEAD:
+                        reader.head += raw[: HEAD - total]
+                    total += len(raw)
+                    if total > limit:
+                        reader.total = total
+                        raise reader._too_large()
+                    yield raw
+                reader.total = total
+            else:
+                for raw in self._raw:
+                    yield reader.feed(raw)
+                    while reader.tail:
+                        yield reader.more()
         except _HTTPError as exc:
             raise self._translate(exc) from exc
 
