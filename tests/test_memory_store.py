@@ -426,7 +426,8 @@ def test_migrations_are_idempotent(backend):
     third = backend.make()
     assert texts(second.search("u", "persisted")) == ["persisted across reopening"]
     assert third.list_facts("u")[0].text == "persisted across reopening"
-    assert backend.sql("SELECT version FROM _migrations ORDER BY version") == [(1,), (2,), (3,)]
+    newest = 4 if backend.kind == "postgres" else 3  # Postgres 4: GIN indexes without fastupdate
+    assert backend.sql("SELECT version FROM _migrations ORDER BY version") == [(v,) for v in range(1, newest + 1)]
     with pytest.raises(RuntimeError):
         first.list_facts("u")
 

@@ -185,6 +185,11 @@ class SQLMemoryStore(PendingMixin):
                    " ".join(r.object.split()), name_key(r.object), fact_id, now))
 
     # -- reading ---------------------------------------------------------------
+    def _reads(self) -> Any:
+        """Where a search runs (its reads, then one UPDATE of the access counts): a transaction here;
+        a backend may run them without one when a transaction would add nothing but round trips."""
+        return self._tx()
+
     @staticmethod
     def _fact(row: Sequence[Any]) -> Fact:
         return Fact(int(row[0]), row[1], row[2], float(row[3]), float(row[4]), float(row[5]),
@@ -299,14 +304,17 @@ class SQLMemoryStore(PendingMixin):
         if n <= 0 or not (query or "").strip():
             return []
         qvec = self._query_vector(query)
-        with self._tx() as (q, _run):
+        with self._reads() as (q, _run):
             hits = self._ranked(q, user_id, query, qvec, now, n)
             if tier == "deep":
                 hits = sorted(hits + self._graph(q, user_id, query, now, hits, n), key=lambda h: -h.score)
             if hits:
                 ids = [h.fact.id for h in hits]
+                # every hit is active; `status` lets SQLite seek (user_id, status, id) in its index instead
+                # of walking all the user's rows (1.3 ms at 10k facts of one user)
                 q(f"UPDATE facts SET access_count = access_count + 1, last_accessed_at = ? "
-                  f"WHERE user_id = ? AND id IN ({', '.join('?' * len(ids))})", (now, user_id, *ids))
+                  f"WHERE user_id = ? AND status = 'active' AND id IN ({', '.join('?' * len(ids))})",
+                  (now, user_id, *ids))
                 for h in hits:
                     h.fact.access_count += 1
                     h.fact.last_accessed_at = now
@@ -345,7 +353,7 @@ class SQLMemoryStore(PendingMixin):
         if limit <= 0 or not (text or "").strip():
             return []
         qvec = self._query_vector(text)
-        with self._tx() as (q, _run):
+        with self._reads() as (q, _run):
             return [h.fact for h in self._ranked(q, user_id, text, qvec, time.time(), limit)]
 
     # -- changing --------------------------------------------------------------
