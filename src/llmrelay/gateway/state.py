@@ -60,6 +60,10 @@ class Gateway:
                     name = derived
                 entries.append((f"{name}:{model_id}", t.weight))
             self.targets[route.name] = entries
+        self._fixed: dict[str, list[str]] = {}
+        for route in config.routes.values():
+            if all(len(self.targets[name]) == 1 for name in (route.name, *route.fallbacks)):
+                self._fixed[route.name] = self.models_for(route)
         hooks: list[Any] = []
         self.tracer: Any = None
         if config.server.otel:
@@ -140,6 +144,9 @@ class Gateway:
 
     def models_for(self, route: Route) -> list[str]:
         """The targets in the order to try them: one picked by weight first, then the rest, then each fallback's."""
+        fixed = self._fixed.get(route.name)
+        if fixed is not None:  # no weighted pick on the way: the same list every time
+            return fixed
         out: list[str] = []
         for name in (route.name, *route.fallbacks):
             entries = self.targets[name]
