@@ -44,7 +44,7 @@ from ..errors import UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire import SSEParser
-from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, parse_arguments, shaped, copy_params
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, merged_turns, parse_arguments, shaped, copy_params
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "reasoning_effort", "thinking_budget"})
 
@@ -129,25 +129,7 @@ def _tool_result(m: Message) -> dict[str, Any]:
 
 def encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str, Any]]]:
     """(system texts, Anthropic messages with same-role turns merged)."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        role = m.role
-        if role == "system":
-            if m.text:
-                system.append(m.text)
-            continue
-        if role == "tool":
-            role, blocks = "user", [_tool_result(m)]
-        else:
-            blocks = _blocks(m)
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return system, out
+    return merged_turns(messages, _blocks, _tool_result, str)
 
 
 def encode(call: Call) -> HTTPRequest:

@@ -26,7 +26,7 @@ from ..call import Call, HTTPRequest, Params
 from ..limits import DEFAULT_LIMITS
 
 __all__ = ["Call", "HTTPRequest", "Params", "Decoder", "ToolCalls", "build_request", "copy_params", "deep_merge", "dumps",
-           "loads", "malformed", "parse_arguments", "shaped"]
+           "loads", "malformed", "merged_turns", "parse_arguments", "shaped"]
 
 _json_loads = json.loads
 _scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, not in the stubs
@@ -103,6 +103,33 @@ def shaped(call: Call) -> tuple[Call, str | None]:
     from .output import shape
 
     return shape(call)
+
+
+def merged_turns(messages: list[Any], blocks_of: Callable[[Any], list[dict[str, Any]]],
+                 tool_result_of: Callable[[Any], dict[str, Any]],
+                 system_of: Callable[[str], Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The message loop of the content-block protocols (Anthropic Messages, Bedrock Converse):
+    system messages pulled out, a tool result sent as a user turn, consecutive same-role turns
+    merged into one. Returns (system entries, messages)."""
+    system: list[Any] = []
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.role
+        if role == "system":
+            if m.text:
+                system.append(system_of(m.text))
+            continue
+        if role == "tool":
+            role, blocks = "user", [tool_result_of(m)]
+        else:
+            blocks = blocks_of(m)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return system, out
 
 
 def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -35,7 +35,6 @@ a stream cut inside a frame is an interrupted stream.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 from urllib.parse import quote
 
@@ -44,7 +43,7 @@ from ..errors import InvalidRequestError, UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire.eventstream import EventStreamError, EventStreamParser
-from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, copy_params, dumps, shaped
+from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, copy_params, dumps, merged_turns, shaped
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "reasoning_effort", "thinking_budget"})
 
@@ -112,30 +111,16 @@ def _blocks(m: Message) -> list[dict[str, Any]]:
     return out
 
 
+def _tool_result(m: Message) -> dict[str, Any]:
+    result: dict[str, Any] = {"toolUseId": m.tool_call_id, "content": [{"text": m.text}]}
+    if m.is_error:
+        result["status"] = "error"
+    return {"toolResult": result}
+
+
 def encode_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, Converse messages with same-role turns merged)."""
-    system: list[dict[str, Any]] = []
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        role = m.role
-        if role == "system":
-            if m.text:
-                system.append({"text": m.text})
-            continue
-        if role == "tool":
-            result: dict[str, Any] = {"toolUseId": m.tool_call_id, "content": [{"text": m.text}]}
-            if m.is_error:
-                result["status"] = "error"
-            role, blocks = "user", [{"toolResult": result}]
-        else:
-            blocks = _blocks(m)
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return system, out
+    return merged_turns(messages, _blocks, _tool_result, lambda text: {"text": text})
 
 
 def _family(model: str) -> str:
