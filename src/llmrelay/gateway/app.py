@@ -16,6 +16,7 @@ touching requests in flight.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -115,6 +116,12 @@ class GatewayApp:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
         except (ImportError, NotImplementedError, RuntimeError, AttributeError, ValueError):
             pass  # no SIGHUP (Windows) or not the main thread
+        # Everything loaded so far (modules, config, the client) lives as long as the process: move it out
+        # of the collector's generations, so the collections that the requests' short-lived objects
+        # trigger do not walk it again and again.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
         self.ready = True
 
     async def shutdown(self) -> None:
