@@ -187,7 +187,8 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
         metrics.in_flight_streams += 1
     try:
         try:
-            stream = gw.client.astream(model_arg, inbound.messages, tags=tags, **inbound.kwargs, **opts)
+            stream = gw.client.astream(model_arg, inbound.messages, tags=tags, wire_body=relay.wire_body, **inbound.kwargs,
+                                       **opts)
         except Exception as exc:  # the request cannot be encoded for its target (unsupported parameter, ...)
             status = str(await error_response(x, protocol, exc))
             return
