@@ -23,6 +23,7 @@ from typing import Any
 from .config import GatewayConfig, load
 from .encode import GatewayError
 from .handler import ENDPOINTS, Exchange, error_response, handle
+from .ids import request_id
 from .metrics import Metrics
 from .state import Gateway
 
@@ -47,6 +48,7 @@ class GatewayApp:
         self.ready = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._retired: list[Gateway] = []
+        self._live_ids: set[str] = set()  # request ids given by clients, of the requests in flight (ids.py)
         if load_now:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
 
@@ -149,18 +151,30 @@ class GatewayApp:
                 return
             x = Exchange(send, t0, gw.options.overhead_header, extra)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            body = await _read_body(receive, gw.options.max_body_bytes, headers)
+            try:
+                rid, given = request_id(headers, self._live_ids)
+            except GatewayError as exc:
+                body = exc
+            else:
+                extra.append((b"x-request-id", rid.encode()))
+                if protocol == "anthropic":
+                    extra.append((b"request-id", rid.encode()))
+                body = await _read_body(receive, gw.options.max_body_bytes, headers)
             if isinstance(body, GatewayError):
                 await error_response(x, protocol, body)
                 self.metrics.request_done(ENDPOINTS[protocol], "-", str(body.status), x.overhead_ms())
                 return
             gw.in_flight += 1
             self.metrics.in_flight += 1
+            if given:
+                self._live_ids.add(rid)
             try:
-                await handle(gw, protocol, body, headers, receive, x, self.metrics)
+                await handle(gw, protocol, body, headers, receive, x, self.metrics, rid)
             finally:
                 gw.in_flight -= 1
                 self.metrics.in_flight -= 1
+                if given:
+                    self._live_ids.discard(rid)
                 if gw.retired and gw.in_flight == 0:
                     self._reap()
             return
