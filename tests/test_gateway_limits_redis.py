@@ -253,6 +253,9 @@ async def test_store_down_follows_on_store_error_without_hanging(mode):
                         assert free.status_code == 200
                     a.settle()
                     assert a.gateway.shared.errors >= 1
+                    metrics = httpx.get(a.url + "/metrics").text
+                    (line,) = [x for x in metrics.splitlines() if x.startswith("llmrelay_gateway_limits_store_errors_total")]
+                    assert float(line.split()[-1]) >= 1
                     assert a.gateway.limits.counts.get("limited") is None or \
                         a.gateway.limits.counts["limited"].in_flight == 0
     finally:

@@ -23,7 +23,8 @@ Without a `limits:` section each process counts its own (`LocalLimits`): with
   `on_store_error` decides: `local` (default) counts in this process as if no
   store were configured, `open` admits, `closed` answers 503. After a failure
   Redis is left alone for a second (requests do not each wait for a dead
-  server); the change is logged once each way and counted (`errors`).
+  server); the change is logged once each way and each failed call counted
+  (`llmrelay_gateway_limits_store_errors_total`).
 
 Keys without limits never reach this module (the hot path does not touch Redis).
 """
@@ -47,6 +48,9 @@ log = logging.getLogger("llmrelay.gateway")
 
 WINDOW = 60.0  # rpm: requests per sliding minute
 RETRY_DOWN = 1.0  # seconds Redis is left alone after a failure
+MAX_CONNECTIONS = 128  # per process; an admission waits at most `timeout` for one (then on_store_error)
+#: Failed calls to a limits store in this process, all generations (/metrics: a counter must not restart on reload)
+STORE_ERRORS = [0]
 
 # KEYS: in-flight zset, rpm zset. ARGV: reservation id, max_parallel (0: none), rpm (0: none), lease, window.
 # Returns {1} (admitted), {0, 0} (max_parallel reached) or {0, seconds} (rpm reached, seconds until a slot frees).
@@ -154,11 +158,14 @@ class RedisLimits:
 
         self.options = options
         self.local = local
-        # no retries (a retried admission could wait twice as long); each command bounded by `timeout`
-        self.redis = aredis.from_url(options.store, socket_timeout=options.timeout,
-                                     socket_connect_timeout=options.timeout, retry=Retry(NoBackoff(), 0),
-                                     retry_on_timeout=False, health_check_interval=0)
-        self.bound = options.timeout * 2 + 0.1  # connect + read, for the whole call
+        # no retries (a retried admission could wait twice as long); each connect, read and wait for a free
+        # connection bounded by `timeout`
+        self.pool = aredis.BlockingConnectionPool.from_url(
+            options.store, max_connections=MAX_CONNECTIONS, timeout=options.timeout, socket_timeout=options.timeout,
+            socket_connect_timeout=options.timeout, retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+            health_check_interval=0)
+        self.redis = aredis.Redis(connection_pool=self.pool)
+        self.bound = options.timeout * 3 + 0.1  # pool wait + connect + read, for the whole call
         self.acquire_sha: str | None = None
         self.token = os.urandom(6).hex()  # this process's reservations: <token>:<n>
         self.ids = itertools.count(1)
@@ -185,6 +192,10 @@ class RedisLimits:
         try:
             async with asyncio.timeout(self.bound):
                 result = await self._acquire(slot, window, args)
+        except asyncio.CancelledError:  # (shutdown) the script may have run: give back what it may have taken
+            if key.max_parallel:
+                self._spawn(self._zrem(slot, rid))
+            raise
         except Exception as exc:  # redis.RedisError, OSError, TimeoutError: the store failed, not the request
             return self._fallback(key, rid, exc)
         if self.down:
@@ -219,7 +230,7 @@ class RedisLimits:
 
     def _fallback(self, key: Key, rid: str, exc: BaseException | None) -> Held:
         if exc is not None:
-            self.errors += 1
+            self._failed()
             self.down_until = time.monotonic() + RETRY_DOWN
             if not self.down:
                 self.down = True
@@ -252,17 +263,24 @@ class RedisLimits:
         try:
             await self._zrem(slot, held.rid)
         except asyncio.CancelledError:
-            task = asyncio.ensure_future(self._zrem(slot, held.rid))  # the slot must go all the same
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._spawn(self._zrem(slot, held.rid))  # the slot must go all the same
             raise
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _failed(self) -> None:
+        self.errors += 1
+        STORE_ERRORS[0] += 1
 
     async def _zrem(self, slot: str, rid: str) -> None:
         try:
             async with asyncio.timeout(self.bound):
                 await self.redis.zrem(slot, rid)
         except Exception as exc:  # the lease frees it
-            self.errors += 1
+            self._failed()
             log.debug("limits store: releasing %s failed (%r); it expires within the lease", rid, exc)
 
     async def _heartbeat(self) -> None:
@@ -279,7 +297,7 @@ class RedisLimits:
                     async with asyncio.timeout(self.bound):
                         await pipe.execute()
                 except Exception as exc:
-                    self.errors += 1
+                    self._failed()
                     log.debug("limits store: renewing the leases failed: %r", exc)
         finally:
             self.beat = None
@@ -290,3 +308,4 @@ class RedisLimits:
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.redis.aclose()
+        await self.pool.disconnect()

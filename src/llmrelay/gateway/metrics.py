@@ -152,6 +152,10 @@ class Metrics:
         histogram("llmrelay_gateway_ttft_seconds", "Time to first token of the answering upstream request.",
                   ("model",), self.ttft)
         histogram("llmrelay_gateway_event_loop_lag_seconds", "Event-loop lag (sleep overshoot).", (), self.lag)
+        from .limits import STORE_ERRORS
+
+        counter("llmrelay_gateway_limits_store_errors_total", "Failed calls to the shared limits store (each "
+                "admission among them followed on_store_error).", (), {(): STORE_ERRORS[0]})
         out.append("# HELP llmrelay_gateway_in_flight_requests Requests being served.\n"
                    "# TYPE llmrelay_gateway_in_flight_requests gauge")
         out.append(f"llmrelay_gateway_in_flight_requests {self.in_flight}")
