@@ -156,6 +156,26 @@ async def test_two_instances_count_max_parallel_and_rpm_exactly_and_aborts_relea
                 assert in_flight(r, prefix) == 0
 
 
+async def test_upstream_errors_release_and_a_flushed_script_is_loaded_again(store):
+    r, prefix = store
+    with ReplayServer() as up:
+        cfg = config(up.url, prefix, "max_parallel: 1")
+        with GatewayThread(cfg) as a:
+            async with httpx.AsyncClient(timeout=30) as client:
+                for reply, status in [(faults.status(500, "boom", protocol="openai_chat"), 500),
+                                      (faults.cut(REC, after=2), 200), (faults.reset(), 502)]:
+                    up.enqueue(reply)
+                    resp = await client.post(a.url + "/v1/chat/completions", json=BODY, headers=AUTH)
+                    assert resp.status_code == status
+                    a.settle()
+                    assert in_flight(r, prefix) == 0  # failed, cut or refused upstream: the slot is free
+                r.script_flush()  # as after a Redis restart: EVALSHA fails with NOSCRIPT, EVAL loads it again
+                up.enqueue(Reply.recording(REC, chunking="events"))
+                resp = await client.post(a.url + "/v1/chat/completions", json=BODY, headers=AUTH)
+                assert resp.status_code == 200 and "I'm" in resp.text
+            assert a.gateway.shared.errors == 0  # no fallback on the way
+
+
 async def test_a_long_request_keeps_its_slot_past_the_lease(store):
     """The heartbeat renews a live request's deadline: it is not taken for a crashed one after `lease`."""
     r, prefix = store
