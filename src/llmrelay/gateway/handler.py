@@ -138,7 +138,9 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
         metrics.request_done(endpoint, model if model in gw.config.routes else "-", str(status), x.overhead_ms())
         return
     try:
-        gw.acquire(key)
+        held = gw.acquire(key)  # None, or the shared limits store's admission: one round trip
+        if held is not None:
+            held = await held
     except GatewayError as exc:
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model, str(status), x.overhead_ms())
@@ -146,7 +148,10 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
     try:
         await _serve(gw, protocol, inbound, route, key, headers, receive, x, metrics)
     finally:
-        gw.release(key)
+        if held is None:
+            gw.release(key)
+        else:
+            await gw.shared.release(held)  # also when cancelled or failed
 
 
 async def _serve(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, headers: dict[str, str], receive: Any,

@@ -54,7 +54,7 @@ _GAUGES = ("in_flight", "in_flight_streams")
 def merge(into: dict[str, Any], snap: dict[str, Any], gauges: bool = True) -> None:
     """Add one `snapshot()` to `into` (the same shape, with tuple keys): counters and histograms
     summed, gauges summed too unless `gauges=False` (a worker that has exited)."""
-    for name in _COUNTERS:
+    for name in _COUNTERS + ("store_errors",):
         dst = into.setdefault(name, {})
         for labels, value in snap.get(name, ()):
             k = tuple(labels)
@@ -158,6 +158,9 @@ class Metrics:
             snap[name] = [[list(k), list(v)] for k, v in list(getattr(self, name).series.items())]
         for name in _GAUGES:
             snap[name] = getattr(self, name)
+        from .limits import STORE_ERRORS
+
+        snap["store_errors"] = [[[], STORE_ERRORS[0]]]  # process-wide (outlives a reload), not per Metrics
         return snap
 
     def render(self, others: list[dict[str, Any]] | None = None) -> bytes:
@@ -165,6 +168,9 @@ class Metrics:
         if others is None:
             data: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS + _GAUGES}
             data.update((name, getattr(self, name).series) for name in _HISTOGRAMS)
+            from .limits import STORE_ERRORS
+
+            data["store_errors"] = {(): STORE_ERRORS[0]}
             workers = 1
         else:
             data = {}
@@ -203,6 +209,8 @@ class Metrics:
                   ("model",), _TTFT_BUCKETS, data["ttft"])
         histogram("llmrelay_gateway_event_loop_lag_seconds", "Event-loop lag (sleep overshoot), every worker's.", (),
                   _LAG_BUCKETS, data["lag"])
+        counter("llmrelay_gateway_limits_store_errors_total", "Failed calls to the shared limits store (each "
+                "admission among them followed on_store_error).", (), data["store_errors"])
         out.append("# HELP llmrelay_gateway_in_flight_requests Requests being served.\n"
                    "# TYPE llmrelay_gateway_in_flight_requests gauge")
         out.append(f"llmrelay_gateway_in_flight_requests {data['in_flight']}")
