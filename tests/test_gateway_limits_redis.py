@@ -160,13 +160,13 @@ async def test_a_long_request_keeps_its_slot_past_the_lease(store):
     """The heartbeat renews a live request's deadline: it is not taken for a crashed one after `lease`."""
     r, prefix = store
     with ReplayServer(default=HELD) as up:
-        cfg = config(up.url, prefix, "max_parallel: 1", "lease: 2")
+        cfg = config(up.url, prefix, "max_parallel: 1", "lease: 3")
         with GatewayThread(cfg) as a, GatewayThread(cfg) as b:
             async with httpx.AsyncClient(timeout=30) as client:
                 ok, _ = await burst(client, [a.url], 1)
                 assert len(ok) == 1
                 start = float(r.time()[0])
-                wait_for(lambda: float(r.time()[0]) > start + 5, "three leases to pass (Redis clock)")
+                wait_for(lambda: float(r.time()[0]) > start + 7, "two leases to pass (Redis clock)")
                 resp = await client.post(b.url + "/v1/chat/completions", json=BODY, headers=AUTH)
                 assert resp.status_code == 429
                 await hang_up(ok)
@@ -174,6 +174,56 @@ async def test_a_long_request_keeps_its_slot_past_the_lease(store):
                 ok, _ = await burst(client, [b.url], 1)
                 assert len(ok) == 1
                 await hang_up(ok)
+
+
+class Serve:
+    """`llmrelay serve` as a real process (SIGKILL-able), ready when /health/ready answers 200."""
+
+    def __init__(self, path, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmrelay.cli", "serve", "--config", str(path), "--port",
+                                      str(self.port), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def __enter__(self) -> Serve:
+        def ready() -> bool:
+            assert self.proc.poll() is None, self.proc.stderr.read().decode()
+            try:
+                return httpx.get(self.url + "/health/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(ready, "the gateway process to be ready", 60)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc.stderr.close()
+
+
+async def test_workers_of_one_server_share_the_count(store, tmp_path):
+    """`llmrelay serve --workers 2`: two worker processes, one count."""
+    r, prefix = store
+    with ReplayServer(default=HELD) as up:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(config(up.url, prefix, "max_parallel: 2"))
+        with Serve(path, "--workers", "2") as gw:
+            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+                ok, refused = await burst(client, [gw.url], 6)
+                assert len(ok) == 2 and [x.status_code for x in refused] == [429] * 4
+                assert in_flight(r, prefix) == 2
+                await hang_up(ok)
+                wait_for(lambda: in_flight(r, prefix) == 0, "the aborted streams' slots to be released")
 
 
 def test_a_killed_process_slots_expire(store, tmp_path):
@@ -184,32 +234,13 @@ def test_a_killed_process_slots_expire(store, tmp_path):
         cfg = config(up.url, prefix, "max_parallel: 1", "lease: 5")
         path = tmp_path / "gateway.yaml"
         path.write_text(cfg)
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "llmrelay.cli", "serve", "--config", str(path), "--port",
-                                 str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            url = f"http://127.0.0.1:{port}"
-
-            def ready() -> bool:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                try:
-                    return httpx.get(url + "/health/ready", timeout=2).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_for(ready, "the gateway process to be ready", 60)
-            with httpx.Client(timeout=30) as client:
-                with client.stream("POST", url + "/v1/chat/completions", json=BODY, headers=AUTH) as resp:
-                    assert resp.status_code == 200
-                    assert in_flight(r, prefix) == 1
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(10)
-            assert in_flight(r, prefix) == 1  # the dead process's slot is still reserved
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            proc.stderr.close()
+        with Serve(path) as a, httpx.Client(timeout=30) as client:
+            with client.stream("POST", a.url + "/v1/chat/completions", json=BODY, headers=AUTH) as resp:
+                assert resp.status_code == 200
+                assert in_flight(r, prefix) == 1
+                a.proc.send_signal(signal.SIGKILL)
+                a.proc.wait(10)
+        assert in_flight(r, prefix) == 1  # the dead process's slot is still reserved
         with GatewayThread(cfg) as b:
             def admitted() -> bool:
                 with httpx.Client(timeout=30) as client:
@@ -275,6 +306,7 @@ def test_limits_config():
         ("limits:\n  store: redis://x\n  on_store_error: maybe\n", "on_store_error must be one of", 5),
         ("limits:\n  store: redis://x\n  ttl: 3\n", "unknown field 'ttl'", 5),
         ("limits:\n  store: redis://x\n  timeout: 0\n", "timeout must be at least", 5),
+        ("limits:\n  store: redis://x\n  lease: 0.5\n", "lease must be at least", 5),
     ]:
         with pytest.raises(ConfigError, match=message) as e:
             parse(base + text)

@@ -389,9 +389,10 @@ class _Reader:
                 raise self.fail(f["on_store_error"][1], f"on_store_error must be one of {', '.join(_STORE_ERRORS)}, "
                                                         f"got {v!r}")
             kw["on_store_error"] = v
-        for name in ("timeout", "lease"):
-            if name in f:
-                kw[name] = self.typed(f[name][1], name, float, 0.001)
+        if "timeout" in f:
+            kw["timeout"] = self.typed(f["timeout"][1], "timeout", float, 0.001)
+        if "lease" in f:  # renewed every lease/3 s: not a busy loop
+            kw["lease"] = self.typed(f["lease"][1], "lease", float, 1)
         return LimitsOptions(**kw)
 
     def server(self, node: Any) -> ServerOptions:

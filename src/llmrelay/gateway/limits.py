@@ -197,6 +197,8 @@ class RedisLimits:
                 self._spawn(self._zrem(slot, rid))
             raise
         except Exception as exc:  # redis.RedisError, OSError, TimeoutError: the store failed, not the request
+            if key.max_parallel and isinstance(exc, TimeoutError):  # the script may have run, its answer late
+                self._spawn(self._zrem(slot, rid))
             return self._fallback(key, rid, exc)
         if self.down:
             self.down = False
