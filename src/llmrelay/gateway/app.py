@@ -48,6 +48,7 @@ class GatewayApp:
         self.ready = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._retired: list[Gateway] = []
+        self.shared: Any = None  # with --workers N: this worker's side of the server (workers.py)
         self._live_ids: set[str] = set()  # request ids given by clients, of the requests in flight (ids.py)
         if load_now:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
@@ -104,6 +105,13 @@ class GatewayApp:
                 return
 
     async def startup(self) -> None:
+        import os
+
+        from .workers import STATE_ENV, Shared
+
+        state = os.environ.get(STATE_ENV)
+        if state and self.shared is None:
+            self.shared = Shared(state, self)  # before the config is loaded: a reload from now on is seen
         if self.gateway is None:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
         import aiohttp  # noqa: F401 - the upstream client: loaded before ready, not by the first request
@@ -114,9 +122,12 @@ class GatewayApp:
         try:
             import signal
 
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.shared.on_hup if self.shared else self.reload)
         except (ImportError, NotImplementedError, RuntimeError, AttributeError, ValueError):
             pass  # no SIGHUP (Windows) or not the main thread
+        if self.shared is not None:
+            self._tasks.append(asyncio.ensure_future(self.shared.run()))
+            self.shared.flush()  # the file says this worker is up (and takes SIGHUP)
         self.ready = True
 
     async def shutdown(self) -> None:
@@ -126,6 +137,8 @@ class GatewayApp:
         gws = [g for g in [self.gateway, *self._retired] if g is not None]
         for gw in gws:
             await gw.aclose()
+        if self.shared is not None:
+            self.shared.flush(alive=False)  # the supervisor folds it into the server's totals
 
     async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         t0 = _perf()
@@ -187,7 +200,8 @@ class GatewayApp:
                 await self._plain(send, 200 if ok else 503, b'{"status":"%s"}' % (b"ready" if ok else b"starting"), extra)
                 return
             if path == b"/metrics":
-                await self._plain(send, 200, self.metrics.render(), extra, b"text/plain; version=0.0.4; charset=utf-8")
+                text = self.metrics.render(self.shared.others() if self.shared is not None else None)
+                await self._plain(send, 200, text, extra, b"text/plain; version=0.0.4; charset=utf-8")
                 return
             if path in (b"/v1/models", b"/models") and gw is not None:
                 await self._models(gw, scope, send, extra)
