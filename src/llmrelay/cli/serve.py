@@ -16,7 +16,8 @@ def register(sub: Any) -> None:
     p.add_argument("--config", "-c", required=True, help="the gateway YAML file")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=4000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (SIGHUP reloads each in place; /metrics covers them all)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
 
@@ -27,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
         from ..gateway import server
     except ImportError as exc:
         _err(f"llmrelay serve needs the gateway extra: pip install 'llmrelay[gateway]' ({exc})")
+        return EXIT_USAGE
+    if args.workers < 1:
+        _err(f"llmrelay serve: --workers must be at least 1, got {args.workers}")
         return EXIT_USAGE
     try:
         warnings = server.check(args.config)

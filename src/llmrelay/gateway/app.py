@@ -16,6 +16,7 @@ touching requests in flight.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from .config import GatewayConfig, load
 from .encode import GatewayError
 from .handler import ENDPOINTS, Exchange, error_response, handle
+from .ids import request_id
 from .metrics import Metrics
 from .state import Gateway
 
@@ -47,6 +49,8 @@ class GatewayApp:
         self.ready = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._retired: list[Gateway] = []
+        self.shared: Any = None  # with --workers N: this worker's side of the server (workers.py)
+        self._live_ids: set[str] = set()  # request ids given by clients, of the requests in flight (ids.py)
         if load_now:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
 
@@ -102,6 +106,13 @@ class GatewayApp:
                 return
 
     async def startup(self) -> None:
+        import os
+
+        from .workers import STATE_ENV, Shared
+
+        state = os.environ.get(STATE_ENV)
+        if state and self.shared is None:
+            self.shared = Shared(state, self)  # before the config is loaded: a reload from now on is seen
         if self.gateway is None:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
         import aiohttp  # noqa: F401 - the upstream client: loaded before ready, not by the first request
@@ -112,9 +123,18 @@ class GatewayApp:
         try:
             import signal
 
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.shared.on_hup if self.shared else self.reload)
         except (ImportError, NotImplementedError, RuntimeError, AttributeError, ValueError):
             pass  # no SIGHUP (Windows) or not the main thread
+        if self.shared is not None:
+            self._tasks.append(asyncio.ensure_future(self.shared.run()))
+            self.shared.flush()  # the file says this worker is up (and takes SIGHUP)
+        # Everything loaded so far (modules, config, the client) lives as long as the process: move it out
+        # of the collector's generations, so the collections that the requests' short-lived objects
+        # trigger do not walk it again and again.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
         self.ready = True
 
     async def shutdown(self) -> None:
@@ -124,6 +144,8 @@ class GatewayApp:
         gws = [g for g in [self.gateway, *self._retired] if g is not None]
         for gw in gws:
             await gw.aclose()
+        if self.shared is not None:
+            self.shared.flush(alive=False)  # the supervisor folds it into the server's totals
 
     async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         t0 = _perf()
@@ -149,18 +171,30 @@ class GatewayApp:
                 return
             x = Exchange(send, t0, gw.options.overhead_header, extra)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            body = await _read_body(receive, gw.options.max_body_bytes, headers)
+            try:
+                rid, given = request_id(headers, self._live_ids)
+            except GatewayError as exc:
+                body = exc
+            else:
+                extra.append((b"x-request-id", rid.encode()))
+                if protocol == "anthropic":
+                    extra.append((b"request-id", rid.encode()))
+                body = await _read_body(receive, gw.options.max_body_bytes, headers)
             if isinstance(body, GatewayError):
                 await error_response(x, protocol, body)
                 self.metrics.request_done(ENDPOINTS[protocol], "-", str(body.status), x.overhead_ms())
                 return
             gw.in_flight += 1
             self.metrics.in_flight += 1
+            if given:
+                self._live_ids.add(rid)
             try:
-                await handle(gw, protocol, body, headers, receive, x, self.metrics)
+                await handle(gw, protocol, body, headers, receive, x, self.metrics, rid)
             finally:
                 gw.in_flight -= 1
                 self.metrics.in_flight -= 1
+                if given:
+                    self._live_ids.discard(rid)
                 if gw.retired and gw.in_flight == 0:
                     self._reap()
             return
@@ -173,7 +207,8 @@ class GatewayApp:
                 await self._plain(send, 200 if ok else 503, b'{"status":"%s"}' % (b"ready" if ok else b"starting"), extra)
                 return
             if path == b"/metrics":
-                await self._plain(send, 200, self.metrics.render(), extra, b"text/plain; version=0.0.4; charset=utf-8")
+                text = self.metrics.render(self.shared.others() if self.shared is not None else None)
+                await self._plain(send, 200, text, extra, b"text/plain; version=0.0.4; charset=utf-8")
                 return
             if path in (b"/v1/models", b"/models") and gw is not None:
                 await self._models(gw, scope, send, extra)

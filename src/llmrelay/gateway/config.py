@@ -23,6 +23,12 @@
         expires: 2027-01-01
         max_parallel: 20                      # requests in flight for this key
         rpm: 600                              # requests per minute
+    limits:                                   # optional: share max_parallel and rpm across workers and replicas
+      store: redis://127.0.0.1:6379/0         # or ${REDIS_URL}; needs the redis extra. No limits section: per process
+      prefix: "llmrelay:limits:"              # Redis key prefix (one per deployment that shares the counts)
+      on_store_error: local                   # Redis unreachable: local (per-process limits) | open | closed (503)
+      timeout: 0.5                            # seconds for each Redis command (connect, read): no request waits longer
+      lease: 60                               # an in-flight slot expires this long after its process stops renewing it
     logging: gateway.db                       # a SQLite path, a postgresql:// DSN, or false (default)
     server:
       on_client_disconnect: cancel            # or drain (read the upstream to the end, for the log row)
@@ -43,11 +49,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConfigError", "Target", "Route", "Key", "ServerOptions", "GatewayConfig", "load", "parse", "hash_key"]
+__all__ = ["ConfigError", "Target", "Route", "Key", "ServerOptions", "LimitsOptions", "GatewayConfig", "load", "parse",
+           "hash_key"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MODES = ("prefill", "user_turn", "restart", "none")
 _TIMEOUT_FIELDS = ("connect", "first_byte", "first_token", "idle", "total", "write")
+_STORE_ERRORS = ("local", "open", "closed")
 
 
 class ConfigError(ValueError):
@@ -104,6 +112,17 @@ class ServerOptions:
 
 
 @dataclass(frozen=True)
+class LimitsOptions:
+    """Where the keys' max_parallel and rpm are counted when several processes serve (gateway/limits.py)."""
+
+    store: str  # redis://, rediss:// or unix:// URL
+    prefix: str = "llmrelay:limits:"
+    on_store_error: str = "local"  # local | open | closed
+    timeout: float = 0.5
+    lease: float = 60.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     routes: dict[str, Route]
     keys: dict[str, Key] = field(default_factory=dict)  # by hash
@@ -111,6 +130,7 @@ class GatewayConfig:
     server: ServerOptions = ServerOptions()
     path: str | None = None
     warnings: tuple[str, ...] = ()
+    limits: LimitsOptions | None = None  # None: each process counts on its own
 
     @property
     def open(self) -> bool:
@@ -219,7 +239,7 @@ class _Reader:
         if root is None:
             raise ConfigError("the file is empty: it needs at least a models section", None, self.path)
         top = self.mapping(root, "the config")
-        self.unknown(top, ("models", "keys", "logging", "server"), "the config")
+        self.unknown(top, ("models", "keys", "logging", "server", "limits"), "the config")
         if "models" not in top:
             raise self.fail(root, "a models section is required")
         routes = {name: self.route(name, k, v) for name, (k, v) in self.mapping(top["models"][1], "models").items()}
@@ -254,7 +274,8 @@ class _Reader:
                     raise self.fail(top["logging"][1], "logging must be a path, a postgresql:// DSN, true or false")
                 logging = value
         server = self.server(top["server"][1]) if "server" in top else ServerOptions()
-        return GatewayConfig(routes, keys, logging, server, self.path, tuple(self.warnings))
+        limits = self.limits(top["limits"][1]) if "limits" in top else None
+        return GatewayConfig(routes, keys, logging, server, self.path, tuple(self.warnings), limits)
 
     def route(self, name: str, key_node: Any, node: Any) -> Route:
         f = self.mapping(node, f"model {name!r}")
@@ -346,6 +367,33 @@ class _Reader:
         max_parallel = self.typed(f["max_parallel"][1], "max_parallel", int, 1) if "max_parallel" in f else None
         rpm = self.typed(f["rpm"][1], "rpm", int, 1) if "rpm" in f else None
         return Key(name, digest, models, expires, max_parallel, rpm)
+
+    def limits(self, node: Any) -> LimitsOptions:
+        import importlib.util
+
+        f = self.mapping(node, "limits")
+        self.unknown(f, ("store", "prefix", "on_store_error", "timeout", "lease"), "limits")
+        if "store" not in f:
+            raise self.fail(node, "limits needs store: redis://host:port/db")
+        store = self.scalar(f["store"][1], "store")
+        if not isinstance(store, str) or not re.match(r"(redis|rediss|unix)://", store):
+            raise self.fail(f["store"][1], f"limits: store must be a redis://, rediss:// or unix:// URL, got {store!r}")
+        if importlib.util.find_spec("redis") is None:
+            raise self.fail(f["store"][1], "limits: store needs the redis package: pip install 'llmrelay[redis]'")
+        kw: dict[str, Any] = {"store": store}
+        if "prefix" in f:
+            kw["prefix"] = str(self.scalar(f["prefix"][1], "prefix"))
+        if "on_store_error" in f:
+            v = self.scalar(f["on_store_error"][1], "on_store_error")
+            if v not in _STORE_ERRORS:
+                raise self.fail(f["on_store_error"][1], f"on_store_error must be one of {', '.join(_STORE_ERRORS)}, "
+                                                        f"got {v!r}")
+            kw["on_store_error"] = v
+        if "timeout" in f:
+            kw["timeout"] = self.typed(f["timeout"][1], "timeout", float, 0.001)
+        if "lease" in f:  # renewed every lease/3 s: not a busy loop
+            kw["lease"] = self.typed(f["lease"][1], "lease", float, 1)
+        return LimitsOptions(**kw)
 
     def server(self, node: Any) -> ServerOptions:
         f = self.mapping(node, "server")

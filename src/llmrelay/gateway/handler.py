@@ -22,6 +22,7 @@ from typing import Any
 from .. import events as ev
 from ..errors import InvalidRequestError
 from .encode import GatewayError, status_of
+from .ids import apply as apply_ids
 from .inbound import parse
 from .out_anthropic import AnthropicEncoder
 from .out_chat import ChatEncoder
@@ -115,7 +116,7 @@ async def _watch_disconnect(receive: Any, x: Exchange, task: asyncio.Task[Any], 
 
 
 async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, str], receive: Any, x: Exchange,
-                 metrics: Any) -> None:
+                 metrics: Any, correlation_id: str | None = None) -> None:
     endpoint = ENDPOINTS[protocol]
     key = None
     model = "-"
@@ -131,12 +132,15 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
             raise GatewayError(403 if key is not None and model in gw.config.routes else 404,
                                f"this key may not use the model {model!r}", "permission_error")
         route = gw.route(model)
+        apply_ids(inbound, headers, correlation_id)
     except (GatewayError, InvalidRequestError) as exc:
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model if model in gw.config.routes else "-", str(status), x.overhead_ms())
         return
     try:
-        gw.acquire(key)
+        held = gw.acquire(key)  # None, or the shared limits store's admission: one round trip
+        if held is not None:
+            held = await held
     except GatewayError as exc:
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model, str(status), x.overhead_ms())
@@ -144,7 +148,10 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
     try:
         await _serve(gw, protocol, inbound, route, key, headers, receive, x, metrics)
     finally:
-        gw.release(key)
+        if held is None:
+            gw.release(key)
+        else:
+            await gw.shared.release(held)  # also when cancelled or failed
 
 
 async def _serve(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, headers: dict[str, str], receive: Any,
@@ -169,6 +176,9 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
     opts = gw.call_options(route)
     model_arg = opts.pop("model")
     tags = {"gateway_key": key.name if key is not None else None, "gateway_model": route.name, "gateway_endpoint": endpoint}
+    user_tags = inbound.kwargs.pop("tags", None)  # gateway_user (ids.py)
+    if user_tags:
+        tags.update(user_tags)
     encoder = ENCODERS[protocol](route.name, inbound.include_usage)
     relay = Relay(protocol, inbound.body, inbound.stream, gw.protocols, headers)
     relay.encoder = encoder
@@ -187,7 +197,8 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
         metrics.in_flight_streams += 1
     try:
         try:
-            stream = gw.client.astream(model_arg, inbound.messages, tags=tags, **inbound.kwargs, **opts)
+            stream = gw.client.astream(model_arg, inbound.messages, tags=tags, wire_body=relay.wire_body, **inbound.kwargs,
+                                       **opts)
         except Exception as exc:  # the request cannot be encoded for its target (unsupported parameter, ...)
             status = str(await error_response(x, protocol, exc))
             return

@@ -1,7 +1,9 @@
 """Prometheus metrics for the gateway, in-process and dependency-free (text exposition format 0.0.4).
 
 Updated once per request when it ends (never per chunk); `/metrics` renders them.
-With several workers each process reports its own (scrape each, or run one per port).
+With `llmrelay serve --workers N`, each worker writes `snapshot()` to a small file
+once a second and `/metrics` adds the other workers' snapshots to its own live
+values (`render(others)`, see workers.py): the whole server, whichever worker answers.
 """
 
 from __future__ import annotations
@@ -42,6 +44,33 @@ def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") ->
 
 def _esc(v: Any) -> str:
     return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+_COUNTERS = ("requests", "upstream", "tokens", "cost")
+_HISTOGRAMS = ("overhead", "ttft", "lag")
+_GAUGES = ("in_flight", "in_flight_streams")
+
+
+def merge(into: dict[str, Any], snap: dict[str, Any], gauges: bool = True) -> None:
+    """Add one `snapshot()` to `into` (the same shape, with tuple keys): counters and histograms
+    summed, gauges summed too unless `gauges=False` (a worker that has exited)."""
+    for name in _COUNTERS + ("store_errors",):
+        dst = into.setdefault(name, {})
+        for labels, value in snap.get(name, ()):
+            k = tuple(labels)
+            dst[k] = dst.get(k, 0) + value
+    for name in _HISTOGRAMS:
+        dst = into.setdefault(name, {})
+        for labels, series in snap.get(name, ()):
+            k = tuple(labels)
+            have = dst.get(k)
+            if have is None:
+                dst[k] = list(series)
+            elif len(have) == len(series):  # the same buckets (a worker of another version may differ)
+                dst[k] = [a + b for a, b in zip(have, series)]
+    if gauges:
+        for name in _GAUGES:
+            into[name] = into.get(name, 0) + snap.get(name, 0)
 
 
 class Metrics:
@@ -122,18 +151,45 @@ class Metrics:
             self.last_lag = lag
             self.lag.observe((), lag)
 
-    def render(self) -> bytes:
+    def snapshot(self) -> dict[str, Any]:
+        """The values as plain JSON data (lists, not tuple keys); cheap copies, safe against the pricing thread."""
+        snap: dict[str, Any] = {name: [[list(k), v] for k, v in list(getattr(self, name).items())] for name in _COUNTERS}
+        for name in _HISTOGRAMS:
+            snap[name] = [[list(k), list(v)] for k, v in list(getattr(self, name).series.items())]
+        for name in _GAUGES:
+            snap[name] = getattr(self, name)
+        from .limits import STORE_ERRORS
+
+        snap["store_errors"] = [[[], STORE_ERRORS[0]]]  # process-wide (outlives a reload), not per Metrics
+        return snap
+
+    def render(self, others: list[dict[str, Any]] | None = None) -> bytes:
+        """Prometheus text: this process's values, plus `others` (merged snapshots of the other workers)."""
+        if others is None:
+            data: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS + _GAUGES}
+            data.update((name, getattr(self, name).series) for name in _HISTOGRAMS)
+            from .limits import STORE_ERRORS
+
+            data["store_errors"] = {(): STORE_ERRORS[0]}
+            workers = 1
+        else:
+            data = {}
+            merge(data, self.snapshot())
+            for snap in others:
+                merge(data, snap, gauges=snap.get("alive", True))
+            workers = 1 + sum(1 for snap in others if snap.get("alive", True))
         out: list[str] = []
 
         def counter(name: str, help_: str, names: tuple[str, ...], data: dict[tuple[str, ...], Any]) -> None:
             out.append(f"# HELP {name} {help_}\n# TYPE {name} counter")
             out.extend(f"{name}{_labels(names, k)} {v}" for k, v in sorted(data.items()))
 
-        def histogram(name: str, help_: str, names: tuple[str, ...], h: _Histogram) -> None:
+        def histogram(name: str, help_: str, names: tuple[str, ...], bounds: tuple[float, ...],
+                      series: dict[tuple[str, ...], list[float]]) -> None:
             out.append(f"# HELP {name} {help_}\n# TYPE {name} histogram")
-            for k, s in sorted(h.series.items()):
+            for k, s in sorted(series.items()):
                 cumulative = 0.0
-                for bound, count in zip(h.bounds + (float("inf"),), s[:-1]):
+                for bound, count in zip(bounds + (float("inf"),), s[:-1]):
                     cumulative += count
                     le = 'le="' + ("+Inf" if bound == float("inf") else repr(bound)) + '"'
                     out.append(f"{name}_bucket{_labels(names, k, le)} {int(cumulative)}")
@@ -141,21 +197,27 @@ class Metrics:
                 out.append(f"{name}_count{_labels(names, k)} {int(cumulative)}")
 
         counter("llmrelay_gateway_requests_total", "Gateway requests by endpoint, model and outcome.",
-                ("endpoint", "model", "status"), self.requests)
+                ("endpoint", "model", "status"), data["requests"])
         counter("llmrelay_gateway_upstream_requests_total", "Upstream requests (retries and fallbacks included).",
-                ("model",), self.upstream)
+                ("model",), data["upstream"])
         counter("llmrelay_gateway_tokens_total", "Tokens by model and kind (cached, cache_write and reasoning are "
-                "subsets of input and output).", ("model", "kind"), self.tokens)
-        counter("llmrelay_gateway_cost_usd_total", "Cost in USD, where a price is known.", ("model",), self.cost)
+                "subsets of input and output).", ("model", "kind"), data["tokens"])
+        counter("llmrelay_gateway_cost_usd_total", "Cost in USD, where a price is known.", ("model",), data["cost"])
         histogram("llmrelay_gateway_overhead_ms", "Time the gateway added (wall time minus upstream waits), ms.",
-                  ("endpoint",), self.overhead)
+                  ("endpoint",), _OVERHEAD_BUCKETS, data["overhead"])
         histogram("llmrelay_gateway_ttft_seconds", "Time to first token of the answering upstream request.",
-                  ("model",), self.ttft)
-        histogram("llmrelay_gateway_event_loop_lag_seconds", "Event-loop lag (sleep overshoot).", (), self.lag)
+                  ("model",), _TTFT_BUCKETS, data["ttft"])
+        histogram("llmrelay_gateway_event_loop_lag_seconds", "Event-loop lag (sleep overshoot), every worker's.", (),
+                  _LAG_BUCKETS, data["lag"])
+        counter("llmrelay_gateway_limits_store_errors_total", "Failed calls to the shared limits store (each "
+                "admission among them followed on_store_error).", (), data["store_errors"])
         out.append("# HELP llmrelay_gateway_in_flight_requests Requests being served.\n"
                    "# TYPE llmrelay_gateway_in_flight_requests gauge")
-        out.append(f"llmrelay_gateway_in_flight_requests {self.in_flight}")
+        out.append(f"llmrelay_gateway_in_flight_requests {data['in_flight']}")
         out.append("# HELP llmrelay_gateway_in_flight_streams Streaming responses being served.\n"
                    "# TYPE llmrelay_gateway_in_flight_streams gauge")
-        out.append(f"llmrelay_gateway_in_flight_streams {self.in_flight_streams}")
+        out.append(f"llmrelay_gateway_in_flight_streams {data['in_flight_streams']}")
+        out.append("# HELP llmrelay_gateway_workers Worker processes whose values this answer includes.\n"
+                   "# TYPE llmrelay_gateway_workers gauge")
+        out.append(f"llmrelay_gateway_workers {workers}")
         return ("\n".join(out) + "\n").encode()

@@ -1,4 +1,5 @@
-"""Running the gateway: uvicorn (with httptools and uvloop when installed), one process or N workers.
+"""Running the gateway: uvicorn (with httptools and uvloop when installed), one process or N workers
+(supervised by workers.py: SIGHUP reloads every worker in place, `/metrics` covers the whole server).
 
 Chosen by measurement (`make bench-gateway`, bench/README.md): a bare ASGI app
 under uvicorn + httptools + uvloop. The upstream client is llmrelay's own aiohttp
@@ -30,6 +31,12 @@ def check(path: str) -> list[str]:
 
 def factory() -> GatewayApp:
     """For `uvicorn --factory` and worker processes: the config path comes from LLMRELAY_GATEWAY_CONFIG."""
+    from .workers import STATE_ENV
+
+    if os.environ.get(STATE_ENV):
+        import signal
+
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a worker of `serve --workers`: SIGHUP is a reload, never an exit
     return GatewayApp(os.environ[CONFIG_ENV])
 
 
@@ -48,8 +55,19 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 4000, workers: int = 1
     os.environ[CONFIG_ENV] = os.path.abspath(path)
     opts = _server_options()
     if workers > 1:
-        uvicorn.run("llmrelay.gateway.server:factory", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, timeout_graceful_shutdown=30, **opts)
+        from . import workers as shared
+
+        config = uvicorn.Config("llmrelay.gateway.server:factory", factory=True, host=host, port=port, workers=workers,
+                                log_level=log_level, timeout_graceful_shutdown=30, **opts)
+        sock = config.bind_socket()
+        state = os.environ[shared.STATE_ENV] = shared.make_state_dir()
+        try:
+            shared.supervisor(config, [sock], os.path.abspath(path), state, check).run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            shared.cleanup(state)
+            sock.close()
         return
     app = GatewayApp(os.path.abspath(path))
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30, **opts)

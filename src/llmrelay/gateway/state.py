@@ -6,11 +6,9 @@ one they started with, which is closed when its last request ends.
 
 from __future__ import annotations
 
-import collections
 import datetime as _dt
 import hashlib
 import random
-import time
 from typing import Any
 
 from ..client import Client
@@ -20,17 +18,10 @@ from ..reliability.retry import Retry
 from ..timeouts import Timeouts
 from .config import GatewayConfig, Key, Route
 from .encode import GatewayError
+from .limits import LocalLimits
 from .relay import RelayTransport
 
 __all__ = ["Gateway"]
-
-
-class _Limits:
-    __slots__ = ("in_flight", "recent")
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.recent: collections.deque[float] = collections.deque()
 
 
 class Gateway:
@@ -80,7 +71,12 @@ class Gateway:
         self.timeouts = {name: _timeouts(r.timeout) for name, r in config.routes.items()}
         self.retries: dict[str, Any] = {name: Retry(r.retries, initial_delay=0.05, max_delay=2.0) if r.retries else 0
                                         for name, r in config.routes.items()}
-        self.limits: dict[str, _Limits] = {}
+        self.limits = LocalLimits()
+        self.shared: Any = None  # RedisLimits when the config has a limits store
+        if config.limits is not None:
+            from .limits import RedisLimits
+
+            self.shared = RedisLimits(config.limits, self.limits)
         self.in_flight = 0
         self.retired = False
 
@@ -109,30 +105,21 @@ class Gateway:
     def allowed(self, key: Key | None, model: str) -> bool:
         return key is None or key.models is None or model in key.models
 
-    def acquire(self, key: Key | None) -> None:
+    def acquire(self, key: Key | None) -> Any:
+        """None when admitted here and now (no limits, or counted in this process), else the shared store's
+        admission to await (one Redis round trip) for a `Held` to pass to `shared.release`. Raises
+        GatewayError(429) when over a limit."""
         if key is None or (key.max_parallel is None and key.rpm is None):
-            return
-        lim = self.limits.get(key.name)
-        if lim is None:
-            lim = self.limits[key.name] = _Limits()
-        if key.max_parallel is not None and lim.in_flight >= key.max_parallel:
-            raise GatewayError(429, f"key {key.name!r}: {key.max_parallel} requests already in flight",
-                               "rate_limit_error", {"retry-after": "1"})
-        if key.rpm is not None:
-            now = time.monotonic()
-            recent = lim.recent
-            while recent and now - recent[0] >= 60.0:
-                recent.popleft()
-            if len(recent) >= key.rpm:
-                wait = max(1, int(60.0 - (now - recent[0]) + 0.999))
-                raise GatewayError(429, f"key {key.name!r}: more than {key.rpm} requests per minute",
-                                   "rate_limit_error", {"retry-after": str(wait)})
-            recent.append(now)
-        lim.in_flight += 1
+            return None
+        if self.shared is not None:
+            return self.shared.acquire(key)
+        self.limits.acquire(key)
+        return None
 
     def release(self, key: Key | None) -> None:
-        if key is not None and key.name in self.limits and (key.max_parallel is not None or key.rpm is not None):
-            self.limits[key.name].in_flight -= 1
+        """The end of a request admitted by `acquire` without the shared store."""
+        if key is not None and self.shared is None and (key.max_parallel is not None or key.rpm is not None):
+            self.limits.release(key)
 
     # -- routing ------------------------------------------------------------------------------
     def route(self, model: str) -> Route:
@@ -166,6 +153,8 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
         hook = self.log_hook
         if hook is not None:
             import asyncio

@@ -76,10 +76,17 @@ def _part(p: Any) -> dict[str, Any]:
     raise UnsupportedParameterError("openai_chat", type(p).__name__, "This part type cannot be sent in a chat message.")
 
 
-def encode(call: Call) -> HTTPRequest:
+#: `encode` takes a body given as is (the `wire_body` option; see `engine.prepare.encode`).
+WIRE_BODY = True
+
+
+def encode(call: Call, body: dict[str, Any] | None = None) -> HTTPRequest:
+    headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
+    if body is not None:
+        return build_request(call, "/chat/completions", body, headers)
     call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
-    body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages, call.provider.reasoning_echo), "stream": True}
+    body = {"model": call.model, "messages": encode_messages(call.messages, call.provider.reasoning_echo), "stream": True}
     if call.provider.stream_usage:
         body["stream_options"] = {"include_usage": True}
     copy_params(p, body, {
@@ -100,7 +107,6 @@ def encode(call: Call) -> HTTPRequest:
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": call.output.name, "schema": schema, "strict": strict}}
     elif native == "json_object":
         body["response_format"] = {"type": "json_object"}
-    headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/chat/completions", body, headers)
 
 

@@ -1,0 +1,134 @@
+"""The gateway for operators, over real sockets: request ids and conversations into the logs and back in the
+response, validated; `--workers N` (metrics of the whole server, SIGHUP reload in every worker) in
+test_gateway_workers.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+
+import pytest
+
+from gateway_helpers import GatewayThread, config_for
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from llmrelay.testing import ReplayServer, Reply, faults  # noqa: E402
+
+MSG = [{"role": "user", "content": "hi"}]
+AUTH = {"authorization": "Bearer sk-a"}
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    db = tmp_path_factory.mktemp("ids") / "log.db"
+    with ReplayServer() as up:
+        with GatewayThread(config_for(up.url, f"logging: {db}", "keys:\n  - {name: a, key: sk-a}\n")) as gw:
+            yield up, gw, db
+
+
+def rows(gw, db) -> list[dict]:
+    gw.settle()
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM turns ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def test_request_and_conversation_ids_reach_the_log_row_and_come_back(logged):
+    up, gw, db = logged
+    up.enqueue(Reply.recording("openai_chat/text_usage_chunk.sse", chunking="events"))
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-a", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt", messages=MSG, stream=True, user="alice@example.com",
+        extra_headers={"x-request-id": "req-42.a", "x-llmrelay-conversation-id": "thread-7"})
+    assert raw.headers["x-request-id"] == "req-42.a"
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    row = rows(gw, db)[-1]
+    assert (row["correlation_id"], row["conversation_id"]) == ("req-42.a", "thread-7")
+    assert json.loads(row["tags"])["gateway_user"] == "alice@example.com"
+    assert up.requests[-1].json["user"] == "alice@example.com"  # the fast path still forwards it
+
+
+def test_an_id_is_generated_when_absent_and_the_anthropic_sdk_sees_it(logged):
+    up, gw, db = logged
+    up.enqueue(Reply.recording("anthropic/text_basic.sse", chunking="events"))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-a", max_retries=0)
+    msg = client.messages.create(model="claude", max_tokens=50, messages=MSG, metadata={"user_id": "u-123"})
+    rid = msg._request_id
+    assert rid and len(rid) == 32 and int(rid, 16) >= 0
+    row = rows(gw, db)[-1]
+    assert row["correlation_id"] == rid and row["conversation_id"] is None
+    assert json.loads(row["tags"])["gateway_user"] == "u-123"
+    up.enqueue(Reply.recording("openai_chat/text_usage_chunk.sse", chunking="events"))
+    r = httpx.post(gw.url + "/v1/chat/completions", headers={**AUTH, "x-correlation-id": "corr-1"},
+                   json={"model": "gpt", "messages": MSG})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "corr-1"
+    assert rows(gw, db)[-1]["correlation_id"] == "corr-1"
+
+
+@pytest.mark.parametrize("headers, named", [
+    ({"x-request-id": "has space"}, "x-request-id"),
+    ({"x-request-id": "r" * 129}, "x-request-id"),
+    ({"x-correlation-id": "tab\there"}, "x-correlation-id"),
+    ({"x-llmrelay-conversation-id": "c" * 200}, "x-llmrelay-conversation-id"),
+])
+def test_bad_ids_are_a_400_in_the_protocols_shape(logged, headers, named):
+    up, gw, _ = logged
+    seen = len(up.requests)
+    r = httpx.post(gw.url + "/v1/chat/completions", headers={**AUTH, **headers}, json={"model": "gpt", "messages": MSG})
+    assert r.status_code == 400 and named in r.json()["error"]["message"]
+    r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": "sk-a", **headers},
+                   json={"model": "claude", "max_tokens": 5, "messages": MSG})
+    assert r.status_code == 400 and r.json()["type"] == "error" and named in r.json()["error"]["message"]
+    assert len(up.requests) == seen  # nothing went upstream
+
+
+def test_bad_user_fields_and_non_ascii_ids_are_a_400(logged):
+    up, gw, _ = logged
+    r = httpx.post(gw.url + "/v1/chat/completions", headers=AUTH, json={"model": "gpt", "messages": MSG, "user": 42})
+    assert r.status_code == 400 and "user must be a string" in r.json()["error"]["message"]
+    r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": "sk-a"},
+                   json={"model": "claude", "max_tokens": 5, "messages": MSG, "metadata": {"user_id": "x" * 300}})
+    assert r.status_code == 400 and "metadata.user_id" in r.json()["error"]["message"]
+    body = json.dumps({"model": "gpt", "messages": MSG}).encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:  # a byte no client library would send
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-a\r\n"
+                     b"x-request-id: caf\xe9\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 400") and b"x-request-id" in answer.split(b"\r\n\r\n", 1)[1]
+
+
+def test_the_same_id_twice_in_flight_gets_two_log_calls(logged):
+    up, gw, db = logged
+    up.enqueue(faults.drip("anthropic/text_basic.sse", delay=0.05), faults.drip("anthropic/text_basic.sse", delay=0.05))
+    before = len(rows(gw, db))
+    body = {"model": "claude", "max_tokens": 50, "messages": MSG, "stream": True}
+    hdrs = {"x-api-key": "sk-a", "x-request-id": "dup"}
+    with httpx.stream("POST", gw.url + "/v1/messages", headers=hdrs, json=body, timeout=20) as first:
+        lines = first.iter_lines()
+        next(lines)  # the first call is in flight
+        with httpx.stream("POST", gw.url + "/v1/messages", headers=hdrs, json=body, timeout=20) as second:
+            assert second.headers["x-request-id"] == "dup-2"
+            second.read()
+        assert first.headers["x-request-id"] == first.headers["request-id"] == "dup"
+        for _ in lines:  # the rest of the first stream
+            pass
+    new = rows(gw, db)[before:]
+    assert sorted(r["correlation_id"] for r in new) == ["dup", "dup-2"]
+    assert all(r["status"] == "ok" and r["output_tokens"] == 10 for r in new)
+    up.enqueue(Reply.recording("anthropic/text_basic.sse", chunking="events"))
+    r = httpx.post(gw.url + "/v1/messages", headers=hdrs, json={**body, "stream": False})
+    assert r.headers["x-request-id"] == "dup"  # free again once the first ended
