@@ -231,15 +231,16 @@ class Decoder(_Decoder):
                         think.feed(content, idx, out)
                 else:
                     self._content_parts(content, idx, out)
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and type(reasoning) is str:
-                out.append(ev.ReasoningDelta(reasoning, idx))
-            refusal = delta.get("refusal")
-            if refusal and type(refusal) is str:
-                out.append(ev.RefusalDelta(refusal, idx))
-            calls = delta.get("tool_calls")
-            if calls:
-                self._tool_calls(calls, idx, out)
+            if len(delta) > 1 or not content:  # the bulk of a stream is {"content": ...} alone: no more lookups
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if reasoning and type(reasoning) is str:
+                    out.append(ev.ReasoningDelta(reasoning, idx))
+                refusal = delta.get("refusal")
+                if refusal and type(refusal) is str:
+                    out.append(ev.RefusalDelta(refusal, idx))
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._tool_calls(calls, idx, out)
         reason = choice.get("finish_reason")
         filters = choice.get("content_filter_results")  # Azure: kept when a category filtered something
         if filters and (reason == "content_filter" or _filtered(filters)):
