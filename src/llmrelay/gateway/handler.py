@@ -158,13 +158,19 @@ async def _serve(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, hea
                  x: Exchange, metrics: Any) -> None:
     if gw.tracer is None:
         return await _answer(gw, protocol, inbound, route, key, headers, receive, x, metrics)
+    from opentelemetry.propagate import extract
     from opentelemetry.trace import SpanKind
 
-    # the server span; llmrelay's OpenTelemetry hooks open the call and upstream spans inside it
-    with gw.tracer.start_as_current_span(f"POST {ENDPOINTS[protocol]} {route.name}", kind=SpanKind.SERVER, attributes={
-            "http.request.method": "POST", "llmrelay.gateway.endpoint": ENDPOINTS[protocol],
-            "llmrelay.gateway.model": route.name, "llmrelay.gateway.key": key.name if key is not None else "",
-            "llmrelay.gateway.stream": inbound.stream}) as span:
+    # the server span, in the client's trace when it sent `traceparent` (W3C; the global propagator);
+    # llmrelay's OpenTelemetry hooks open the call and upstream spans inside it
+    attributes = {"http.request.method": "POST", "llmrelay.gateway.endpoint": ENDPOINTS[protocol],
+                  "llmrelay.gateway.model": route.name, "llmrelay.gateway.key": key.name if key is not None else "",
+                  "llmrelay.gateway.stream": inbound.stream}
+    for name, attr in (("correlation_id", "llmrelay.correlation_id"), ("conversation_id", "gen_ai.conversation.id")):
+        if inbound.kwargs.get(name) is not None:
+            attributes[attr] = inbound.kwargs[name]
+    with gw.tracer.start_as_current_span(f"POST {ENDPOINTS[protocol]} {route.name}", context=extract(headers),
+                                         kind=SpanKind.SERVER, attributes=attributes) as span:
         await _answer(gw, protocol, inbound, route, key, headers, receive, x, metrics)
         span.set_attribute("llmrelay.gateway.overhead_ms", x.overhead_ms())
         span.set_attribute("llmrelay.gateway.aborted", x.disconnected)
