@@ -156,6 +156,47 @@ async def test_two_instances_count_max_parallel_and_rpm_exactly_and_aborts_relea
                 assert in_flight(r, prefix) == 0
 
 
+async def test_upstream_errors_release_and_a_flushed_script_is_loaded_again(store):
+    r, prefix = store
+    with ReplayServer() as up:
+        cfg = config(up.url, prefix, "max_parallel: 1")
+        with GatewayThread(cfg) as a:
+            async with httpx.AsyncClient(timeout=30) as client:
+                for reply, status in [(faults.status(500, "boom", protocol="openai_chat"), 500),
+                                      (faults.cut(REC, after=2), 200), (faults.reset(), 502)]:
+                    up.enqueue(reply)
+                    resp = await client.post(a.url + "/v1/chat/completions", json=BODY, headers=AUTH)
+                    assert resp.status_code == status
+                    a.settle()
+                    assert in_flight(r, prefix) == 0  # failed, cut or refused upstream: the slot is free
+                r.script_flush()  # as after a Redis restart: EVALSHA fails with NOSCRIPT, EVAL loads it again
+                up.enqueue(Reply.recording(REC, chunking="events"))
+                resp = await client.post(a.url + "/v1/chat/completions", json=BODY, headers=AUTH)
+                assert resp.status_code == 200 and "I'm" in resp.text
+            assert a.gateway.shared.errors == 0  # no fallback on the way
+
+
+async def test_a_reload_keeps_the_counts(store, tmp_path):
+    """SIGHUP builds a new generation; a request in flight on the old one still holds its slot, and releases it."""
+    r, prefix = store
+    with ReplayServer(default=HELD) as up:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(config(up.url, prefix, "max_parallel: 1"))
+        with GatewayThread(path=str(path)) as a:
+            async with httpx.AsyncClient(timeout=30) as client:
+                ok, _ = await burst(client, [a.url], 1)
+                assert len(ok) == 1
+                old = a.gateway
+                assert a.app.reload() and a.gateway is not old
+                _, refused = await burst(client, [a.url], 1)
+                assert refused[0].status_code == 429
+                await hang_up(ok)  # released by the old generation, in the same Redis
+                wait_for(lambda: in_flight(r, prefix) == 0, "the slot to be released")
+                ok, _ = await burst(client, [a.url], 1)
+                assert len(ok) == 1
+                await hang_up(ok)
+
+
 async def test_a_long_request_keeps_its_slot_past_the_lease(store):
     """The heartbeat renews a live request's deadline: it is not taken for a crashed one after `lease`."""
     r, prefix = store

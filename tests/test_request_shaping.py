@@ -72,3 +72,30 @@ def test_options_are_refused_where_no_provider_takes_them(client):
         client.complete("openai:gpt-4o-mini", "hi", options={"num_ctx": 8192})
     with pytest.raises(llmrelay.InvalidRequestError, match="options must be a dict"):
         client.complete("ollama:gemma3:1b", "hi", options=["num_ctx"])
+
+
+def test_wire_body_is_sent_as_given_with_the_protocols_headers(server, client):
+    """`wire_body` (what the gateway forwards a client's own body with): the body goes as given, request by
+    request, with the protocol's URL and auth; None from the hook, or a protocol that takes no given body,
+    encodes as usual."""
+    given = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+             "stream_options": {"include_usage": True}, "logit_bias": {"50256": -100}}
+    seen = []
+
+    def hook(call):
+        seen.append((call.provider.name, call.model))
+        return given if call.provider.name == "openai" else None
+
+    server.enqueue(*[Reply.recording("openai_chat/text_usage_chunk.sse")] * 2,
+                   Reply.recording("anthropic/text_basic.sse"))
+    r = client.complete("openai:gpt-4o-mini", "ignored", wire_body=hook, api_key="sk-wire")
+    assert r.text and seen == [("openai", "gpt-4o-mini")]
+    sent = server.requests[0]
+    assert sent.json == given and sent.path.endswith("/chat/completions")
+    assert sent.headers["authorization"] == "Bearer sk-wire"
+    client.complete("openai:gpt-4o-mini", "plain", wire_body=lambda call: None)
+    assert server.requests[1].json["messages"] == [{"role": "user", "content": "plain"}]
+    client.complete("anthropic:claude-sonnet-4-5", "hi", wire_body=hook, api_key="sk-ant")
+    assert server.requests[2].json["messages"][0]["content"] == [{"type": "text", "text": "hi"}]  # the hook said None
+    with pytest.raises(llmrelay.InvalidRequestError, match="wire_body must be a callable"):
+        client.complete("openai:gpt-4o-mini", "hi", wire_body={"model": "x"})

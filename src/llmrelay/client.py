@@ -28,6 +28,7 @@ from .engine.prepare import (
     Settings,
     build_call,
     check_limits,
+    encode,
     check_options,
     check_params,
     check_timeouts,
@@ -202,7 +203,10 @@ class Client:
             call, skipped = self._first_target(settings, router, messages, params, options, tools, tool_choice)
         if spec is not None:
             call.output = spec.wire
-        request = protocol_module(call.provider.protocol).encode(call)  # a bad request fails here
+        wire_body = flow.get("wire_body")
+        if wire_body is not None and not callable(wire_body):
+            raise InvalidRequestError(f"wire_body must be a callable (call) -> dict | None, got {type(wire_body).__name__}")
+        request = encode(call, wire_body)  # a bad request fails here
         timeouts = check_timeouts(options["timeout"]) if "timeout" in options else self.timeouts
         call.timeouts = timeouts
         chain: list[Middleware] = []
@@ -269,7 +273,8 @@ class Client:
         `extra_body`, `extra_headers`, `timeout`, `api_key`, `base_url`, `provider`,
         `output` (a type or JSON schema: structured output, see `llmrelay.structured`), `output_retries`,
         `correlation_id` (your request id; else one is generated), `conversation_id` (your thread id),
-        `text_reset`, `options` (Ollama runtime options)."""
+        `text_reset`, `options` (Ollama runtime options), `wire_body` (a callable `(call) -> dict | None`:
+        a JSON body to send as is for each request, see `engine.prepare.encode`)."""
         return self._open(Stream, self._sync(), model, messages, params, True)
 
     @overload
@@ -313,7 +318,8 @@ class Client:
         text_reset = flow.get("text_reset", self.text_reset)
         if text_reset not in TEXT_RESETS:
             raise InvalidRequestError(f"text_reset must be one of {', '.join(TEXT_RESETS)}; got {text_reset!r}")
-        s = cls(plan, _Engine(transport, timeouts, call, request, self.prices, self.limits.max_line), hooks, context)
+        engine = _Engine(transport, timeouts, call, request, self.prices, self.limits.max_line, flow.get("wire_body"))
+        s = cls(plan, engine, hooks, context)
         s.text_reset = text_reset
         return s
 
@@ -401,11 +407,12 @@ class _Engine:
 
     The first turn reuses the request encoded (and so validated) when the stream was created."""
 
-    __slots__ = ("transport", "timeouts", "first_call", "first_request", "prices", "max_line")
+    __slots__ = ("transport", "timeouts", "first_call", "first_request", "prices", "max_line", "wire_body")
 
     def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any, prices: Any = None,
-                 max_line: int | None = None):
+                 max_line: int | None = None, wire_body: Any = None):
         self.max_line = max_line
+        self.wire_body = wire_body
         self.transport = transport
         self.timeouts = timeouts
         self.first_call = first_call
@@ -419,7 +426,7 @@ class _Engine:
         else:
             request = None
         if request is None:
-            request = module.encode(call)
+            request = encode(call, self.wire_body)
         decoder = module.Decoder()
         if self.max_line != decoder.max_line:
             decoder.limit(self.max_line)

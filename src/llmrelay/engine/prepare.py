@@ -28,13 +28,26 @@ CALL_OPTIONS = (
 #: Per-call options of the control flow around requests.
 FLOW_OPTIONS = (
     "max_tool_rounds", "run_tools", "tool_errors", "retry", "middleware", "fallback_mode", "resume_prompt",
-    "hooks", "tags", "on_length", "correlation_id", "conversation_id", "text_reset",
+    "hooks", "tags", "on_length", "correlation_id", "conversation_id", "text_reset", "wire_body",
 )
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 def protocol_module(name: str) -> Any:
     return importlib.import_module(f"llmrelay.protocols.{name}")
+
+
+def encode(call: Call, wire_body: Any = None) -> Any:
+    """The HTTP request of one turn. `wire_body` (the per-call option): a callable `(call) -> dict | None`
+    giving, request by request, a JSON body to send as is in place of llmrelay's encoding; the protocol
+    still adds the URL, headers and auth. Only protocols with `WIRE_BODY = True` take one (the gateway
+    forwards a client's own body to a provider of the same protocol this way)."""
+    module = protocol_module(call.provider.protocol)
+    if wire_body is not None and getattr(module, "WIRE_BODY", False):
+        body = wire_body(call)
+        if body is not None:
+            return module.encode(call, body)
+    return module.encode(call)
 
 
 @dataclass(slots=True)

@@ -34,7 +34,8 @@ __all__ = ["handle", "ENCODERS", "error_response"]
 ENCODERS = {"openai_chat": ChatEncoder, "anthropic": AnthropicEncoder, "openai_responses": ResponsesEncoder}
 ENDPOINTS = {"openai_chat": "chat", "anthropic": "messages", "openai_responses": "responses"}
 _perf = time.perf_counter
-_CONTENT = (ev.TextDelta, ev.ReasoningDelta, ev.RefusalDelta, ev.ToolCallStart)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once, not per body
+_CONTENT = frozenset((ev.TextDelta, ev.ReasoningDelta, ev.RefusalDelta, ev.ToolCallStart))
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
 
@@ -91,7 +92,7 @@ class Exchange:
         if self.disconnected or self.started:
             return
         self.started = True
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        body = _dumps(obj).encode()
         base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         base.extend((k.encode(), v.encode()) for k, v in (headers or {}).items())
         await self.send({"type": "http.response.start", "status": status, "headers": self._headers(base)})
@@ -203,7 +204,8 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
         metrics.in_flight_streams += 1
     try:
         try:
-            stream = gw.client.astream(model_arg, inbound.messages, tags=tags, **inbound.kwargs, **opts)
+            stream = gw.client.astream(model_arg, inbound.messages, tags=tags, wire_body=relay.wire_body, **inbound.kwargs,
+                                       **opts)
         except Exception as exc:  # the request cannot be encoded for its target (unsupported parameter, ...)
             status = str(await error_response(x, protocol, exc))
             return
@@ -236,22 +238,23 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
 async def _stream(stream: Any, relay: Relay, encoder: Any, x: Exchange, protocol: str) -> str:
     tags = stream.context.tags
     write = x.write
+    unrelayed = relay.unrelayed  # cleared in place, never replaced
     try:
         async for e in stream:
             t = type(e)
             if relay.raw_turn:  # the provider's bytes go to the client; keep the events until they did
                 if t is ev.RetryEvent or t is ev.FallbackEvent:
-                    if relay.sent or any(type(u) in _CONTENT for u in relay.unrelayed):
+                    if relay.sent or any(type(u) in _CONTENT for u in unrelayed):
                         data = relay.translate()  # the continuation is ours to write, in the same stream
                         if data:
                             await write(data)
                     else:
                         relay.raw_turn = False
-                        relay.unrelayed.clear()  # nothing reached the client: the next answer starts afresh
+                        unrelayed.clear()  # nothing reached the client: the next answer starts afresh
                     continue
                 if t in _CONTENT:
                     relay.content_seen = True
-                relay.unrelayed.append(e)
+                unrelayed.append(e)
                 continue
             if t in _CONTENT:
                 relay.content_seen = True

@@ -152,19 +152,9 @@ class RedisLimits:
     """The keys' limits counted in Redis, shared by every process that uses the same store and prefix."""
 
     def __init__(self, options: LimitsOptions, local: LocalLimits):
-        import redis.asyncio as aredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.options = options
         self.local = local
-        # no retries (a retried admission could wait twice as long); each connect, read and wait for a free
-        # connection bounded by `timeout`
-        self.pool = aredis.BlockingConnectionPool.from_url(
-            options.store, max_connections=MAX_CONNECTIONS, timeout=options.timeout, socket_timeout=options.timeout,
-            socket_connect_timeout=options.timeout, retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-            health_check_interval=0)
-        self.redis = aredis.Redis(connection_pool=self.pool)
+        self.redis: Any = None  # the event loop's client for this store (_client), bound at the first admission
         self.bound = options.timeout * 3 + 0.1  # pool wait + connect + read, for the whole call
         self.acquire_sha: str | None = None
         self.token = os.urandom(6).hex()  # this process's reservations: <token>:<n>
@@ -187,6 +177,8 @@ class RedisLimits:
         rid = f"{self.token}:{next(self.ids)}"
         if time.monotonic() < self.down_until:
             return self._fallback(key, rid, None)
+        if self.redis is None:
+            self.redis = _client(self.options)
         slot, window = self.names(key)
         args = (rid, key.max_parallel or 0, key.rpm or 0, self.options.lease, WINDOW)
         try:
@@ -309,5 +301,36 @@ class RedisLimits:
             self.beat.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.redis.aclose()
-        await self.pool.disconnect()
+        if self.redis is not None:
+            await _close(self.options)
+
+
+# One client (one bounded pool) per event loop and store, shared by the configuration generations: a SIGHUP
+# reload reuses the connections, the old generation's requests release through them, and the first
+# generation closed at shutdown closes them. (Keyed by loop: tests run several gateways, each in its own.)
+_CLIENTS: dict[tuple[Any, str, float], Any] = {}
+
+
+def _client(options: LimitsOptions) -> Any:
+    k = (asyncio.get_running_loop(), options.store, options.timeout)
+    client = _CLIENTS.get(k)
+    if client is None:
+        import redis.asyncio as aredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # no retries (a retried admission could wait twice as long); each connect, read and wait for a free
+        # connection bounded by `timeout`
+        pool = aredis.BlockingConnectionPool.from_url(
+            options.store, max_connections=MAX_CONNECTIONS, timeout=options.timeout, socket_timeout=options.timeout,
+            socket_connect_timeout=options.timeout, retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+            health_check_interval=0)
+        client = _CLIENTS[k] = aredis.Redis(connection_pool=pool)
+    return client
+
+
+async def _close(options: LimitsOptions) -> None:
+    client = _CLIENTS.pop((asyncio.get_running_loop(), options.store, options.timeout), None)
+    if client is not None:
+        await client.aclose()
+        await client.connection_pool.disconnect()

@@ -1,14 +1,15 @@
 """The fast path: forward the client's own body, relay the provider's own bytes, decode them on the side.
 
-`RelayTransport` wraps llmrelay's async transport. For each upstream request
-of a gateway request (found through a context variable, so nothing above the
-transport changes) it decides:
+For each upstream request of a gateway request:
 
-- the body: when the provider speaks the inbound protocol and nothing of the
-  answer has reached the client yet, the client's own JSON goes upstream (model
-  replaced, streaming forced), so fields llmrelay does not model still arrive;
-  otherwise llmrelay's encoding (another protocol, or a fallback continuation);
-- the bytes: on a raw turn of a streaming request each complete SSE event is
+- the body (`Relay.wire_body`, llmrelay's `wire_body` option, asked while the
+  request is built, so it is built once): when the provider speaks the inbound
+  protocol and nothing of the answer has reached the client yet, the client's
+  own JSON goes upstream (model replaced, streaming forced), so fields llmrelay
+  does not model still arrive; otherwise llmrelay's encoding (another protocol,
+  or a fallback continuation);
+- the bytes (`RelayTransport`, which wraps llmrelay's async transport and finds
+  the request's `Relay` through a context variable): on a raw turn of a streaming request each complete SSE event is
   written to the client as soon as it is read, while llmrelay's decoder reads
   usage, errors and text from the same bytes. A chunk whose events made the
   decoder report an error is held back: the client then gets the gateway's
@@ -22,7 +23,6 @@ time spent waiting for the provider.
 from __future__ import annotations
 
 import contextvars
-import json
 import time
 from typing import Any
 
@@ -37,7 +37,7 @@ class Relay:
     """One gateway request's view of its upstream requests."""
 
     __slots__ = ("protocol", "body", "streaming", "raw_ok", "raw_turn", "sent", "unrelayed", "stream", "write", "upstream_wait",
-                 "upstream_requests", "headers", "content_seen", "encoder", "protocols")
+                 "upstream_requests", "headers", "content_seen", "encoder", "protocols", "raw_body")
 
     def __init__(self, protocol: str, body: dict[str, Any], streaming: bool, protocols: dict[str, str],
                  headers: dict[str, str] | None = None):
@@ -56,23 +56,31 @@ class Relay:
         self.headers = headers or {}
         self.content_seen = False
         self.encoder: Any = None
+        self.raw_body: Any = None  # the body last given to llmrelay as the client's own
 
-    def raw_request(self, req: Any, ctx: dict[str, Any]) -> Any:
-        """The client's body for this upstream request, or None (llmrelay's own encoding goes)."""
-        if not self.raw_ok or self.content_seen or self.protocols.get(ctx.get("provider", "")) != self.protocol:
+    def wire_body(self, call: Any) -> dict[str, Any] | None:
+        """llmrelay's `wire_body` hook: the client's body for this upstream request, or None
+        (llmrelay encodes it: another protocol, or a continuation)."""
+        if not self.raw_ok or self.content_seen or self.protocols.get(call.provider.name) != self.protocol:
+            self.raw_body = None
             return None
         body = dict(self.body)
-        body["model"] = ctx.get("model")
+        body["model"] = call.model
         body["stream"] = True
         if self.protocol == "openai_chat":
             opts = body.get("stream_options")
             body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
-        headers = dict(req.headers)
-        for name in _FORWARD_HEADERS:
-            if name in self.headers:
-                headers[name] = self.headers[name]
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        return type(req)(req.method, req.url, headers, data, body)
+        self.raw_body = body
+        return body
+
+    def raw_request(self, req: Any) -> Any:
+        """The request as built from the client's body (with the headers we forward), or None."""
+        if self.raw_body is None or req.json is not self.raw_body:
+            return None
+        forward = [name for name in _FORWARD_HEADERS if name in self.headers]
+        if forward:
+            req = type(req)(req.method, req.url, {**req.headers, **{n: self.headers[n] for n in forward}}, req.body, req.json)
+        return req
 
     def translate(self) -> bytes:
         """Leave raw mode for good: the encoder writes from here on, starting with what was held back."""
@@ -99,7 +107,7 @@ class RelayTransport:
         relay = CURRENT.get()
         if relay is None:
             return await self.inner.open(req, timeouts, ctx)
-        raw = relay.raw_request(req, ctx)
+        raw = relay.raw_request(req)
         relay.upstream_requests += 1
         t0 = _perf()
         try:

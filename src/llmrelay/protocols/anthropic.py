@@ -132,7 +132,16 @@ def encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str, 
     return merged_turns(messages, _blocks, _tool_result, str)
 
 
-def encode(call: Call) -> HTTPRequest:
+#: `encode` takes a body given as is (the `wire_body` option; see `engine.prepare.encode`).
+WIRE_BODY = True
+
+
+def encode(call: Call, body: dict[str, Any] | None = None) -> HTTPRequest:
+    headers = {"anthropic-version": API_VERSION}
+    if call.api_key:
+        headers["x-api-key"] = call.api_key
+    if body is not None:
+        return build_request(call, "/v1/messages", body, headers)
     call, _ = shaped(call)  # structured output: an output tool (llmrelay.structured)
     p = call.params
     system, messages = encode_messages(call.messages)
@@ -142,7 +151,7 @@ def encode(call: Call) -> HTTPRequest:
     max_tokens = p.max_tokens
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS + (budget or 0)
-    body: dict[str, Any] = {"model": call.model, "messages": messages, "max_tokens": max_tokens, "stream": True}
+    body = {"model": call.model, "messages": messages, "max_tokens": max_tokens, "stream": True}
     if system:
         body["system"] = system[0] if len(system) == 1 else [{"type": "text", "text": s} for s in system]
     copy_params(p, body, {
@@ -158,9 +167,6 @@ def encode(call: Call) -> HTTPRequest:
     choice = getattr(call, "tool_choice", None)
     if choice is not None:
         body["tool_choice"] = TOOL_CHOICE.get(choice) or {"type": "tool", "name": choice}
-    headers = {"anthropic-version": API_VERSION}
-    if call.api_key:
-        headers["x-api-key"] = call.api_key
     return build_request(call, "/v1/messages", body, headers)
 
 

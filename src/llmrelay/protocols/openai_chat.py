@@ -76,10 +76,17 @@ def _part(p: Any) -> dict[str, Any]:
     raise UnsupportedParameterError("openai_chat", type(p).__name__, "This part type cannot be sent in a chat message.")
 
 
-def encode(call: Call) -> HTTPRequest:
+#: `encode` takes a body given as is (the `wire_body` option; see `engine.prepare.encode`).
+WIRE_BODY = True
+
+
+def encode(call: Call, body: dict[str, Any] | None = None) -> HTTPRequest:
+    headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
+    if body is not None:
+        return build_request(call, "/chat/completions", body, headers)
     call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
-    body: dict[str, Any] = {"model": call.model, "messages": encode_messages(call.messages, call.provider.reasoning_echo), "stream": True}
+    body = {"model": call.model, "messages": encode_messages(call.messages, call.provider.reasoning_echo), "stream": True}
     if call.provider.stream_usage:
         body["stream_options"] = {"include_usage": True}
     copy_params(p, body, {
@@ -100,7 +107,6 @@ def encode(call: Call) -> HTTPRequest:
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": call.output.name, "schema": schema, "strict": strict}}
     elif native == "json_object":
         body["response_format"] = {"type": "json_object"}
-    headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/chat/completions", body, headers)
 
 
@@ -226,15 +232,16 @@ class Decoder(_Decoder):
                         think.feed(content, idx, out)
                 else:
                     self._content_parts(content, idx, out)
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and type(reasoning) is str:
-                out.append(ev.ReasoningDelta(reasoning, idx))
-            refusal = delta.get("refusal")
-            if refusal and type(refusal) is str:
-                out.append(ev.RefusalDelta(refusal, idx))
-            calls = delta.get("tool_calls")
-            if calls:
-                self._tool_calls(calls, idx, out)
+            if len(delta) > 1 or not content:  # the bulk of a stream is {"content": ...} alone: no more lookups
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if reasoning and type(reasoning) is str:
+                    out.append(ev.ReasoningDelta(reasoning, idx))
+                refusal = delta.get("refusal")
+                if refusal and type(refusal) is str:
+                    out.append(ev.RefusalDelta(refusal, idx))
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._tool_calls(calls, idx, out)
         reason = choice.get("finish_reason")
         filters = choice.get("content_filter_results")  # Azure: kept when a category filtered something
         if filters and (reason == "content_filter" or _filtered(filters)):

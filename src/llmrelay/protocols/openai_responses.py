@@ -148,11 +148,18 @@ def reasoning_signature(item: dict[str, Any]) -> str | None:
     return dumps({"id": item.get("id"), "encrypted_content": enc}).decode("utf-8")
 
 
-def encode(call: Call) -> HTTPRequest:
+#: `encode` takes a body given as is (the `wire_body` option; see `engine.prepare.encode`).
+WIRE_BODY = True
+
+
+def encode(call: Call, body: dict[str, Any] | None = None) -> HTTPRequest:
+    headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
+    if body is not None:
+        return build_request(call, "/responses", body, headers)
     call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
     items, instructions = encode_input(call.messages)
-    body: dict[str, Any] = {"model": call.model}
+    body = {"model": call.model}
     if instructions is not None:
         body["instructions"] = instructions
     body["input"] = items
@@ -174,7 +181,6 @@ def encode(call: Call) -> HTTPRequest:
         body["text"] = {"format": {"type": "json_schema", "name": call.output.name, "schema": schema, "strict": strict}}
     elif native == "json_object":
         body["text"] = {"format": {"type": "json_object"}}
-    headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     return build_request(call, "/responses", body, headers)
 
 
