@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_gateway.py             # everything (~3 min, plus the LiteLLM venv the first time)
     .venv/bin/python bench/bench_gateway.py --quick     # fewer rounds, shorter load runs
     .venv/bin/python bench/bench_gateway.py --no-litellm
+    .venv/bin/python bench/bench_gateway.py --baseline-src /tmp/old/src   # A/B: also an llmrelay gateway from another tree
 
 Set-up: the mock upstream (bench/_server.py: OpenAI Chat, JSON or SSE) runs on
 core 1, each gateway as one worker pinned to core 0 (`taskset`), the load
@@ -16,8 +17,9 @@ Measured, per gateway:
 - added latency per non-streaming request and per 50-chunk stream: sequential
   requests in interleaved rounds (each round asks every target once), median
   minus the direct median;
-- CPU per streamed chunk: the gateway process's CPU (utime+stime) during the
-  streaming throughput run over the chunks it relayed;
+- CPU per non-streaming request and per streamed chunk: the gateway process's
+  CPU (utime+stime) during the throughput runs over the requests it answered
+  and the chunks it relayed;
 - throughput at concurrency 64 (non-streaming req/s, 50-chunk streams/s, p50/p99);
 - RSS idle (after warm-up) and the peak with 500 concurrent paced streams
   (20 chunks 50 ms apart) in flight;
@@ -125,7 +127,7 @@ def wait_ready(url: str, path: str, proc: Any, t0: float, timeout: float = 120) 
     raise RuntimeError("not ready in time")
 
 
-def start_llmrelay(upstream: str, tmp: Path) -> Target:
+def start_llmrelay(upstream: str, tmp: Path, src: Path = ROOT / "src", name: str = "llmrelay gateway") -> Target:
     cfg = tmp / "gateway.yaml"
     cfg.write_text("models:\n" + "".join(
         f"  {s}:\n    model: openai:gpt-4o\n    base_url: {upstream}/{s}/v1\n    api_key: x\n    retries: 0\n"
@@ -133,9 +135,9 @@ def start_llmrelay(upstream: str, tmp: Path) -> Target:
     port = free_port()
     t0 = time.perf_counter()
     proc = subprocess.Popen(pin(0) + [sys.executable, "-m", "llmrelay.cli", "serve", "--config", str(cfg), "--port", str(port)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "PYTHONPATH": str(src)}, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    return Target("llmrelay gateway", proc, url, False, wait_ready(url, "/health/ready", proc, t0))
+    return Target(name, proc, url, False, wait_ready(url, "/health/ready", proc, t0))
 
 
 def start_floor(upstream: str) -> Target:
@@ -254,7 +256,8 @@ async def load(target: Target, scenario: str, stream: bool, concurrency: int, se
     n = len(lat)
     return {"rate": n / wall, "p50_ms": lat[n // 2] * 1000 if n else None,
             "p99_ms": lat[min(n - 1, int(n * 0.99))] * 1000 if n else None, "errors": errors, "n": n,
-            "cpu_us_per_chunk": (cpu / (n * 53) * 1e6) if (cpu is not None and stream and n) else None}
+            "cpu_us_per_chunk": (cpu / (n * 53) * 1e6) if (cpu is not None and stream and n) else None,
+            "cpu_us_per_req": (cpu / n * 1e6) if (cpu is not None and not stream and n) else None}
 
 
 async def rss_under_streams(target: Target, streams: int) -> float | None:
@@ -286,6 +289,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--install-timeout", type=float, default=600)
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="also run an llmrelay gateway from this src directory (an A/B in one run)")
     a = ap.parse_args()
     rounds, seconds = (30, 3.0) if a.quick else (150, 8.0)
     try:
@@ -305,6 +310,8 @@ def main() -> None:
     try:
         targets.append(start_floor(upstream))
         targets.append(start_llmrelay(upstream, tmp))
+        if a.baseline_src is not None:
+            targets.append(start_llmrelay(upstream, tmp, a.baseline_src.resolve(), "llmrelay gateway (baseline)"))
         if a.no_litellm:
             skipped["LiteLLM proxy"] = "--no-litellm"
         else:
@@ -338,24 +345,28 @@ def main() -> None:
     (ROOT / ".bench" / "gateway.json").write_text(json.dumps(out, indent=1, default=str))
     print(f"make bench-gateway: {rounds} interleaved rounds, {seconds:.0f} s load runs, concurrency 64; "
           f"load average {os.getloadavg()[0]:.2f} (2 shared cores: absolute numbers are noisy)\n")
-    print("| | added per request (p50) | added per 50-chunk stream (p50) | CPU per streamed chunk | req/s @64 (p50/p99 ms) "
-          "| streams/s @64 (p50/p99 ms) | RSS idle | RSS @500 streams | ready |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| | added per request (p50) | added per 50-chunk stream (p50) | CPU per request | CPU per streamed chunk "
+          "| req/s @64 (p50/p99 ms) | streams/s @64 (p50/p99 ms) | RSS idle | RSS @500 streams | ready |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for t in targets:
         s, r = seq[t.name], thr[t.name]
         added_req = (s["req"] - direct["req"]) * 1000 if t.name != "direct" else None
         added_stream = (s["stream"] - direct["stream"]) * 1000 if t.name != "direct" else None
-        print(f"| {t.name} | {fmt(added_req)} ms | {fmt(added_stream)} ms | {fmt(r['stream']['cpu_us_per_chunk'], '.1f')} µs | "
+        print(f"| {t.name} | {fmt(added_req)} ms | {fmt(added_stream)} ms | {fmt(r['req']['cpu_us_per_req'], '.0f')} µs | "
+              f"{fmt(r['stream']['cpu_us_per_chunk'], '.1f')} µs | "
               f"{r['req']['rate']:.0f} ({fmt(r['req']['p50_ms'], '.1f')}/{fmt(r['req']['p99_ms'], '.1f')}) | "
               f"{r['stream']['rate']:.0f} ({fmt(r['stream']['p50_ms'], '.1f')}/{fmt(r['stream']['p99_ms'], '.1f')}) | "
               f"{fmt(idle.get(t.name), '.0f')} MB | {fmt(peak.get(t.name), '.0f')} MB | {fmt(t.ready_s)} s |")
     for name, why in skipped.items():
-        print(f"| {name} | skipped: {why} | | | | | | | |")
+        print(f"| {name} | skipped: {why} | | | | | | | | |")
+    for name in ("llmrelay gateway (baseline)", "llmrelay gateway"):
+        if name in seq:
+            g = seq[name]
+            print(f"\n{name}: x-llmrelay-overhead-ms (median): {fmt(g['req_hdr'], '.3f')} ms per request, "
+                  f"{fmt(g['stream_hdr'], '.3f')} ms to the stream's first byte; externally added: "
+                  f"{(g['req'] - direct['req']) * 1000:.3f} ms per request")
     gw = seq.get("llmrelay gateway")
     if gw:
-        print(f"\nx-llmrelay-overhead-ms (median): {fmt(gw['req_hdr'], '.3f')} ms per request, "
-              f"{fmt(gw['stream_hdr'], '.3f')} ms to the stream's first byte; externally added: "
-              f"{(gw['req'] - direct['req']) * 1000:.3f} ms per request")
         lite = next((thr[t.name] for t in targets if t.name.startswith("LiteLLM")), None)
         bars = [("overhead p50 per request <= 1 ms", (gw["req"] - direct["req"]) * 1000 <= 1.0),
                 ("overhead p50 per 50-chunk stream <= 1.5 ms", (gw["stream"] - direct["stream"]) * 1000 <= 1.5),

@@ -165,10 +165,11 @@ def test_metrics_count_the_whole_server_whichever_worker_answers(served, tmp_pat
     shared_dir = Path(state[b"LLMRELAY_GATEWAY_STATE"].decode())
     os.kill(a, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while not (len(s.workers()) == 2 and a not in s.workers()):
+    while not ((now := s.workers()) and len(now) == 2 and a not in now):
         assert time.monotonic() < deadline, "".join(s.log)
         time.sleep(0.1)
-    c = next(w for w in s.workers() if w != b)
+    assert b in now, (a, b, now, "".join(s.log))
+    c = next(w for w in now if w != b)
     for worker in (b, c):
         deadline = time.monotonic() + 30
         while s.metric(s.get_metrics(worker), "llmrelay_gateway_workers") != 2:

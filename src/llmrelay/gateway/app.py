@@ -108,10 +108,10 @@ class GatewayApp:
     async def startup(self) -> None:
         import os
 
-        from .workers import STATE_ENV, Shared
-
-        state = os.environ.get(STATE_ENV)
+        state = os.environ.get("LLMRELAY_GATEWAY_STATE")  # workers.STATE_ENV: a worker of `serve --workers N`
         if state and self.shared is None:
+            from .workers import Shared
+
             self.shared = Shared(state, self)  # before the config is loaded: a reload from now on is seen
         if self.gateway is None:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]

@@ -34,7 +34,8 @@ __all__ = ["handle", "ENCODERS", "error_response"]
 ENCODERS = {"openai_chat": ChatEncoder, "anthropic": AnthropicEncoder, "openai_responses": ResponsesEncoder}
 ENDPOINTS = {"openai_chat": "chat", "anthropic": "messages", "openai_responses": "responses"}
 _perf = time.perf_counter
-_CONTENT = (ev.TextDelta, ev.ReasoningDelta, ev.RefusalDelta, ev.ToolCallStart)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once, not per body
+_CONTENT = frozenset((ev.TextDelta, ev.ReasoningDelta, ev.RefusalDelta, ev.ToolCallStart))
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
 
@@ -91,7 +92,7 @@ class Exchange:
         if self.disconnected or self.started:
             return
         self.started = True
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        body = _dumps(obj).encode()
         base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         base.extend((k.encode(), v.encode()) for k, v in (headers or {}).items())
         await self.send({"type": "http.response.start", "status": status, "headers": self._headers(base)})
@@ -158,13 +159,19 @@ async def _serve(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, hea
                  x: Exchange, metrics: Any) -> None:
     if gw.tracer is None:
         return await _answer(gw, protocol, inbound, route, key, headers, receive, x, metrics)
+    from opentelemetry.propagate import extract
     from opentelemetry.trace import SpanKind
 
-    # the server span; llmrelay's OpenTelemetry hooks open the call and upstream spans inside it
-    with gw.tracer.start_as_current_span(f"POST {ENDPOINTS[protocol]} {route.name}", kind=SpanKind.SERVER, attributes={
-            "http.request.method": "POST", "llmrelay.gateway.endpoint": ENDPOINTS[protocol],
-            "llmrelay.gateway.model": route.name, "llmrelay.gateway.key": key.name if key is not None else "",
-            "llmrelay.gateway.stream": inbound.stream}) as span:
+    # the server span, in the client's trace when it sent `traceparent` (W3C; the global propagator);
+    # llmrelay's OpenTelemetry hooks open the call and upstream spans inside it
+    attributes = {"http.request.method": "POST", "llmrelay.gateway.endpoint": ENDPOINTS[protocol],
+                  "llmrelay.gateway.model": route.name, "llmrelay.gateway.key": key.name if key is not None else "",
+                  "llmrelay.gateway.stream": inbound.stream}
+    for name, attr in (("correlation_id", "llmrelay.correlation_id"), ("conversation_id", "gen_ai.conversation.id")):
+        if inbound.kwargs.get(name) is not None:
+            attributes[attr] = inbound.kwargs[name]
+    with gw.tracer.start_as_current_span(f"POST {ENDPOINTS[protocol]} {route.name}", context=extract(headers),
+                                         kind=SpanKind.SERVER, attributes=attributes) as span:
         await _answer(gw, protocol, inbound, route, key, headers, receive, x, metrics)
         span.set_attribute("llmrelay.gateway.overhead_ms", x.overhead_ms())
         span.set_attribute("llmrelay.gateway.aborted", x.disconnected)
@@ -231,22 +238,23 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
 async def _stream(stream: Any, relay: Relay, encoder: Any, x: Exchange, protocol: str) -> str:
     tags = stream.context.tags
     write = x.write
+    unrelayed = relay.unrelayed  # cleared in place, never replaced
     try:
         async for e in stream:
             t = type(e)
             if relay.raw_turn:  # the provider's bytes go to the client; keep the events until they did
                 if t is ev.RetryEvent or t is ev.FallbackEvent:
-                    if relay.sent or any(type(u) in _CONTENT for u in relay.unrelayed):
+                    if relay.sent or any(type(u) in _CONTENT for u in unrelayed):
                         data = relay.translate()  # the continuation is ours to write, in the same stream
                         if data:
                             await write(data)
                     else:
                         relay.raw_turn = False
-                        relay.unrelayed.clear()  # nothing reached the client: the next answer starts afresh
+                        unrelayed.clear()  # nothing reached the client: the next answer starts afresh
                     continue
                 if t in _CONTENT:
                     relay.content_seen = True
-                relay.unrelayed.append(e)
+                unrelayed.append(e)
                 continue
             if t in _CONTENT:
                 relay.content_seen = True

@@ -31,9 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
-import tempfile
 from typing import Any, Callable
 
 from .metrics import merge
@@ -50,6 +48,8 @@ log = logging.getLogger("llmrelay.gateway")
 
 
 def make_state_dir() -> str:
+    import tempfile
+
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     return tempfile.mkdtemp(prefix="llmrelay-gateway-", dir=base)
 
@@ -205,4 +205,6 @@ def supervisor(config: Any, sockets: list[Any], config_path: str, directory: str
 
 
 def cleanup(directory: str) -> None:
+    import shutil
+
     shutil.rmtree(directory, ignore_errors=True)
