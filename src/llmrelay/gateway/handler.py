@@ -138,21 +138,30 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model if model in gw.config.routes else "-", str(status), x.overhead_ms())
         return
+    charge = None  # the key's budget reservation (budget.py), settled with the real usage at the end
     try:
+        if key is not None and key.budget is not None:
+            charge = await gw.budgets.reserve(key, route, inbound.body, body_bytes, x)
         held = gw.acquire(key)  # None, or the shared limits store's admission: one round trip
         if held is not None:
             held = await held
     except GatewayError as exc:
+        if charge is not None:
+            await gw.budgets.settle(charge)
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model, str(status), x.overhead_ms())
         return
     try:
         await _serve(gw, protocol, inbound, route, key, headers, receive, x, metrics)
     finally:
-        if held is None:
-            gw.release(key)
-        else:
-            await gw.shared.release(held)  # also when cancelled or failed
+        try:
+            if held is None:
+                gw.release(key)
+            else:
+                await gw.shared.release(held)  # also when cancelled or failed
+        finally:
+            if charge is not None:
+                await gw.budgets.settle(charge)
 
 
 async def _serve(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, headers: dict[str, str], receive: Any,
