@@ -75,7 +75,7 @@ def where(request):
 redis_only = pytest.mark.parametrize("where", ["redis"], indirect=True)
 
 
-def config(up_url: str, where, budget: str, extra: str = "") -> str:
+def config(up_url: str, where, budget: str, extra: str = "", models: str = "") -> str:
     limits = "" if where is None else f'limits: {{store: {URL}, prefix: "{where[1]}"}}'
     return f"""
 models:
@@ -84,6 +84,7 @@ models:
     base_url: {up_url}/v1
     api_key: sk-up
     retries: 0
+{models}
 keys:
   - {{name: budgeted, key: sk-budget, budget: {{{budget}}}}}
   - {{name: free, key: sk-free}}
@@ -293,3 +294,76 @@ def test_config_errors_name_the_line():
     assert key.budget.tokens == 1_000_000 and key.budget.usd == 25.0 and key.budget.period == 3600
     assert key.budget.default_max_tokens == 512
     assert any("budgets without a limits store" in w for w in cfg.warnings)
+
+
+def test_every_upstream_request_of_a_fallback_is_charged(where, tmp_path):
+    """A stream cut mid-answer continues on the fallback: the budget pays both upstream requests, as the log rows say."""
+    db = tmp_path / "log.db"
+    limit = 10_000
+    with ReplayServer() as up:
+        fallback = f"""    fallbacks: [gpt2]
+  gpt2:
+    model: openai:gpt-4o
+    base_url: {up.url}/v1
+    api_key: sk-up
+    retries: 0"""
+        cfg = config(up.url, where, f"tokens: {limit}, period: hour", f"logging: {db}", fallback)
+        gws = instances(cfg, where)
+        with running(gws):
+            up.enqueue(faults.cut(REC, after=5))
+            up.enqueue(Reply.recording(REC, chunking="events"))
+            resp = post(gws[0].url)
+            assert resp.status_code == 200 and "weather" in resp.text
+            idle(gws)
+            conn = sqlite3.connect(db)
+            rows = conn.execute("SELECT status, input_tokens + output_tokens FROM turns ORDER BY id").fetchall()
+            conn.close()
+            assert len(rows) == 2 and rows[1] == ("ok", USED)  # the cut one, then the fallback
+            up.enqueue(Reply.recording(REC, chunking="events"))
+            resp = post(gws[-1].url)
+            assert int(resp.headers["x-llmrelay-budget-remaining-tokens"]) == limit - rows[0][1] - USED - EST
+
+
+def test_a_reload_keeps_the_counts(where, tmp_path):
+    path = tmp_path / "gateway.yaml"
+    limit = 10_000
+    with ReplayServer(default=Reply.recording(REC, chunking="events")) as up:
+        path.write_text(config(up.url, where, f"tokens: {limit}, period: day"))
+        with GatewayThread(path=str(path)) as gw:
+            post(gw.url)
+            gw.settle()
+            path.write_text(config(up.url, where, f"tokens: {limit + 1}, period: day"))
+            old = gw.gateway
+            assert gw.app.reload() and gw.gateway is not old
+            resp = post(gw.url)  # the new limit, the old count
+            assert int(resp.headers["x-llmrelay-budget-remaining-tokens"]) == limit + 1 - USED - EST
+
+
+@redis_only
+def test_a_killed_process_reservation_is_charged_its_estimate_when_its_lease_ends(where, tmp_path):
+    from test_gateway_limits_redis import Serve
+
+    r, prefix = where
+    limit = 10_000
+    with ReplayServer(default=HELD) as up:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(config(up.url, where, f"tokens: {limit}, period: total").replace(
+            f'prefix: "{prefix}"', f'prefix: "{prefix}", lease: 1'))
+        with Serve(path) as proc:
+            with httpx.stream("POST", proc.url + "/v1/chat/completions", content=BODY, headers=AUTH, timeout=30) as resp:
+                assert resp.status_code == 200
+                assert int(resp.headers["x-llmrelay-budget-remaining-tokens"]) == limit - EST
+                next(resp.iter_bytes())
+                proc.proc.kill()  # SIGKILL: no settlement, no more lease renewals
+                proc.proc.wait(10)
+        start = float(r.time()[0])
+        wait_for(lambda: float(r.time()[0]) > start + 2, "the lease to pass (Redis clock)")
+        up.enqueue(Reply.recording(REC, chunking="events"))
+        with GatewayThread(path.read_text()) as gw:
+            resp = post(gw.url)
+            # the dead request's reservation became its estimate, used; this one's estimate is reserved
+            assert int(resp.headers["x-llmrelay-budget-remaining-tokens"]) == limit - EST - EST
+            gw.settle()
+        (h,) = [n for n in r.scan_iter(match=prefix + "*budget*") if not n.endswith(":r")]
+        assert int(r.hget(h, "t")) == EST + USED and int(r.hget(h, "rt")) == 0
+        assert r.pttl(h) == -1  # a total budget never expires
