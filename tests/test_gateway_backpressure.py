@@ -43,14 +43,15 @@ def _long_chat_stream() -> bytes:
 
 
 def _settled(count, deadline: float) -> int:
-    """Poll `count()` until it stops growing for a while (or the deadline passes); the last value."""
+    """Poll `count()` until it has started and then stops growing for a while (or the deadline passes);
+    the last value. (A loaded machine can pause the writer before its first byte: that is no stall.)"""
     last, since = count(), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.05)
         now = count()
         if now != last:
             last, since = now, time.monotonic()
-        elif time.monotonic() - since > 1.0:
+        elif last and time.monotonic() - since > 1.0:
             break
     return last
 

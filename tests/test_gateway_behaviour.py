@@ -195,17 +195,23 @@ def test_anthropic_client_failover_continues_the_open_block(keyed):
 
 
 # -- disconnects, keep-alives, logs -----------------------------------------------------------
+#: The upstream in the disconnect tests sends a little, then stalls this long (waking at once when the
+#: gateway hangs up): it cannot finish while the test runs, so its request ending early is the gateway's
+#: doing. The waits for that (30 s) are hang guards, not speed bounds.
+UPSTREAM_HOLD = 60
+
+
 def test_client_disconnect_closes_upstream_and_logs_aborted(keyed):
     up, gw, db = keyed
-    up.enqueue(faults.drip("anthropic/text_basic.sse", delay=0.3))
+    up.enqueue(faults.stall("anthropic/text_basic.sse", after=2, seconds=UPSTREAM_HOLD))
     with socket.create_connection(("127.0.0.1", gw.port)) as sock:
         body = json.dumps({"model": "claude", "max_tokens": 50, "messages": MSG, "stream": True}).encode()
         sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: sk-team-a\r\ncontent-type: application/json\r\n"
                      b"content-length: %d\r\n\r\n%s" % (len(body), body))
         first = sock.recv(65536)
         assert b"200 OK" in first
-    gone = up.wait_disconnect(10)
-    assert gone is not None and not gone.completed
+    gone = up.wait_disconnect(30)
+    assert gone is not None and not gone.completed, "the gateway did not close the upstream when the client left"
     last = [r for r in rows(gw, db) if r["status"] == "aborted"]  # rows() waits for the call to end
     assert last and json.loads(last[-1]["tags"])["gateway_key"] == "team-a"
 
@@ -335,12 +341,12 @@ def _hang_up_after_headers(port: int, path: bytes, body: dict, key: bytes = b"sk
 
 def test_non_streaming_disconnect_closes_upstream(keyed):
     up, gw, db = keyed
-    up.enqueue(faults.drip("openai_chat/text_usage_chunk.sse", delay=0.3))
+    up.enqueue(faults.stall("openai_chat/text_usage_chunk.sse", after=2, seconds=UPSTREAM_HOLD))
     import time
 
     _hang_up_after_headers(gw.port, b"/v1/chat/completions", {"model": "gpt", "messages": MSG}, up=up)
     mine = up.requests[-1]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a hang guard
     while mine.disconnected_at is None and time.monotonic() < deadline:
         up.wait_disconnect(0.1)
     assert mine.disconnected_at is not None and not mine.completed

@@ -132,3 +132,30 @@ def test_the_same_id_twice_in_flight_gets_two_log_calls(logged):
     up.enqueue(Reply.recording("anthropic/text_basic.sse", chunking="events"))
     r = httpx.post(gw.url + "/v1/messages", headers=hdrs, json={**body, "stream": False})
     assert r.headers["x-request-id"] == "dup"  # free again once the first ended
+
+
+def test_the_server_span_joins_the_clients_trace_and_carries_the_ids():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with ReplayServer() as up:
+        with GatewayThread(config_for(up.url, "server: {otel: true}"), tracer_provider=provider) as gw:
+            up.enqueue(Reply.recording("anthropic/text_basic.sse", chunking="events"))
+            r = httpx.post(gw.url + "/v1/messages", json={"model": "claude", "max_tokens": 50, "messages": MSG},
+                           headers={"traceparent": f"00-{trace_id}-{parent}-01", "x-request-id": "req-otel",
+                                    "x-llmrelay-conversation-id": "conv-otel"})
+            assert r.status_code == 200
+    spans = exporter.get_finished_spans()
+    server = next(s for s in spans if s.kind.name == "SERVER")
+    assert format(server.context.trace_id, "032x") == trace_id and format(server.parent.span_id, "016x") == parent
+    assert server.attributes["llmrelay.correlation_id"] == "req-otel"
+    assert server.attributes["gen_ai.conversation.id"] == "conv-otel"
+    inner = [s for s in spans if s.kind.name != "SERVER"]
+    assert inner and all(s.context.trace_id == server.context.trace_id for s in inner)
+    assert all(s.attributes["llmrelay.correlation_id"] == "req-otel" for s in inner)

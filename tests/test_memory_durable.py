@@ -285,7 +285,9 @@ def test_a_reminder_reaches_the_model_in_the_next_conversation_after_it_is_due(s
     memory = Memory(stores.make(embedder=None), client=client, reminders=mode, curate_every=None)
     alice = with_memory(client, "alice", memory, learn=False)
     bob = with_memory(client, "bob", memory, learn=False)
-    due = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 1.5))
+    # due 3-4 s from now (whole seconds): time enough, even on a loaded machine, for the "not yet" call
+    # below to come before it; then the test sleeps until the stored due time has passed
+    due = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(int(time.time()) + 4))
     script.chat(synthetic_tool_call("schedule_task", {"task": "Call the dentist to confirm Tuesday", "due": due}),
                 synthetic_text("I'll remind you."))
     events = list(alice.stream("openai:gpt-4o", "Remind me to call the dentist in a moment."))
@@ -295,7 +297,8 @@ def test_a_reminder_reaches_the_model_in_the_next_conversation_after_it_is_due(s
     script.chat(synthetic_text("Hi!"))
     alice.complete("openai:gpt-4o", "Hello again")  # before it is due: nothing offered
     assert "dentist" not in json.dumps(script.chat_requests[-1]["messages"])
-    time.sleep(max(0.0, 1.6 - 0.0))
+    (task,) = memory.store.list_tasks("alice")
+    time.sleep(max(0.0, task.due_at - time.time() + 0.05))
     script.chat(synthetic_text("Bob here."), synthetic_text("Reminder: call the dentist."), synthetic_text("ok"))
     bob.complete("openai:gpt-4o", "Hello")  # another user's conversation: never sees alice's task
     assert "dentist" not in json.dumps(script.chat_requests[-1]["messages"])

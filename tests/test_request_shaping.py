@@ -99,3 +99,18 @@ def test_wire_body_is_sent_as_given_with_the_protocols_headers(server, client):
     assert server.requests[2].json["messages"][0]["content"] == [{"type": "text", "text": "hi"}]  # the hook said None
     with pytest.raises(llmrelay.InvalidRequestError, match="wire_body must be a callable"):
         client.complete("openai:gpt-4o-mini", "hi", wire_body={"model": "x"})
+
+
+def test_a_given_body_is_the_requests_json_itself(server, client):
+    """The gateway knows a request built from its client's own body by identity (`gateway.relay.raw_request`),
+    so a body given with `wire_body` is the request's `json` itself; an encoded body is there too (the request
+    keeps only its bytes while in flight and decodes them when `json` is read)."""
+    given = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    server.enqueue(*[Reply.recording("openai_chat/text_usage_chunk.sse")] * 2)
+    with client.stream("openai:gpt-4o-mini", "ignored", wire_body=lambda call: given) as s:
+        s.collect()
+        assert s.request is not None and s.request.json is given
+    with client.stream("openai:gpt-4o-mini", "plain") as s:
+        s.collect()
+        assert s.request is not None and s.request.json["messages"] == [{"role": "user", "content": "plain"}]
+        assert s.request.json == server.requests[1].json

@@ -63,11 +63,40 @@ class Call:
     auth: Any = None
 
 
-@dataclass(slots=True)
 class HTTPRequest:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None
-    #: The JSON body as an object, for tests and logs (never re-encoded).
-    json: Any = None
+    """One HTTP request as sent: method, URL, headers and the encoded body.
+
+    `json` is the body as an object, for tests and logs (never re-encoded): decoded from
+    `body` when first read, unless one was given. The encoders give none, so a request in
+    flight does not keep its body twice (bytes and a tree of dicts)."""
+
+    __slots__ = ("method", "url", "headers", "body", "_json")
+
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes | None, json: Any = None):
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self._json = json
+
+    @property
+    def json(self) -> Any:
+        if self._json is None and self.body:
+            from json import loads
+
+            self._json = loads(self.body)
+        return self._json
+
+    @json.setter
+    def json(self, value: Any) -> None:
+        self._json = value
+
+    def __repr__(self) -> str:
+        return f"HTTPRequest(method={self.method!r}, url={self.url!r}, headers={self.headers!r}, body={self.body!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not HTTPRequest:
+            return NotImplemented
+        return (self.method, self.url, self.headers, self.body) == (other.method, other.url, other.headers, other.body)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it replaces

@@ -403,7 +403,7 @@ def _async_backend(choice: str, client: Any, transport: Any, env: Mapping[str, s
 
 
 class _Engine:
-    """Builds one model turn for a driver: the encoded request, a fresh decoder, and its opener.
+    """Builds one model turn for a driver (the encoded request, a fresh decoder: `turn`) and sends it (`open`).
 
     The first turn reuses the request encoded (and so validated) when the stream was created."""
 
@@ -419,7 +419,7 @@ class _Engine:
         self.first_request = first_request
         self.prices = prices
 
-    def turn(self, call: Call) -> tuple[StreamCore, Any]:
+    def turn(self, call: Call) -> StreamCore:
         module = protocol_module(call.provider.protocol)
         if call is self.first_call:
             request, self.first_request = self.first_request, None
@@ -432,9 +432,12 @@ class _Engine:
             decoder.limit(self.max_line)
         core = StreamCore(call, request, decoder)
         core.prices = self.prices
-        transport = self.transport
-        timeouts = core.timeouts = call.timeouts or self.timeouts
-        return core, lambda: transport.open(request, timeouts, core.ctx)
+        core.timeouts = call.timeouts or self.timeouts
+        return core
+
+    def open(self, core: StreamCore) -> Any:
+        """Send the turn's request: the open body (sync transport), or an awaitable of it (async)."""
+        return self.transport.open(core.request, core.timeouts, core.ctx)
 
 
 _default: Client | None = None

@@ -9,7 +9,6 @@ iteration starts.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Generator, Generic, Iterator
 
@@ -101,8 +100,9 @@ class _BaseStream(Generic[OutputT]):
         """One id for the whole call: every tool round, retry and fallback attempt."""
         return self.context.correlation_id
 
-    def _begin_turn(self, call: Call) -> tuple[StreamCore, Any]:
-        core, open_body = self._engine.turn(call)
+    def _begin_turn(self, call: Call) -> StreamCore:
+        """The turn's core, dispatched (`self._engine.open(core)` then sends its request)."""
+        core: StreamCore = self._engine.turn(call)
         self._core = core
         core.correlation_id = self.context.correlation_id
         core.conversation_id = self.context.conversation_id
@@ -112,17 +112,7 @@ class _BaseStream(Generic[OutputT]):
             core.on_first_token = lambda ttft: notify(hooks, "on_first_token", ctx, call, ttft)
             notify(hooks, "on_turn_start", ctx, call, core.request)
         core.dispatch()
-        return core, open_body
-
-    @contextlib.contextmanager
-    def _turn_scope(self, core: StreamCore) -> Iterator[None]:
-        """Around one model turn: typed errors with the partial response, and `on_turn_end` for every outcome."""
-        try:
-            with core.guard():
-                yield
-        finally:
-            if self._hooks:
-                notify(self._hooks, "on_turn_end", self.context, core.call, core.response())
+        return core
 
     def _step(self, value: Any, exc: BaseException | None) -> Any:
         """Advance the plan; returns the next action, or None when it is done."""
@@ -217,10 +207,10 @@ class Stream(_BaseStream[OutputT]):
             raise
 
     def _turn(self, call: Call, observers: tuple[Any, ...]) -> Generator[Any, None, Response[Any]]:
-        core, open_body = self._begin_turn(call)
-        with self._turn_scope(core):
-            body = open_body()
-            core.headers(body.headers, body)
+        core = self._begin_turn(call)
+        with _TurnScope(self, core):
+            body = self._engine.open(core)
+            core.headers(body.headers)
             watchdog = first_token_watchdog(core, body)
             feed = observed(core, observers)
             dropped = False
@@ -324,6 +314,9 @@ class AsyncStream(_BaseStream[OutputT]):
         return await self.__aiter__().__anext__()
 
     async def _drive(self) -> AsyncGenerator[Any, None]:
+        # One async generator for the whole call: a model turn runs inline, not in a nested async
+        # generator, which would cost every event a second hop and every stream in flight another
+        # frame and asyncio's weak reference to it (bench/bench_scale.py).
         import asyncio  # already loaded by whoever runs this; not by `import llmrelay`
 
         value: Any = None
@@ -334,13 +327,35 @@ class AsyncStream(_BaseStream[OutputT]):
                 kind = type(action)
                 try:
                     if kind is Send:
-                        turn = self._turn(action.call, action.observers)
-                        try:
-                            async for e in turn:
-                                yield e
-                        finally:  # async generators are not closed for us: release the connection now
-                            await turn.aclose()
-                        value = self._core.response()  # type: ignore[union-attr]
+                        core = self._begin_turn(action.call)
+                        observers = action.observers
+                        with _TurnScope(self, core):
+                            body = await self._engine.open(core)
+                            try:  # the body is closed here, now: async generators are not closed for us
+                                core.headers(body.headers)
+                                feed = observed(core, observers)
+                                chunks = body.aiter_bytes().__aiter__()
+                                try:
+                                    while True:
+                                        try:
+                                            if core.t_first is None and core.deadline is not None:  # first_token, even in silence
+                                                chunk = await asyncio.wait_for(chunks.__anext__(), max(0.0, core.deadline - time.perf_counter()))
+                                            else:
+                                                chunk = await chunks.__anext__()
+                                        except StopAsyncIteration:
+                                            break
+                                        except asyncio.TimeoutError:
+                                            raise core.timed_out() from None
+                                        for e in feed(chunk):
+                                            yield e
+                                except StreamInterruptedError:
+                                    if not core.decoder.complete:  # closed after the final event: nothing is missing
+                                        raise
+                                for e in observe(core.finish(), observers):
+                                    yield e
+                            finally:
+                                await body.aclose()
+                        value = core.response()
                     elif kind is RunTools:
                         from .tools.run import run_tools_async
 
@@ -358,37 +373,6 @@ class AsyncStream(_BaseStream[OutputT]):
         except (GeneratorExit, asyncio.CancelledError):
             self._abandon()
             raise
-
-    async def _turn(self, call: Call, observers: tuple[Any, ...]) -> AsyncGenerator[Any, None]:
-        import asyncio
-
-        core, open_body = self._begin_turn(call)
-        with self._turn_scope(core):
-            body = await open_body()
-            core.headers(body.headers, body)
-            feed = observed(core, observers)
-            try:
-                chunks = body.aiter_bytes().__aiter__()
-                try:
-                    while True:
-                        try:
-                            if core.t_first is None and core.deadline is not None:  # first_token, even in silence
-                                chunk = await asyncio.wait_for(chunks.__anext__(), max(0.0, core.deadline - time.perf_counter()))
-                            else:
-                                chunk = await chunks.__anext__()
-                        except StopAsyncIteration:
-                            break
-                        except asyncio.TimeoutError:
-                            raise core.timed_out() from None
-                        for e in feed(chunk):
-                            yield e
-                except StreamInterruptedError:
-                    if not core.decoder.complete:  # closed after the final event: nothing is missing
-                        raise
-                for e in observe(core.finish(), observers):
-                    yield e
-            finally:
-                await body.aclose()
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
@@ -411,6 +395,35 @@ class AsyncStream(_BaseStream[OutputT]):
             self._abandon()
         else:
             await self._gen.aclose()
+
+
+class _TurnScope:
+    """Around one model turn, for both drivers: an early close (or a cancelled task) marks the turn
+    aborted, any other error is recorded with the partial response attached (`StreamCore.fail`),
+    and `on_turn_end` is called for every outcome. A plain object: generator-based context
+    managers would keep two generators and two dicts per stream in flight."""
+
+    __slots__ = ("stream", "core")
+
+    def __init__(self, stream: _BaseStream[Any], core: StreamCore):
+        self.stream = stream
+        self.core = core
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        core = self.core
+        try:
+            if exc is not None:
+                if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) or type(exc).__name__ == "CancelledError":
+                    core.aborted = True  # the caller's abort (an asyncio task cancelled, too)
+                else:
+                    raise core.fail(exc) from None
+        finally:
+            stream = self.stream
+            if stream._hooks:
+                notify(stream._hooks, "on_turn_end", stream.context, core.call, core.response())
 
 
 def _runner(stream: _BaseStream) -> Any:

@@ -26,12 +26,14 @@ class _Text:
 
     def __init__(self) -> None:
         self.pieces: list[str] = []
-        self.blocks: list[str] = []
+        self.blocks: list[str] | None = None  # made on the first compaction (most answers never get there)
 
     def write(self, s: str) -> None:
         pieces = self.pieces
         pieces.append(s)
         if len(pieces) >= 256:
+            if self.blocks is None:
+                self.blocks = []
             self.blocks.append("".join(pieces))
             pieces.clear()
 
@@ -53,7 +55,7 @@ class _PartBuilder:
         self.kind = kind
         self.buf = _Text()
         self.write = self.buf.write
-        self.pieces: list[str] = []  # tool-call argument fragments
+        self.pieces: list[str] | None = None  # tool-call argument fragments (tool parts only)
         self.signature: str | None = None
         self.redacted: str | None = None
         self.tool: dict[str, Any] | None = None
@@ -65,7 +67,7 @@ class _ChoiceBuilder:
     def __init__(self) -> None:
         self.parts: list[_PartBuilder] = []
         self.current: _PartBuilder | None = None
-        self.tools: dict[int, _PartBuilder] = {}
+        self.tools: dict[int, _PartBuilder] | None = None  # by tool-call index, once a call starts
         self.refusal: list[str] | None = None
         self.finish_reason: str | None = None
         self.raw_finish_reason: str | None = None
@@ -78,14 +80,18 @@ class _ChoiceBuilder:
 
 
 class Assembler:
-    __slots__ = ("_choices", "usage", "id", "model", "provider_events")
+    """Per stream in flight: choice 0 in a slot, other choices, tool calls and provider events
+    in containers made when first needed (a small dict keyed by ints costs 224 bytes)."""
+
+    __slots__ = ("_c0", "_more", "usage", "id", "model", "provider_events")
 
     def __init__(self) -> None:
-        self._choices: dict[int, _ChoiceBuilder] = {0: _ChoiceBuilder()}
+        self._c0 = _ChoiceBuilder()
+        self._more: dict[int, _ChoiceBuilder] | None = None  # choices other than 0 (n > 1)
         self.usage = Usage()
         self.id: str | None = None
         self.model: str | None = None
-        self.provider_events: list[Any] = []
+        self.provider_events: list[Any] | None = None
 
     def add(self, event: Any) -> None:
         _HANDLERS[type(event)](self, event)
@@ -96,15 +102,20 @@ class Assembler:
 
     # -- handlers -----------------------------------------------------------
     def _choice(self, index: int) -> _ChoiceBuilder:
-        cb = self._choices.get(index)
+        if index == 0:
+            return self._c0
+        more = self._more
+        if more is None:
+            more = self._more = {}
+        cb = more.get(index)
         if cb is None:
-            cb = self._choices[index] = _ChoiceBuilder()
+            cb = more[index] = _ChoiceBuilder()
         return cb
 
     def _text(self, e: ev.TextDelta) -> None:
         if type(e.text) is not str:
             raise self._bad(e, "text")
-        cb = self._choices.get(e.choice) or self._choice(e.choice)
+        cb = self._c0 if e.choice == 0 else self._choice(e.choice)
         cur = cb.current
         if cur is None or cur.kind != _TEXT or cur.signature is not None:
             cur = cb.open(_TEXT)
@@ -144,24 +155,27 @@ class Assembler:
         cb = self._choice(e.choice)
         part = cb.open(_TOOL)
         part.tool = {"id": e.id, "name": e.name, "signature": e.signature, "end": None}
+        part.pieces = []
+        if cb.tools is None:
+            cb.tools = {}
         cb.tools[e.index] = part
 
     def _tool_delta(self, e: ev.ToolCallDelta) -> None:
         if type(e.arguments) is not str:
             raise self._bad(e, "arguments")
         cb = self._choice(e.choice)
-        part = cb.tools.get(e.index)
+        part = cb.tools.get(e.index) if cb.tools is not None else None
         if part is None:  # a delta with no start: keep it rather than drop it
             self._tool_start(ev.ToolCallStart(e.index, None, "", e.choice))
-            part = cb.tools[e.index]
-        part.pieces.append(e.arguments)
+            part = cb.tools[e.index]  # type: ignore[index]  # made by _tool_start
+        part.pieces.append(e.arguments)  # type: ignore[union-attr]  # a tool part's list
 
     def _tool_end(self, e: ev.ToolCallEnd) -> None:
         cb = self._choice(e.choice)
-        part = cb.tools.get(e.index)
+        part = cb.tools.get(e.index) if cb.tools is not None else None
         if part is None:
             self._tool_start(ev.ToolCallStart(e.index, e.id, e.name, e.choice, e.signature))
-            part = cb.tools[e.index]
+            part = cb.tools[e.index]  # type: ignore[index]  # made by _tool_start
         assert part.tool is not None
         part.tool["end"] = e
 
@@ -180,16 +194,18 @@ class Assembler:
             self.model = e.model
 
     def _provider(self, e: ev.ProviderEvent) -> None:
+        if self.provider_events is None:
+            self.provider_events = []
         self.provider_events.append(e)
 
     # -- output -------------------------------------------------------------
     @property
     def text(self) -> str:
-        cb = self._choices[0]
-        return "".join(p.buf.getvalue() for p in cb.parts if p.kind == _TEXT)
+        return "".join(p.buf.getvalue() for p in self._c0.parts if p.kind == _TEXT)
 
     def open_tool_calls(self) -> bool:
-        return any(p.tool is not None and p.tool["end"] is None for p in self._choices[0].tools.values())
+        tools = self._c0.tools
+        return tools is not None and any(p.tool is not None and p.tool["end"] is None for p in tools.values())
 
     def build(self, response: Response | None = None) -> Response:
         """A fresh `Response` from everything folded so far (safe to call mid-stream)."""
@@ -198,8 +214,9 @@ class Assembler:
         r.model = self.model or r.model
         r.usage = Usage()
         r.usage.merge(self.usage)
-        r.provider_events = list(self.provider_events)
-        r.choices = [self._build_choice(i, self._choices[i]) for i in sorted(self._choices)]
+        r.provider_events = list(self.provider_events or ())
+        choices = {0: self._c0, **self._more} if self._more else {0: self._c0}
+        r.choices = [self._build_choice(i, choices[i]) for i in sorted(choices)]
         return r
 
     @staticmethod
@@ -213,7 +230,7 @@ class Assembler:
             else:
                 assert p.tool is not None
                 end: ev.ToolCallEnd | None = p.tool["end"]
-                raw = "".join(p.pieces)
+                raw = "".join(p.pieces or ())
                 if end is not None:
                     parts.append(
                         ToolCall(

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from ..call import Call, HTTPRequest
 
 _perf = time.perf_counter
+#: How much of a body is kept for the error of a 200 that is not a stream (only until something decodes).
+HEAD = 512
 _CONTENT = frozenset(ev.CONTENT_EVENTS)
 _StreamError = ev.StreamError
 _TextDelta = ev.TextDelta
@@ -43,7 +45,7 @@ class StreamCore:
     __slots__ = (
         "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "t_text", "busy", "n_events",
         "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
-        "on_first_token", "correlation_id", "conversation_id", "prices", "content_type", "body",
+        "on_first_token", "correlation_id", "conversation_id", "prices", "content_type", "head",
     )
 
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
@@ -71,7 +73,7 @@ class StreamCore:
         self.conversation_id: str | None = None
         self.prices: Any = None  # a client's PriceTable, for Response.cost
         self.content_type: str | None = None
-        self.body: Any = None  # the open response body (its first bytes go into errors)
+        self.head = b""  # the body's first bytes, kept until an event decodes (see `not_a_stream`)
 
     @property
     def ctx(self) -> dict[str, Any]:
@@ -93,14 +95,13 @@ class StreamCore:
         total = self.timeouts.total if self.timeouts is not None else None
         return APITimeoutError(f"total timeout: the call took more than {total}s", kind="total", **self.ctx)
 
-    def headers(self, headers: Any, body: Any = None) -> None:
+    def headers(self, headers: Any) -> None:
         self.request_id = headers.get("x-request-id") or headers.get("request-id") or headers.get("x-groq-id")
         self.content_type = headers.get("content-type")
-        self.body = body
 
     def not_a_stream(self) -> UnexpectedResponseError:
         """A 200 whose body decoded to nothing: say what came instead (content type, first bytes)."""
-        head = getattr(self.body, "head", b"") or b""
+        head = self.head
         what = self.content_type or "no content type"
         shown = f"the body starts with {head[:200].decode('utf-8', 'replace')!r}" if head else "the body is empty"
         return UnexpectedResponseError(
@@ -115,6 +116,8 @@ class StreamCore:
             raise self.pending
         if self.deadline is not None and _perf() > self.deadline:
             raise self.timed_out()
+        if not self.n_events:  # nothing decoded yet: keep the first bytes for `not_a_stream`
+            self._keep_head(data)
         events = self._fold(self.decoder.feed(data))
         self.n_events += len(events)
         for e in events:
@@ -141,6 +144,11 @@ class StreamCore:
             raise self.pending
         self.busy += _perf() - self.t_resume
         self.done = True
+
+    def _keep_head(self, data: bytes) -> None:
+        n = len(self.head)
+        if n < HEAD:
+            self.head += data[: HEAD - n]
 
     def _fold(self, events: list) -> list:
         add = self._add
@@ -170,6 +178,7 @@ class StreamCore:
     def _first(self, t: float) -> None:
         self.t_first = t
         self.deadline = self.end_by
+        self.head = b""  # a stream after all: not needed for an error any more
         if self.on_first_token is not None:
             self.on_first_token(t)
 

@@ -49,6 +49,7 @@ class GatewayApp:
         self.ready = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._retired: list[Gateway] = []
+        self._closing: set[asyncio.Task[Any]] = set()  # retired generations' clients being closed
         self.shared: Any = None  # with --workers N: this worker's side of the server (workers.py)
         self._live_ids: set[str] = set()  # request ids given by clients, of the requests in flight (ids.py)
         if load_now:
@@ -79,9 +80,12 @@ class GatewayApp:
         for gw in [g for g in self._retired if g.in_flight == 0]:
             self._retired.remove(gw)
             try:
-                asyncio.get_running_loop().create_task(gw.client.aclose())
+                task = asyncio.get_running_loop().create_task(gw.client.aclose())
             except RuntimeError:
                 gw.client.close()
+            else:  # the loop keeps only a weak reference to a task: hold it until it is done
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -108,10 +112,10 @@ class GatewayApp:
     async def startup(self) -> None:
         import os
 
-        from .workers import STATE_ENV, Shared
-
-        state = os.environ.get(STATE_ENV)
+        state = os.environ.get("LLMRELAY_GATEWAY_STATE")  # workers.STATE_ENV: a worker of `serve --workers N`
         if state and self.shared is None:
+            from .workers import Shared
+
             self.shared = Shared(state, self)  # before the config is loaded: a reload from now on is seen
         if self.gateway is None:
             self._install(self._config or load(self.config_path))  # type: ignore[arg-type]
@@ -136,6 +140,8 @@ class GatewayApp:
         self.ready = False
         for task in self._tasks:
             task.cancel()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         gws = [g for g in [self.gateway, *self._retired] if g is not None]
         for gw in gws:
             await gw.aclose()

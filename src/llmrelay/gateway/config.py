@@ -23,6 +23,8 @@
         expires: 2027-01-01
         max_parallel: 20                      # requests in flight for this key
         rpm: 600                              # requests per minute
+        budget: {tokens: 1000000, usd: 25, period: day}   # per period: hour | day | week | month (UTC) | total | seconds
+                                              # (+ default_max_tokens: 4096, the output estimate without max_tokens)
     limits:                                   # optional: share max_parallel and rpm across workers and replicas
       store: redis://127.0.0.1:6379/0         # or ${REDIS_URL}; needs the redis extra. No limits section: per process
       prefix: "llmrelay:limits:"              # Redis key prefix (one per deployment that shares the counts)
@@ -49,13 +51,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConfigError", "Target", "Route", "Key", "ServerOptions", "LimitsOptions", "GatewayConfig", "load", "parse",
+__all__ = ["ConfigError", "Target", "Route", "Key", "Budget", "ServerOptions", "LimitsOptions", "GatewayConfig", "load", "parse",
            "hash_key"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MODES = ("prefill", "user_turn", "restart", "none")
 _TIMEOUT_FIELDS = ("connect", "first_byte", "first_token", "idle", "total", "write")
 _STORE_ERRORS = ("local", "open", "closed")
+PERIODS = ("hour", "day", "week", "month", "total")
+MAX_USD = 1_000_000.0  # counted in nano-USD integers: exact below 2**53
 
 
 class ConfigError(ValueError):
@@ -91,6 +95,16 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What a key may spend per period (gateway/budget.py): tokens (input + output), USD, or both."""
+
+    period: str | int  # hour | day | week | month (calendar, UTC) | total (never resets) | seconds (epoch-aligned)
+    tokens: int | None = None
+    usd: float | None = None
+    default_max_tokens: int = 4096  # the output estimate of a request that sets no max_tokens
+
+
+@dataclass(frozen=True)
 class Key:
     name: str
     key_hash: str
@@ -98,6 +112,7 @@ class Key:
     expires: _dt.datetime | None = None
     max_parallel: int | None = None
     rpm: int | None = None
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +279,9 @@ class _Reader:
                 keys[key.key_hash] = key
         else:
             self.warnings.append("no keys section: the gateway accepts every request without a key")
+        if "limits" not in top and any(k.budget is not None for k in keys.values()):
+            self.warnings.append("budgets without a limits store are counted by each process on its own, from zero at "
+                                 "every start: with --workers N or replicas a key gets N times its budget")
         logging = None
         if "logging" in top:
             value = self.scalar(top["logging"][1], "logging")
@@ -334,7 +352,7 @@ class _Reader:
 
     def key(self, node: Any) -> Key:
         f = self.mapping(node, "a key")
-        self.unknown(f, ("name", "key", "key_hash", "models", "expires", "max_parallel", "rpm"), "a key")
+        self.unknown(f, ("name", "key", "key_hash", "models", "expires", "max_parallel", "rpm", "budget"), "a key")
         name = str(self.scalar(f["name"][1], "name")) if "name" in f else "key"
         if ("key" in f) == ("key_hash" in f):
             raise self.fail(node, f"key {name!r}: give exactly one of key (hashed at load) or key_hash")
@@ -366,7 +384,31 @@ class _Reader:
                 expires = expires.replace(tzinfo=_dt.timezone.utc)
         max_parallel = self.typed(f["max_parallel"][1], "max_parallel", int, 1) if "max_parallel" in f else None
         rpm = self.typed(f["rpm"][1], "rpm", int, 1) if "rpm" in f else None
-        return Key(name, digest, models, expires, max_parallel, rpm)
+        budget = self.budget(name, f["budget"][1]) if "budget" in f else None
+        return Key(name, digest, models, expires, max_parallel, rpm, budget)
+
+    def budget(self, name: str, node: Any) -> Budget:
+        what = f"key {name!r}: budget"
+        f = self.mapping(node, what)
+        self.unknown(f, ("tokens", "usd", "period", "default_max_tokens"), what)
+        if "tokens" not in f and "usd" not in f:
+            raise self.fail(node, f"{what} needs tokens: N, usd: X or both")
+        if "period" not in f:
+            raise self.fail(node, f"{what} needs period: {' | '.join(PERIODS)} | a number of seconds")
+        p = self.scalar(f["period"][1], "period")
+        if not (p in PERIODS or isinstance(p, int) and not isinstance(p, bool) and p >= 1):
+            raise self.fail(f["period"][1], f"{what}: period must be one of {', '.join(PERIODS)} or a whole number of "
+                                            f"seconds >= 1, got {p!r}")
+        kw: dict[str, Any] = {"period": p}
+        if "tokens" in f:
+            kw["tokens"] = self.typed(f["tokens"][1], f"{what} tokens", int, 1)
+        if "usd" in f:
+            kw["usd"] = self.typed(f["usd"][1], f"{what} usd", float, 0.000001)
+            if kw["usd"] > MAX_USD:
+                raise self.fail(f["usd"][1], f"{what} usd must be at most {MAX_USD:.0f}, got {kw['usd']!r}")
+        if "default_max_tokens" in f:
+            kw["default_max_tokens"] = self.typed(f["default_max_tokens"][1], "default_max_tokens", int, 1)
+        return Budget(**kw)
 
     def limits(self, node: Any) -> LimitsOptions:
         import importlib.util

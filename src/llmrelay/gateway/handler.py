@@ -138,34 +138,49 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model if model in gw.config.routes else "-", str(status), x.overhead_ms())
         return
+    charge = None  # the key's budget reservation (budget.py), settled with the real usage at the end
     try:
+        if key is not None and key.budget is not None:
+            charge = await gw.budgets.reserve(key, route, inbound.body, body_bytes, x)
         held = gw.acquire(key)  # None, or the shared limits store's admission: one round trip
         if held is not None:
             held = await held
     except GatewayError as exc:
+        if charge is not None:
+            await gw.budgets.settle(charge)
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model, str(status), x.overhead_ms())
         return
     try:
         await _serve(gw, protocol, inbound, route, key, headers, receive, x, metrics)
     finally:
-        if held is None:
-            gw.release(key)
-        else:
-            await gw.shared.release(held)  # also when cancelled or failed
+        try:
+            if held is None:
+                gw.release(key)
+            else:
+                await gw.shared.release(held)  # also when cancelled or failed
+        finally:
+            if charge is not None:
+                await gw.budgets.settle(charge)
 
 
 async def _serve(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, headers: dict[str, str], receive: Any,
                  x: Exchange, metrics: Any) -> None:
     if gw.tracer is None:
         return await _answer(gw, protocol, inbound, route, key, headers, receive, x, metrics)
+    from opentelemetry.propagate import extract
     from opentelemetry.trace import SpanKind
 
-    # the server span; llmrelay's OpenTelemetry hooks open the call and upstream spans inside it
-    with gw.tracer.start_as_current_span(f"POST {ENDPOINTS[protocol]} {route.name}", kind=SpanKind.SERVER, attributes={
-            "http.request.method": "POST", "llmrelay.gateway.endpoint": ENDPOINTS[protocol],
-            "llmrelay.gateway.model": route.name, "llmrelay.gateway.key": key.name if key is not None else "",
-            "llmrelay.gateway.stream": inbound.stream}) as span:
+    # the server span, in the client's trace when it sent `traceparent` (W3C; the global propagator);
+    # llmrelay's OpenTelemetry hooks open the call and upstream spans inside it
+    attributes = {"http.request.method": "POST", "llmrelay.gateway.endpoint": ENDPOINTS[protocol],
+                  "llmrelay.gateway.model": route.name, "llmrelay.gateway.key": key.name if key is not None else "",
+                  "llmrelay.gateway.stream": inbound.stream}
+    for name, attr in (("correlation_id", "llmrelay.correlation_id"), ("conversation_id", "gen_ai.conversation.id")):
+        if inbound.kwargs.get(name) is not None:
+            attributes[attr] = inbound.kwargs[name]
+    with gw.tracer.start_as_current_span(f"POST {ENDPOINTS[protocol]} {route.name}", context=extract(headers),
+                                         kind=SpanKind.SERVER, attributes=attributes) as span:
         await _answer(gw, protocol, inbound, route, key, headers, receive, x, metrics)
         span.set_attribute("llmrelay.gateway.overhead_ms", x.overhead_ms())
         span.set_attribute("llmrelay.gateway.aborted", x.disconnected)

@@ -79,13 +79,15 @@ end
 return {1}
 """
 
-# KEYS: in-flight zset. ARGV: lease, ids...: the deadlines of these live reservations move `lease` ahead (XX: a
-# reservation already released or pruned is not brought back).
+# KEYS: a zset of reservations (in flight; a budget's). ARGV: lease, ids...: the deadlines of these live reservations
+# move `lease` ahead (XX: a reservation already released or pruned is not brought back).
 RENEW = """
 local t = redis.call('TIME')
 local deadline = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
 for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
+local ms = math.ceil(tonumber(ARGV[1]) * 1000) + 1000
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl >= 0 and ttl < ms then redis.call('PEXPIRE', KEYS[1], ms) end  -- never shortens (a budget's set lives longer)
 return 1
 """
 
@@ -156,7 +158,7 @@ class RedisLimits:
         self.local = local
         self.redis: Any = None  # the event loop's client for this store (_client), bound at the first admission
         self.bound = options.timeout * 3 + 0.1  # pool wait + connect + read, for the whole call
-        self.acquire_sha: str | None = None
+        self.shas: dict[str, str] = {}  # script text -> its SHA1, once the server has been sent it
         self.token = os.urandom(6).hex()  # this process's reservations: <token>:<n>
         self.ids = itertools.count(1)
         self.live: dict[str, set[str]] = {}  # in-flight zset -> ids of this process's requests still running
@@ -192,46 +194,71 @@ class RedisLimits:
             if key.max_parallel and isinstance(exc, TimeoutError):  # the script may have run, its answer late
                 self._spawn(self._zrem(slot, rid))
             return self._fallback(key, rid, exc)
-        if self.down:
-            self.down = False
-            log.warning("limits store %s reachable again: counting limits there", self.options.store)
+        self.store_ok()
         if result[0] != 1:
             raise _parallel(key) if result[1] == 0 else _rpm(key, int(result[1]))
         if not key.max_parallel:
             return Held(key, None, rid)
-        live = self.live.get(slot)
+        self.hold(slot, rid)
+        return Held(key, slot, rid)
+
+    def hold(self, zset: str, rid: str) -> None:
+        """Keep renewing the lease of this process's reservation `rid` in `zset` until `unhold`."""
+        live = self.live.get(zset)
         if live is None:
-            live = self.live[slot] = set()
+            live = self.live[zset] = set()
         live.add(rid)
         if self.beat is None:
             self.beat = asyncio.get_running_loop().create_task(self._heartbeat())
-        return Held(key, slot, rid)
+
+    def unhold(self, zset: str, rid: str) -> None:
+        live = self.live.get(zset)
+        if live is not None:
+            live.discard(rid)
+            if not live:
+                del self.live[zset]
 
     async def _acquire(self, slot: str, window: str, args: tuple[Any, ...]) -> Any:
+        return await self.script(ACQUIRE, (slot, window), args)
+
+    async def script(self, text: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Run a Lua script: EVALSHA, or EVAL when the server does not know it (first call, restart, SCRIPT FLUSH)."""
         from redis.exceptions import NoScriptError
 
-        if self.acquire_sha is not None:
+        if self.redis is None:
+            self.redis = _client(self.options)
+        sha = self.shas.get(text)
+        if sha is not None:
             try:
-                return await self.redis.evalsha(self.acquire_sha, 2, slot, window, *args)
-            except NoScriptError:  # Redis restarted or SCRIPT FLUSH: EVAL loads it again
+                return await self.redis.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:
                 pass
-        result = await self.redis.eval(ACQUIRE, 2, slot, window, *args)
-        if self.acquire_sha is None:
+        result = await self.redis.eval(text, len(keys), *keys, *args)
+        if sha is None:
             import hashlib
 
-            self.acquire_sha = hashlib.sha1(ACQUIRE.encode()).hexdigest()
+            self.shas[text] = hashlib.sha1(text.encode()).hexdigest()
         return result
+
+    def store_failed(self, exc: BaseException) -> None:
+        """Count, log (a warning once per outage) and leave the store alone for RETRY_DOWN seconds."""
+        self._failed()
+        self.down_until = time.monotonic() + RETRY_DOWN
+        if not self.down:
+            self.down = True
+            log.warning("limits store %s unreachable (%s: %s): on_store_error=%s", self.options.store,
+                        type(exc).__name__, exc, self.options.on_store_error)
+        else:
+            log.debug("limits store still unreachable: %r", exc)
+
+    def store_ok(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("limits store %s reachable again: counting limits there", self.options.store)
 
     def _fallback(self, key: Key, rid: str, exc: BaseException | None) -> Held:
         if exc is not None:
-            self._failed()
-            self.down_until = time.monotonic() + RETRY_DOWN
-            if not self.down:
-                self.down = True
-                log.warning("limits store %s unreachable (%s: %s): on_store_error=%s", self.options.store,
-                            type(exc).__name__, exc, self.options.on_store_error)
-            else:
-                log.debug("limits store still unreachable: %r", exc)
+            self.store_failed(exc)
         mode = self.options.on_store_error
         if mode == "closed":
             raise GatewayError(503, "the rate-limit store is unreachable; try again shortly", "api_error",
@@ -249,11 +276,7 @@ class RedisLimits:
         slot = held.slot
         if slot is None:
             return
-        live = self.live.get(slot)
-        if live is not None:
-            live.discard(held.rid)
-            if not live:
-                del self.live[slot]
+        self.unhold(slot, held.rid)
         try:
             await self._zrem(slot, held.rid)
         except asyncio.CancelledError:

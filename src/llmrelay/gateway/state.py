@@ -64,6 +64,11 @@ class Gateway:
 
             hooks.append(OpenTelemetryHooks(tracer_provider=tracer_provider))
             self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("llmrelay.gateway")
+        budgeted = any(k.budget is not None for k in config.keys.values())
+        if budgeted:
+            from .budget import BudgetHook
+
+            hooks.append(BudgetHook())  # every upstream request's usage, for the budgets
         self.client = Client(providers=providers, api_keys=api_keys, retry=0, async_backend=async_backend,
                              log=(config.logging or True) if config.logging is not None else False, hooks=hooks)
         self.protocols = {name: p.protocol for name, p in self.client.providers.items()}
@@ -77,6 +82,11 @@ class Gateway:
             from .limits import RedisLimits
 
             self.shared = RedisLimits(config.limits, self.limits)
+        self.budgets: Any = None  # Budgets when a key has a budget
+        if budgeted:
+            from .budget import Budgets
+
+            self.budgets = Budgets(self)
         self.in_flight = 0
         self.retired = False
 
@@ -153,6 +163,8 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.budgets is not None:
+            await self.budgets.aclose()
         if self.shared is not None:
             await self.shared.aclose()
         hook = self.log_hook

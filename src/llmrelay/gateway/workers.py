@@ -31,9 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
-import tempfile
 from typing import Any, Callable
 
 from .metrics import merge
@@ -50,6 +48,8 @@ log = logging.getLogger("llmrelay.gateway")
 
 
 def make_state_dir() -> str:
+    import tempfile
+
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     return tempfile.mkdtemp(prefix="llmrelay-gateway-", dir=base)
 
@@ -69,12 +69,13 @@ def _read_json(path: str) -> Any:
         return None  # gone (folded, or the worker exited) or being replaced: skip it this once
 
 
-def generation(directory: str) -> str:
+def generation(directory: str) -> str | None:
+    """The reload generation the supervisor wrote; None before the first reload (or with the directory gone)."""
     try:
         with open(os.path.join(directory, _RELOAD)) as f:
             return f.read()
     except OSError:
-        return ""
+        return None
 
 
 def _worker_files(directory: str) -> list[tuple[int, str, str]]:
@@ -114,7 +115,7 @@ class Shared:
 
     def tick(self) -> None:
         gen = generation(self.dir)
-        if gen != self.seen:
+        if gen is not None and gen != self.seen:  # (a vanished directory is no reason to reload)
             self.seen = gen
             self.app.reload()
         self.flush()
@@ -205,4 +206,6 @@ def supervisor(config: Any, sockets: list[Any], config_path: str, directory: str
 
 
 def cleanup(directory: str) -> None:
+    import shutil
+
     shutil.rmtree(directory, ignore_errors=True)

@@ -141,7 +141,7 @@ def encode(call: Call, body: dict[str, Any] | None = None) -> HTTPRequest:
     if call.api_key:
         headers["x-api-key"] = call.api_key
     if body is not None:
-        return build_request(call, "/v1/messages", body, headers)
+        return build_request(call, "/v1/messages", body, headers, given=True)
     call, _ = shaped(call)  # structured output: an output tool (llmrelay.structured)
     p = call.params
     system, messages = encode_messages(call.messages)

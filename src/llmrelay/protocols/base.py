@@ -67,9 +67,12 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str, str], method: str = "POST") -> HTTPRequest:
+def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str, str], method: str = "POST",
+                  given: bool = False) -> HTTPRequest:
     """Join URL, merge `extra_body` deeply (caller wins: objects merge, scalars and lists
-    replace) and `extra_headers`, encode JSON once."""
+    replace) and `extra_headers`, encode JSON once. The request keeps the bytes only (its
+    `json` decodes them when read), except for a body `given` as is (the `wire_body` option),
+    kept as `json`: its owner knows it by identity (`gateway.relay`)."""
     if call.extra_body:
         body = deep_merge(body, call.extra_body)
     all_headers = {"content-type": "application/json", "accept": "text/event-stream"}
@@ -79,9 +82,9 @@ def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str
         all_headers.update(call.extra_headers)
     auth = call.auth
     if auth is None:
-        return HTTPRequest(method, call.base_url.rstrip("/") + path, all_headers, dumps(body), body)
+        return HTTPRequest(method, call.base_url.rstrip("/") + path, all_headers, dumps(body), body if given else None)
     url, body = auth.prepare(call, path, body, all_headers)  # the cloud's URL form (and body changes)
-    request = HTTPRequest(method, url, all_headers, dumps(body), body)
+    request = HTTPRequest(method, url, all_headers, dumps(body), body if given else None)
     auth.sign(request)  # fresh credentials for every request; SigV4 signs these exact bytes
     return request
 

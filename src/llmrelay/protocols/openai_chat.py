@@ -83,7 +83,7 @@ WIRE_BODY = True
 def encode(call: Call, body: dict[str, Any] | None = None) -> HTTPRequest:
     headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     if body is not None:
-        return build_request(call, "/chat/completions", body, headers)
+        return build_request(call, "/chat/completions", body, headers, given=True)
     call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
     body = {"model": call.model, "messages": encode_messages(call.messages, call.provider.reasoning_echo), "stream": True}
@@ -176,7 +176,8 @@ class Decoder(_Decoder):
         self._named = False
         self._tools = ToolCalls()
         self._finished: dict[int, str] = {}
-        self._think: dict[int, ThinkTags] = {}
+        self._think0 = ThinkTags()  # choice 0's; other choices' once they have content (an int-keyed dict is 224 bytes)
+        self._think: dict[int, ThinkTags] | None = None
 
     def _done(self, out: list) -> None:
         self.complete = True
@@ -223,9 +224,7 @@ class Decoder(_Decoder):
             content = delta.get("content")
             if content:
                 if type(content) is str:
-                    think = self._think.get(idx)
-                    if think is None:
-                        think = self._think[idx] = ThinkTags()
+                    think = self._think0 if idx == 0 else self._thinker(idx)
                     if think.state == 2:
                         out.append(ev.TextDelta(content, idx))
                     else:
@@ -248,9 +247,9 @@ class Decoder(_Decoder):
             out.append(ev.ProviderEvent("content_filter_results", filters, idx))
         if reason and self._finished.get(idx) != reason:
             self._finished[idx] = reason
-            think = self._think.get(idx)
-            if think is not None:
-                think.flush(idx, out)
+            ended = self._think0 if idx == 0 else (self._think or {}).get(idx)
+            if ended is not None:
+                ended.flush(idx, out)
             self._tools.end_all(out, choice=idx)
             out.append(ev.Finish(FINISH.get(reason, "stop"), reason, idx))
             self.complete = True
@@ -286,8 +285,17 @@ class Decoder(_Decoder):
                         if isinstance(piece, dict) and piece.get("text") and type(piece["text"]) is str:
                             out.append(ev.ReasoningDelta(piece["text"], idx))
 
+    def _thinker(self, idx: int) -> ThinkTags:
+        if self._think is None:
+            self._think = {}
+        think = self._think.get(idx)
+        if think is None:
+            think = self._think[idx] = ThinkTags()
+        return think
+
     def _at_end(self, out: list) -> None:
-        for idx, think in self._think.items():
+        self._think0.flush(0, out)
+        for idx, think in (self._think or {}).items():
             think.flush(idx, out)
         if self.complete:
             # some services (OpenRouter upstreams) never send finish_reason "tool_calls"

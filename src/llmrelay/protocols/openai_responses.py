@@ -155,7 +155,7 @@ WIRE_BODY = True
 def encode(call: Call, body: dict[str, Any] | None = None) -> HTTPRequest:
     headers = {"authorization": f"Bearer {call.api_key}"} if call.api_key else {}
     if body is not None:
-        return build_request(call, "/responses", body, headers)
+        return build_request(call, "/responses", body, headers, given=True)
     call, native = shaped(call)  # structured output (llmrelay.structured)
     p = call.params
     items, instructions = encode_input(call.messages)

@@ -60,10 +60,11 @@ def run_turn(call: Call, chain: Sequence[Middleware], index: int = 0, observers:
 
 
 def with_middleware(plan: Plan, chain: Sequence[Middleware]) -> Plan:
-    """Run `plan`, routing each of its `Send` actions through the middleware chain."""
+    """Run `plan`, routing each of its `Send` actions through the middleware chain (without a
+    chain, `plan` itself: no generator layer to keep per stream in flight)."""
     if not chain:
-        return (yield from plan)
-    return (yield from map_sends(plan, lambda send: run_turn(send.call, chain, 0, send.observers)))
+        return plan
+    return map_sends(plan, lambda send: run_turn(send.call, chain, 0, send.observers))
 
 
 Gen = Generator[Any, Any, Any]

@@ -32,7 +32,7 @@ import atexit
 import functools
 import time
 import weakref
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ..errors import InvalidRequestError, status_error
 from ..call import HTTPRequest
@@ -291,31 +291,37 @@ class AiohttpBody(Body):
         else:  # pragma: no cover - another aiohttp layout
             self._resp.content.set_exception(asyncio.TimeoutError())
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        aiohttp = _aiohttp()
-        readany = self._resp.content.readany
-        clock = time.monotonic
+    def aiter_bytes(self) -> AiohttpBody:
+        """The decoded body: the body is its own async iterator (an async generator would keep a
+        frame and asyncio's weak reference to it for every stream in flight)."""
+        return self
+
+    def __aiter__(self) -> AiohttpBody:
+        return self
+
+    async def __anext__(self) -> bytes:
         reader = self.reader
+        if reader.tail:  # the rest of a compressed chunk
+            return reader.more()
+        self._since = time.monotonic()
         try:
-            while True:
-                self._since = clock()
-                chunk = await readany()
-                self._since = 0.0
-                if not chunk:
-                    return
-                yield reader.feed(chunk)
-                while reader.tail:
-                    yield reader.more()
-        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
+            chunk = await self._resp.content.readany()
+        except (_aiohttp().ClientError, asyncio.TimeoutError, TimeoutError) as exc:
+            self._unwatch()
             raise self._translate(exc) from exc
         finally:
             self._since = 0.0
-            if self._watch is not None:
-                self._watch.bodies.discard(self)
+        if not chunk:
+            self._unwatch()
+            raise StopAsyncIteration
+        return reader.feed(chunk)
 
-    async def aclose(self) -> None:
+    def _unwatch(self) -> None:
         if self._watch is not None:
             self._watch.bodies.discard(self)
+
+    async def aclose(self) -> None:
+        self._unwatch()
         resp = self._resp
         if resp.content.at_eof():
             resp.release()  # back to the pool

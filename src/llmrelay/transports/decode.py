@@ -3,8 +3,7 @@
 The HTTP libraries are asked for the raw bytes; content decoding happens here,
 so it can be bounded: `BodyReader.feed(raw)` returns the decoded bytes (never
 more than `PIECE` at a time: the rest of a compressed chunk waits in `tail`,
-taken with `more()`), counts them against `max_body` and keeps the first bytes
-for error messages. `ErrorBody` reads at most `max_error_body` decoded bytes of
+taken with `more()`) and counts them against `max_body`. `ErrorBody` reads at most `max_error_body` decoded bytes of
 an error response. Both are sans-IO: the transports only move bytes in.
 """
 
@@ -18,8 +17,6 @@ from ..limits import Limits
 
 #: The most decoded bytes one compressed chunk yields at a time.
 PIECE = 1 << 20
-#: How much of a body is kept for error messages (a 200 that is not a stream).
-HEAD = 512
 #: What we ask for: only the encodings we decode (and bound) ourselves.
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -68,14 +65,13 @@ def decodes_itself(encoding: str | None) -> bool:
 class BodyReader:
     """Decoded bytes of one response body, counted against `Limits.max_body`."""
 
-    __slots__ = ("total", "max_body", "head", "tail", "_inflate", "_ctx")
+    __slots__ = ("total", "max_body", "tail", "_inflate", "_ctx")
 
     def __init__(self, encoding: str | None, limits: Limits, ctx: dict[str, Any]):
         #: Decoded bytes of the last chunk still wait (take them with `more()`).
         self.tail = False
         self.total = 0
         self.max_body = limits.max_body if limits.max_body is not None else 1 << 62  # None: no limit
-        self.head = b""
         self._inflate = inflater_for(encoding)
         self._ctx = ctx
 
@@ -88,10 +84,7 @@ class BodyReader:
                                           code="bad_encoding", provider=self._ctx.get("provider"),
                                           model=self._ctx.get("model")) from None
             self.tail = bool(self._inflate.tail)
-        n = self.total
-        if n < HEAD:
-            self.head += raw[: HEAD - n]
-        self.total = n = n + len(raw)
+        self.total = n = self.total + len(raw)
         if n > self.max_body:
             raise self._too_large()
         return raw

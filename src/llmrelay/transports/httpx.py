@@ -36,7 +36,7 @@ from ..call import HTTPRequest
 from ..limits import DEFAULT_LIMITS, Limits
 from ..redact import redact_url
 from ..timeouts import Timeouts
-from .decode import ACCEPT_ENCODING, HEAD, BodyReader, ErrorBody, decodes_itself
+from .decode import ACCEPT_ENCODING, BodyReader, ErrorBody, decodes_itself
 
 ASYNC_MAX_CONNECTIONS = 10_000
 ASYNC_MAX_KEEPALIVE = 20
@@ -302,11 +302,6 @@ class Body:
         self._raw_ok = not decodes_itself(encoding)  # else the library decodes (an encoding we did not ask for)
         self.reader = BodyReader(encoding if self._raw_ok else None, limits, ctx)
 
-    @property
-    def head(self) -> bytes:
-        """The first bytes of the decoded body (for error messages)."""
-        return self.reader.head
-
     def _translate(self, exc: BaseException) -> Exception:
         return self._errors(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started)
 
@@ -333,11 +328,9 @@ class SyncBody(Body):
         close takes the pool lock; `close()` / `abandon()` release it."""
         reader = self.reader
         try:
-            if reader._inflate is None:  # identity: count and keep the first bytes, inline
+            if reader._inflate is None:  # identity: count, inline
                 limit, total = reader.max_body, 0
                 for raw in self._raw:
-                    if total < HEAD:
-                        reader.head += raw[: HEAD - total]
                     total += len(raw)
                     if total > limit:
                         reader.total = total
