@@ -213,12 +213,13 @@ class Budgets:
         self.token = os.urandom(6).hex()
         self.ids = itertools.count(1)
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.windows: dict[Any, tuple[int, int | None, bytes]] = {}  # period -> the current (start, end, end in ISO)
+        self.local: dict[tuple[str, str], _Window] | None = None
 
     def _local(self) -> dict[tuple[str, str], _Window]:
-        loop = asyncio.get_running_loop()
-        d = _LOCAL.get(loop)
+        d = self.local
         if d is None:
-            d = _LOCAL[loop] = {}
+            d = self.local = _LOCAL.setdefault(asyncio.get_running_loop(), {})
         return d
 
     async def reserve(self, key: Key, route: Any, body: dict[str, Any], body_bytes: bytes, x: Any) -> Charge:
@@ -233,22 +234,26 @@ class Budgets:
             if rates is None:  # priced once per model and configuration, off the event loop
                 rates = self.rates[route.name] = await asyncio.to_thread(self._rates, route)
             nusd = math.ceil(inp * rates[0] + out * rates[1])
-        whole = [(b.tokens, tokens, "token", f"{tokens} tokens"), (None if b.usd is None else b.usd * NANO, nusd,
-                                                                   "USD", f"${nusd / NANO:.6f}")]
-        for limit, need, what, shown in whole:
-            if limit is not None and need > limit:
-                raise GatewayError(400, f"key {key.name!r}: this request's estimate ({shown}: its max_tokens, else "
-                                        f"{b.default_max_tokens}, plus its input) exceeds the whole {what} budget "
-                                        f"({_limit(b, what)} per {_per(b)}); lower max_tokens")
+        if b.tokens is not None and tokens > b.tokens or b.usd is not None and nusd > b.usd * NANO:
+            what, shown = ("token", f"{tokens} tokens") if b.tokens is not None and tokens > b.tokens else \
+                ("USD", f"${nusd / NANO:.6f}")
+            raise GatewayError(400, f"key {key.name!r}: this request's estimate ({shown}: its max_tokens, else "
+                                    f"{b.default_max_tokens}, plus its input) exceeds the whole {what} budget "
+                                    f"({_limit(b, what)} per {_per(b)}); lower max_tokens")
         now = time.time()
-        start, end = window(b.period, now)
-        charge = Charge(key, b, start, end, f"{self.token}:{next(self.ids)}", tokens, nusd)
+        win = self.windows.get(b.period)
+        if win is None or now < win[0] or win[1] is not None and now >= win[1]:
+            start, end = window(b.period, now)
+            win = self.windows[b.period] = (start, end, b"" if end is None else _iso(end).encode())
+        start, end = win[0], win[1]
+        charge = Charge(key, b, start, end, "", tokens, nusd)
         lt, lu = b.tokens or 0, round(b.usd * NANO) if b.usd is not None else 0
         shared = self.shared
         result = None
         if shared is not None and time.monotonic() >= shared.down_until:
             tag = f"{shared.options.prefix}{{{key.name}:{key.key_hash[7:19]}}}:budget:{b.period}:{start}"
             charge.names = (tag, tag + ":r")
+            charge.rid = f"{self.token}:{next(self.ids)}"
             ttl = 0 if end is None else math.ceil((end - now + TAIL) * 1000)
             args = (charge.rid, tokens, nusd, lt, lu, shared.options.lease, ttl)
             try:
@@ -276,9 +281,10 @@ class Budgets:
             charge.where = "none"
             total_t = total_u = 0
         else:
-            w = self._local().get((key.key_hash, str(b.period)))
+            local = self._local()
+            w = local.get((key.key_hash, str(b.period)))
             if w is None or w.start != start:
-                w = self._local()[(key.key_hash, str(b.period))] = _Window(start)
+                w = local[(key.key_hash, str(b.period))] = _Window(start)
             if lt and w.t + w.rt + tokens > lt:
                 raise self._refused(charge, 1, w.t, w.rt, now)
             if lu and w.u + w.ru + nusd > lu:
@@ -292,7 +298,7 @@ class Budgets:
         if b.usd is not None:
             headers.append((b"x-llmrelay-budget-remaining-usd", b"%.6f" % max(0.0, b.usd - total_u / NANO)))
         if end is not None:
-            headers.append((b"x-llmrelay-budget-reset", _iso(end).encode()))
+            headers.append((b"x-llmrelay-budget-reset", win[2]))
         charge.token = CHARGE.set(charge)
         return charge
 
