@@ -109,13 +109,22 @@ class Metrics:
         if ttft is not None:
             self.ttft.observe((model,), ttft)
         if not u.is_empty():
-            self._price(model, response)
+            error = response.error
+            if error is not None and not response.text and not response.tool_calls:
+                from ..errors import APIStatusError
 
-    def _price(self, model: str, response: Any) -> None:
+                if isinstance(error, APIStatusError):
+                    return  # rejected before any token: not billed (as Response.cost says)
+            self._price(model, (response.provider, response.model, response.requested_model, u,
+                                getattr(response, "_prices", None)))
+
+    def _price(self, model: str, inputs: tuple[Any, ...]) -> None:
         """Cost is priced on a background thread: genai-prices takes ~1 ms per new usage value,
         too long for the event loop. The queue is bounded; beyond it, costs are counted as dropped.
         The thread drains a plain deque a few times a second: appending takes no lock and wakes no
-        thread, so the event loop pays nothing per request for it."""
+        thread, so the event loop pays nothing per request for it. The queue holds what pricing
+        needs (provider, models, usage), not the responses: ~25 objects per request kept alive
+        until the thread ran made every young collection of the garbage collector walk them."""
         q = self._pricing
         if q is None:
             import collections
@@ -124,18 +133,20 @@ class Metrics:
             q = self._pricing = collections.deque()
             threading.Thread(target=self._pricer, name="llmrelay-gateway-pricing", daemon=True).start()
         if len(q) < 10_000:
-            q.append((model, response))
+            q.append((model, inputs))
         else:
             self.cost_dropped += 1
 
     def _pricer(self, interval: float = 0.1) -> None:
+        from ..cost.prices import cost_of
+
         q = self._pricing
         while True:
             time.sleep(interval)
             while q:
-                model, response = q.popleft()  # type: ignore[union-attr]
+                model, (provider, served, requested, usage, prices) = q.popleft()  # type: ignore[union-attr]
                 try:
-                    total = response.cost.total
+                    total = cost_of(provider, served, usage, prices=prices, requested_model=requested).total
                 except Exception:  # pricing must never fail anything
                     total = None
                 if total:
