@@ -75,7 +75,7 @@ def where(request):
 redis_only = pytest.mark.parametrize("where", ["redis"], indirect=True)
 
 
-def config(up_url: str, where, budget: str, extra: str = "", models: str = "") -> str:
+def config(up_url: str, where, budget: str, extra: str = "", models: str = "", key: str = "") -> str:
     limits = "" if where is None else f'limits: {{store: {URL}, prefix: "{where[1]}"}}'
     return f"""
 models:
@@ -86,7 +86,7 @@ models:
     retries: 0
 {models}
 keys:
-  - {{name: budgeted, key: sk-budget, budget: {{{budget}}}}}
+  - {{name: budgeted, key: sk-budget, budget: {{{budget}}}{key}}}
   - {{name: free, key: sk-free}}
 {limits}
 {extra}
@@ -367,3 +367,25 @@ def test_a_killed_process_reservation_is_charged_its_estimate_when_its_lease_end
         (h,) = [n for n in r.scan_iter(match=prefix + "*budget*") if not n.endswith(":r")]
         assert int(r.hget(h, "t")) == EST + USED and int(r.hget(h, "rt")) == 0
         assert r.pttl(h) == -1  # a total budget never expires
+
+
+def test_a_request_refused_by_the_limits_gives_its_reservation_back(where):
+    limit = 10_000
+    with ReplayServer(default=HELD) as up:
+        gws = instances(config(up.url, where, f"tokens: {limit}, period: day", key=", max_parallel: 1"), where)
+        with running(gws):
+            with httpx.stream("POST", gws[0].url + "/v1/chat/completions", content=BODY, headers=AUTH,
+                              timeout=30) as held:
+                assert held.status_code == 200
+                assert int(held.headers["x-llmrelay-budget-remaining-tokens"]) == limit - EST
+                if where is None:  # one process: its own max_parallel
+                    refused = post(gws[0].url)
+                else:
+                    refused = post(gws[-1].url)
+                assert refused.status_code == 429 and "in flight" in refused.json()["error"]["message"]
+                next(held.iter_bytes())
+            idle(gws)
+            up.enqueue(Reply.recording(REC, chunking="events"))
+            resp = post(gws[-1].url)
+            charged = limit - EST - int(resp.headers["x-llmrelay-budget-remaining-tokens"])
+            assert 0 < charged < EST  # the aborted stream's partial usage; nothing for the refused one

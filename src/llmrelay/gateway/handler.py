@@ -145,9 +145,11 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
         held = gw.acquire(key)  # None, or the shared limits store's admission: one round trip
         if held is not None:
             held = await held
-    except GatewayError as exc:
-        if charge is not None:
+    except BaseException as exc:
+        if charge is not None:  # refused by the limits (or cancelled): nothing was spent
             await gw.budgets.settle(charge)
+        if not isinstance(exc, GatewayError):
+            raise
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model, str(status), x.overhead_ms())
         return
