@@ -211,3 +211,36 @@ def test_sighup_reloads_every_worker_without_restarting_them_or_cutting_a_stream
     for worker in before:
         assert "extra" in [m["id"] for m in s.get("/v1/models", worker).json()["data"]]
     assert s.workers() == before and s.proc.poll() is None
+
+
+def test_a_worker_follows_the_reload_generation_and_nothing_else(tmp_path):
+    from llmrelay.gateway.app import GatewayApp
+    from llmrelay.gateway.config import parse
+    from llmrelay.gateway.workers import Shared, fold
+
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(config_for("http://127.0.0.1:9"))
+    app = GatewayApp(str(cfg), load_now=True)
+    state = tmp_path / "state"
+    state.mkdir()
+    shared = Shared(str(state), app)
+    first = app.gateway
+    shared.tick()
+    assert app.gateway is first  # no reload asked for
+    (state / "reload").write_text("1")  # the supervisor's bump, seen by a worker that missed the signal
+    shared.tick()
+    assert app.gateway is not first
+    second = app.gateway
+    app.metrics.request_done("chat", "gpt", "ok", 0.5)
+    shared.flush(alive=False)
+    fold(str(state), live=set())  # the worker has exited: its counts move to retired.json
+    assert [p.name for p in state.iterdir() if p.name.startswith("worker-")] == []
+    other = GatewayApp(parse(config_for("http://127.0.0.1:9")), load_now=True)
+    text = other.metrics.render(Shared(str(state), other).others()).decode()
+    assert 'llmrelay_gateway_requests_total{endpoint="chat",model="gpt",status="ok"} 1' in text
+    assert "llmrelay_gateway_workers 1" in text  # an exited worker is not counted as one
+    for p in state.iterdir():
+        p.unlink()
+    state.rmdir()  # the directory is gone (the supervisor was killed): keep serving, no reload every tick
+    shared.tick()
+    assert app.gateway is second

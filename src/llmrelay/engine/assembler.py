@@ -1,8 +1,9 @@
 """One assembler for every protocol: folds typed events into a `Response`.
 
-Text pieces are compacted into blocks every 256 pieces: O(n) time, and
+Text pieces are compacted into blocks every 8 pieces: O(n) time, and
 memory that tracks the text itself (a plain list of small `str` pieces costs
-~60 bytes per chunk whatever the text; `io.StringIO` keeps the pieces alive too). Parts keep their order and
+~60 bytes per chunk whatever the text; `io.StringIO` keeps the pieces alive too),
+also for the thousands of short answers a server has in flight (bench/bench_scale.py). Parts keep their order and
 their opaque signatures: a signature (or redacted data) closes the current
 part, so the next delta starts a new one, exactly as providers expect it back.
 """
@@ -31,7 +32,7 @@ class _Text:
     def write(self, s: str) -> None:
         pieces = self.pieces
         pieces.append(s)
-        if len(pieces) >= 256:
+        if len(pieces) >= 8:
             if self.blocks is None:
                 self.blocks = []
             self.blocks.append("".join(pieces))

@@ -53,7 +53,8 @@ TAIL = 60.0  # seconds a window's Redis keys outlive it (requests admitted at it
 CHARGE: contextvars.ContextVar[Charge | None] = contextvars.ContextVar("llmrelay_gateway_charge", default=None)
 
 # KEYS: the window's hash (t, u: used tokens, nano-USD; rt, ru: reserved; r:<id>: "<tokens> <nano-USD>" of each
-# reservation), its reservations' zset (id -> lease deadline). ARGV: id, tokens, nano-USD, token limit (0: none),
+# reservation; d:<id>: the same for one whose lease ran out, charged its estimate), its reservations' zset
+# (id -> lease deadline). ARGV: id, tokens, nano-USD, token limit (0: none),
 # nano-USD limit (0: none), lease, ttl ms (0: never expires).
 # Returns {1, tokens used+reserved, nano-USD used+reserved} (admitted, the estimate included) or
 # {0, 1 (tokens) | 2 (USD), used, reserved}.
@@ -72,6 +73,7 @@ for _, id in ipairs(dead) do  -- their process stopped renewing them: charged th
     redis.call('HINCRBY', KEYS[1], 't', s(et))
     redis.call('HINCRBY', KEYS[1], 'u', s(eu))
     redis.call('HDEL', KEYS[1], 'r:' .. id)
+    redis.call('HSET', KEYS[1], 'd:' .. id, e)  -- if its process lives after all, its settlement corrects it
   end
 end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
@@ -92,23 +94,22 @@ end
 return {1, s(ut + rt + et), s(uu + ru + eu)}
 """
 
-# KEYS: as RESERVE. ARGV: id, estimated tokens, nano-USD, actual tokens, nano-USD, undo (1: an admission cancelled
-# before its answer: drop the reservation if it was made). The reservation becomes the real usage; if its lease ran
-# out meanwhile (charged the estimate), the difference is charged; a window gone is left gone.
+# KEYS: as RESERVE. ARGV: id, estimated tokens, nano-USD, actual tokens, nano-USD. The reservation becomes the real
+# usage; if its lease ran out meanwhile (charged the estimate), the difference is charged. Idempotent: a reservation
+# already settled (a settlement sent again after a cancellation) and a window gone are left alone. A cancelled
+# admission settles 0, 0: its reservation, if the script had made it, is dropped.
 SETTLE = """
 local function s(n) return string.format('%d', n) end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local at, au = tonumber(ARGV[4]), tonumber(ARGV[5])
-local e = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
-if e then
+if redis.call('HEXISTS', KEYS[1], 'r:' .. ARGV[1]) == 1 then
   redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'rt', s(-tonumber(ARGV[2])))
   redis.call('HINCRBY', KEYS[1], 'ru', s(-tonumber(ARGV[3])))
-elseif ARGV[6] == '1' then
-  return 0
-else
+elseif redis.call('HDEL', KEYS[1], 'd:' .. ARGV[1]) == 1 then
   at, au = at - tonumber(ARGV[2]), au - tonumber(ARGV[3])
+else
+  return 0
 end
 redis.call('HINCRBY', KEYS[1], 't', s(at))
 redis.call('HINCRBY', KEYS[1], 'u', s(au))
@@ -213,12 +214,13 @@ class Budgets:
         self.token = os.urandom(6).hex()
         self.ids = itertools.count(1)
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.windows: dict[Any, tuple[int, int | None, bytes]] = {}  # period -> the current (start, end, end in ISO)
+        self.local: dict[tuple[str, str], _Window] | None = None
 
     def _local(self) -> dict[tuple[str, str], _Window]:
-        loop = asyncio.get_running_loop()
-        d = _LOCAL.get(loop)
+        d = self.local
         if d is None:
-            d = _LOCAL[loop] = {}
+            d = self.local = _LOCAL.setdefault(asyncio.get_running_loop(), {})
         return d
 
     async def reserve(self, key: Key, route: Any, body: dict[str, Any], body_bytes: bytes, x: Any) -> Charge:
@@ -233,33 +235,37 @@ class Budgets:
             if rates is None:  # priced once per model and configuration, off the event loop
                 rates = self.rates[route.name] = await asyncio.to_thread(self._rates, route)
             nusd = math.ceil(inp * rates[0] + out * rates[1])
-        whole = [(b.tokens, tokens, "token", f"{tokens} tokens"), (None if b.usd is None else b.usd * NANO, nusd,
-                                                                   "USD", f"${nusd / NANO:.6f}")]
-        for limit, need, what, shown in whole:
-            if limit is not None and need > limit:
-                raise GatewayError(400, f"key {key.name!r}: this request's estimate ({shown}: its max_tokens, else "
-                                        f"{b.default_max_tokens}, plus its input) exceeds the whole {what} budget "
-                                        f"({_limit(b, what)} per {_per(b)}); lower max_tokens")
+        if b.tokens is not None and tokens > b.tokens or b.usd is not None and nusd > b.usd * NANO:
+            what, shown = ("token", f"{tokens} tokens") if b.tokens is not None and tokens > b.tokens else \
+                ("USD", f"${nusd / NANO:.6f}")
+            raise GatewayError(400, f"key {key.name!r}: this request's estimate ({shown}: its max_tokens, else "
+                                    f"{b.default_max_tokens}, plus its input) exceeds the whole {what} budget "
+                                    f"({_limit(b, what)} per {_per(b)}); lower max_tokens")
         now = time.time()
-        start, end = window(b.period, now)
-        charge = Charge(key, b, start, end, f"{self.token}:{next(self.ids)}", tokens, nusd)
+        win = self.windows.get(b.period)
+        if win is None or now < win[0] or win[1] is not None and now >= win[1]:
+            start, end = window(b.period, now)
+            win = self.windows[b.period] = (start, end, b"" if end is None else _iso(end).encode())
+        start, end = win[0], win[1]
+        charge = Charge(key, b, start, end, "", tokens, nusd)
         lt, lu = b.tokens or 0, round(b.usd * NANO) if b.usd is not None else 0
         shared = self.shared
         result = None
         if shared is not None and time.monotonic() >= shared.down_until:
             tag = f"{shared.options.prefix}{{{key.name}:{key.key_hash[7:19]}}}:budget:{b.period}:{start}"
             charge.names = (tag, tag + ":r")
+            charge.rid = f"{self.token}:{next(self.ids)}"
             ttl = 0 if end is None else math.ceil((end - now + TAIL) * 1000)
             args = (charge.rid, tokens, nusd, lt, lu, shared.options.lease, ttl)
             try:
                 async with asyncio.timeout(shared.bound):
                     result = await shared.script(RESERVE, charge.names, args)
             except asyncio.CancelledError:
-                shared._spawn(self._settle_redis(charge, 0, 0, True))  # the script may have run
+                shared._spawn(self._settle_redis(charge, 0, 0))  # the script may have run
                 raise
             except Exception as exc:  # the store failed, not the request
                 if isinstance(exc, TimeoutError):  # the script may have run, its answer late
-                    shared._spawn(self._settle_redis(charge, 0, 0, True))
+                    shared._spawn(self._settle_redis(charge, 0, 0))
                 shared.store_failed(exc)
             else:
                 shared.store_ok()
@@ -276,9 +282,10 @@ class Budgets:
             charge.where = "none"
             total_t = total_u = 0
         else:
-            w = self._local().get((key.key_hash, str(b.period)))
+            local = self._local()
+            w = local.get((key.key_hash, str(b.period)))
             if w is None or w.start != start:
-                w = self._local()[(key.key_hash, str(b.period))] = _Window(start)
+                w = local[(key.key_hash, str(b.period))] = _Window(start)
             if lt and w.t + w.rt + tokens > lt:
                 raise self._refused(charge, 1, w.t, w.rt, now)
             if lu and w.u + w.ru + nusd > lu:
@@ -292,7 +299,7 @@ class Budgets:
         if b.usd is not None:
             headers.append((b"x-llmrelay-budget-remaining-usd", b"%.6f" % max(0.0, b.usd - total_u / NANO)))
         if end is not None:
-            headers.append((b"x-llmrelay-budget-reset", _iso(end).encode()))
+            headers.append((b"x-llmrelay-budget-reset", win[2]))
         charge.token = CHARGE.set(charge)
         return charge
 
@@ -388,9 +395,9 @@ class Budgets:
             w.t += tokens
             w.u += nusd
 
-    async def _settle_redis(self, charge: Charge, tokens: int, nusd: int, undo: bool = False) -> None:
+    async def _settle_redis(self, charge: Charge, tokens: int, nusd: int) -> None:
         shared = self.shared
-        args = (charge.rid, charge.tokens, charge.nusd, tokens, nusd, 1 if undo else 0)
+        args = (charge.rid, charge.tokens, charge.nusd, tokens, nusd)
         try:
             async with asyncio.timeout(shared.bound):
                 await shared.script(SETTLE, charge.names, args)

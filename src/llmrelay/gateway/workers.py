@@ -69,12 +69,13 @@ def _read_json(path: str) -> Any:
         return None  # gone (folded, or the worker exited) or being replaced: skip it this once
 
 
-def generation(directory: str) -> str:
+def generation(directory: str) -> str | None:
+    """The reload generation the supervisor wrote; None before the first reload (or with the directory gone)."""
     try:
         with open(os.path.join(directory, _RELOAD)) as f:
             return f.read()
     except OSError:
-        return ""
+        return None
 
 
 def _worker_files(directory: str) -> list[tuple[int, str, str]]:
@@ -114,7 +115,7 @@ class Shared:
 
     def tick(self) -> None:
         gen = generation(self.dir)
-        if gen != self.seen:
+        if gen is not None and gen != self.seen:  # (a vanished directory is no reason to reload)
             self.seen = gen
             self.app.reload()
         self.flush()

@@ -159,13 +159,16 @@ class ToolCalls:
     __slots__ = ("_open", "_count")
 
     def __init__(self) -> None:
-        self._open: dict[Any, list[Any]] = {}
-        self._count: dict[int, int] = {}
+        # made by the first call (most streams have none): two dicts per stream in flight otherwise
+        self._open: dict[Any, list[Any]] | None = None
+        self._count: dict[int, int] | None = None
 
     def __contains__(self, key: Any) -> bool:
-        return key in self._open
+        return self._open is not None and key in self._open
 
     def start(self, key: Any, id: str | None, name: str, out: list, choice: int = 0, signature: str | None = None) -> None:
+        if self._open is None or self._count is None:
+            self._open, self._count = {}, {}
         index = self._count.get(choice, 0)
         self._count[choice] = index + 1
         self._open[key] = [index, id, name, [], choice, signature]
@@ -174,14 +177,14 @@ class ToolCalls:
     def delta(self, key: Any, arguments: str, out: list) -> None:
         if not arguments:
             return
-        call = self._open.get(key)
+        call = self._open.get(key) if self._open else None
         if call is None:
             return
         call[3].append(arguments)
         out.append(ev.ToolCallDelta(call[0], arguments, call[4]))
 
     def end(self, key: Any, out: list, error: str | None = None) -> None:
-        call = self._open.pop(key, None)
+        call = self._open.pop(key, None) if self._open else None
         if call is None:
             return
         index, id, name, pieces, choice, signature = call
@@ -193,6 +196,8 @@ class ToolCalls:
         out.append(ev.ToolCallEnd(index, id, name, arguments, raw, error, choice, signature))
 
     def end_all(self, out: list, error: str | None = None, choice: int | None = None) -> None:
+        if not self._open:
+            return
         for key in [k for k, c in self._open.items() if choice is None or c[4] == choice]:
             self.end(key, out, error)
 
