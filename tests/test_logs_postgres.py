@@ -8,7 +8,6 @@ available, except under `CI=true`, where that is a failure.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -18,9 +17,9 @@ import pytest
 
 from llmrelay.logs import LogHook, LogStoreWarning
 from llmrelay.logs.migrations import MIGRATIONS, SEARCH_VECTOR, apply_postgres
-from llmrelay.logs.redact import redact_dsn
 from llmrelay.testing import Reply
 
+from db_helpers import DSN, drop_schema, require_postgres
 from test_logs import (  # the shared scenarios and checks
     CUSTOM_SECRET,
     KEYS,
@@ -34,45 +33,18 @@ from test_logs import (  # the shared scenarios and checks
     scenario_complete,
 )
 
-IN_CI = os.environ.get("CI") == "true"
-DSN = os.environ.get("LLMRELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _problem() -> str | None:
-    try:
-        import psycopg
-    except ImportError as exc:
-        return f"psycopg is not installed ({exc}); pip install 'llmrelay[postgres]'"
-    try:
-        psycopg.connect(DSN, connect_timeout=3).close()
-    except Exception as exc:  # noqa: BLE001
-        return f"PostgreSQL is not reachable at {redact_dsn(DSN)}: {exc}"
-    return None
-
 
 @pytest.fixture(scope="module")
 def pg_dsn() -> str:
-    problem = _problem()
-    if problem is not None:
-        if IN_CI:
-            pytest.fail(f"CI=true: the PostgreSQL log tests must run, but {problem}")
-        pytest.skip(problem)
+    require_postgres("the PostgreSQL log tests")
     return DSN
-
-
-def _drop(schema: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture
 def schema(pg_dsn: str):
     name = f"llmrelay_test_{uuid.uuid4().hex[:12]}"
     yield name
-    _drop(name)
+    drop_schema(name)
 
 
 @pytest.fixture
