@@ -35,21 +35,10 @@ from llmrelay.memory import Memory, SQLiteMemoryStore, with_memory
 from llmrelay.memory.embed import LocalEmbedder, local_available
 from llmrelay.testing import ReplayServer, Reply, client_for
 
-from test_memory import Script, extraction, synthetic_text, synthetic_tool_call
+from test_memory import Script, extraction, script, server, synthetic_text, synthetic_tool_call  # noqa: F401 - fixtures
 from db_helpers import DSN, IN_CI, backend  # noqa: F401 - `backend` is the fixture (SQLite and PostgreSQL)
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
-
-
-@pytest.fixture
-def script():
-    return Script()
-
-
-@pytest.fixture
-def server(script):
-    with ReplayServer(default=script) as srv:
-        yield srv
 
 
 def needs_local_embedder() -> None:
