@@ -244,8 +244,7 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
             await stream.aclose()
         response = stream.response if stream is not None else None
         metrics.request_done(endpoint, route.name, status, x.overhead_ms(), response, relay.upstream_requests)
-        relay.release()
-        x.relay = None  # with relay.write (x.write) a cycle: the request's objects go now, by reference counting
+        relay.release()  # no cycles left: the request's objects go now, by reference counting
 
 
 async def _stream(stream: Any, relay: Relay, encoder: Any, x: Exchange, protocol: str) -> str:
