@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmrelay import TextDelta
+from llmrelay.engine.assembler import Assembler
 from llmrelay.engine.plan import Emit, Send
 from llmrelay.stream import observe
 
@@ -77,3 +78,23 @@ def drive(plan: Any, outcomes: list) -> tuple[Any, list, list]:
                 value = outcome
         elif type(action) is Emit:
             seen.append(action.event)
+
+
+async def complete_once(client: Any, mode: str, model: Any, messages: Any, **kw: Any) -> Any:
+    """The whole response of one call: `complete()` (mode "sync"), or an async stream collected inside
+    `async with`, then the client's async side closed. Errors propagate."""
+    if mode == "sync":
+        return client.complete(model, messages, **kw)
+    try:
+        async with client.astream(model, messages, **kw) as s:
+            return await s.collect()
+    finally:
+        await client.aclose()
+
+
+def assemble(events: list) -> Any:
+    """The `Response` an `Assembler` builds from decoded events (a protocol test's check of a decoder)."""
+    a = Assembler()
+    for e in events:
+        a.add(e)
+    return a.build()

@@ -29,6 +29,7 @@ from test_logs import (  # the shared scenarios and checks
     check_cli,
     check_rows,
     cli_fixture,
+    make_client,  # noqa: F401 - the fixture
     rows_of,
     scenario_complete,
 )
@@ -52,23 +53,6 @@ def pg_hook(pg_dsn: str, schema: str):
     hook = LogHook(dsn=pg_dsn, schema=schema)
     yield hook
     hook.close(10)
-
-
-@pytest.fixture
-def make_client(server):
-    from llmrelay.testing import client_for
-
-    made = []
-
-    def make(*hooks, **kw):
-        kw.setdefault("retry", 0)
-        c = client_for(server, hooks=list(hooks), api_keys=KEYS, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
 
 
 def query(schema: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -168,6 +152,18 @@ def test_search_uses_the_text_index(server, make_client, pg_hook):
 def test_cli(server, make_client, pg_hook, schema, pg_dsn):
     expects = cli_fixture(server, make_client, pg_hook)
     check_cli(["--dsn", pg_dsn, "--schema", schema], expects)
+
+
+def test_get_by_an_all_digit_correlation_prefix(server, make_client, pg_hook):
+    """Correlation ids are hex: a prefix can be all digits and still names the call (not a row id)."""
+    server.enqueue(Reply.recording(TEXT_REC))
+    digits = "1234567890" + "ab" * 11
+    make_client(pg_hook).complete(OPENAI, "hi", correlation_id=digits)
+    assert pg_hook.flush(10)
+    (row,) = pg_hook.store.get(digits[:10])
+    assert row["correlation_id"] == digits
+    assert [r["id"] for r in pg_hook.store.get(str(row["id"]))] == [row["id"]]
+    assert pg_hook.store.get("9" * 40) == []
 
 
 # -- failures never reach the stream -----------------------------------------------------------------
