@@ -27,3 +27,15 @@ def client(server):
     c = client_for(server, retry=0)
     yield c
     c.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request):
+    """A test that takes `mode` runs twice: through the sync API and through the async one."""
+    return request.param
+
+
+@pytest.fixture(params=["stream", "complete"])
+def how(request):
+    """A test that takes `how` runs twice: streamed and with complete()."""
+    return request.param

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from llmrelay import TextDelta
+from llmrelay.engine.assembler import Assembler
+from llmrelay.engine.plan import Emit, Send
+from llmrelay.stream import observe
 
 
 async def drain(stream: Any, mode: str) -> tuple[list, BaseException | None]:
@@ -48,3 +51,50 @@ async def collect(client: Any, mode: str, model: Any, messages: Any, **kw: Any) 
     else:
         events = [e async for e in s]
     return events, s.response
+
+
+def drive(plan: Any, outcomes: list) -> tuple[Any, list, list]:
+    """Run a control-flow plan by hand, with no transport. Each `Send` takes the next outcome: an
+    exception to throw into the plan, a response to return, or (events, response), whose events go
+    through the Send's observers. Returns (the plan's result, every action, the events seen)."""
+    actions: list = []
+    seen: list = []
+    value = exc = None
+    while True:
+        try:
+            action = plan.throw(exc) if exc is not None else plan.send(value)
+        except StopIteration as stop:
+            return stop.value, actions, seen
+        value = exc = None
+        actions.append(action)
+        if type(action) is Send:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, BaseException):
+                exc = outcome
+            elif isinstance(outcome, tuple):
+                events, value = outcome
+                seen.extend(observe(iter(events), action.observers))
+            else:
+                value = outcome
+        elif type(action) is Emit:
+            seen.append(action.event)
+
+
+async def complete_once(client: Any, mode: str, model: Any, messages: Any, **kw: Any) -> Any:
+    """The whole response of one call: `complete()` (mode "sync"), or an async stream collected inside
+    `async with`, then the client's async side closed. Errors propagate."""
+    if mode == "sync":
+        return client.complete(model, messages, **kw)
+    try:
+        async with client.astream(model, messages, **kw) as s:
+            return await s.collect()
+    finally:
+        await client.aclose()
+
+
+def assemble(events: list) -> Any:
+    """The `Response` an `Assembler` builds from decoded events (a protocol test's check of a decoder)."""
+    a = Assembler()
+    for e in events:
+        a.add(e)
+    return a.build()

@@ -34,11 +34,6 @@ def _no_overrides():
     clear_prices()
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
 async def run(client, mode, model, messages=HI, **kw):
     """(events, response): the whole stream."""
     if mode == "sync":

@@ -39,11 +39,12 @@ from llmrelay import (
     RequestTooLargeError,
     ServiceUnavailableError,
     StreamInterruptedError,
-    TextDelta,
     Timeouts,
     UnprocessableEntityError,
 )
 from llmrelay.testing import Reply, read_recording
+
+from helpers import drain, texts
 
 MODEL = "openai:gpt-4o"
 SHORT = "openai_chat/text_usage_chunk.sse"
@@ -54,11 +55,6 @@ SHORT_TEXT = (
     "I recommend checking a reliable weather website or a weather app."
 )
 SSE = {"content-type": "text/event-stream"}
-
-
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
 
 
 def open_stream(client, mode, model=MODEL, messages="hi", **kw):
@@ -75,21 +71,8 @@ async def consume(s, mode) -> list:
 async def run(client, mode, model=MODEL, messages="hi", **kw):
     """Stream to the end; return (events, raised error or None, stream)."""
     s = open_stream(client, mode, model, messages, **kw)
-    got: list = []
-    try:
-        if mode == "sync":
-            for e in s:
-                got.append(e)
-        else:
-            async for e in s:
-                got.append(e)
-    except Exception as exc:  # noqa: BLE001 - the test inspects it
-        return got, exc, s
-    return got, None, s
-
-
-def texts(events) -> str:
-    return "".join(e.text for e in events if type(e) is TextDelta and e.choice == 0)
+    got, exc = await drain(s, mode)
+    return got, exc, s
 
 
 def assert_ours(exc: BaseException) -> None:

@@ -65,16 +65,6 @@ O_SHOWN = decoded_text(O_REC, 4)  # "I'm unable to"
 assert O_SHOWN == "I'm unable to" and A_TEXT == "- Captain\n- Scoop"
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
-@pytest.fixture(params=["stream", "complete"])
-def how(request):
-    return request.param
-
-
 class Outcome:
     def __init__(self, events, error, response):
         self.events = events

@@ -163,20 +163,6 @@ def provider(request):
     return PROVIDERS[request.param]
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
-@pytest.fixture(params=["stream", "complete"])
-def how(request):
-    return request.param
-
-
-
-
-
-
 def check_error(fault: Fault, error: BaseException) -> None:
     assert type(error) is fault.error, f"{type(error).__name__}: {error}"
     if fault.timeout_kind:

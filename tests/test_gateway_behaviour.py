@@ -250,7 +250,7 @@ def test_logs_metrics_overhead_header(keyed):
         text = httpx.get(gw.url + "/metrics").text
     assert 'llmrelay_gateway_cost_usd_total{model="gpt"}' in text
     assert httpx.get(gw.url + "/health/live").status_code == 200
-    assert httpx.get(gw.url + "/health/ready").json() == {"status": "ready"}
+    assert httpx.get(gw.url + "/health/ready").json()["status"] == "ready"
 
 
 # -- config -----------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def where(request):
 redis_only = pytest.mark.parametrize("where", ["redis"], indirect=True)
 
 
-def config(up_url: str, where, budget: str, extra: str = "", models: str = "") -> str:
+def config(up_url: str, where, budget: str, extra: str = "", models: str = "", key: str = "") -> str:
     limits = "" if where is None else f'limits: {{store: {URL}, prefix: "{where[1]}"}}'
     return f"""
 models:
@@ -86,7 +86,7 @@ models:
     retries: 0
 {models}
 keys:
-  - {{name: budgeted, key: sk-budget, budget: {{{budget}}}}}
+  - {{name: budgeted, key: sk-budget, budget: {{{budget}}}{key}}}
   - {{name: free, key: sk-free}}
 {limits}
 {extra}
@@ -367,3 +367,75 @@ def test_a_killed_process_reservation_is_charged_its_estimate_when_its_lease_end
         (h,) = [n for n in r.scan_iter(match=prefix + "*budget*") if not n.endswith(":r")]
         assert int(r.hget(h, "t")) == EST + USED and int(r.hget(h, "rt")) == 0
         assert r.pttl(h) == -1  # a total budget never expires
+
+
+def test_a_request_refused_by_the_limits_gives_its_reservation_back(where):
+    limit = 10_000
+    with ReplayServer(default=HELD) as up:
+        gws = instances(config(up.url, where, f"tokens: {limit}, period: day", key=", max_parallel: 1"), where)
+        with running(gws):
+            with httpx.stream("POST", gws[0].url + "/v1/chat/completions", content=BODY, headers=AUTH,
+                              timeout=30) as held:
+                assert held.status_code == 200
+                assert int(held.headers["x-llmrelay-budget-remaining-tokens"]) == limit - EST
+                if where is None:  # one process: its own max_parallel
+                    refused = post(gws[0].url)
+                else:
+                    refused = post(gws[-1].url)
+                assert refused.status_code == 429 and "in flight" in refused.json()["error"]["message"]
+                next(held.iter_bytes())
+            idle(gws)
+            up.enqueue(Reply.recording(REC, chunking="events"))
+            resp = post(gws[-1].url)
+            charged = limit - EST - int(resp.headers["x-llmrelay-budget-remaining-tokens"])
+            assert 0 < charged < EST  # the aborted stream's partial usage; nothing for the refused one
+
+
+def test_estimates_the_whole_budget_cannot_hold_and_the_anthropic_shape(where):
+    with ReplayServer(default=Reply.recording(REC, chunking="events")) as up:
+        cfg = config(up.url, where, "tokens: 1000, period: day, default_max_tokens: 500", models=f"""  claude:
+    model: anthropic:claude-sonnet-4-5
+    base_url: {up.url}
+    api_key: sk-ant-up
+    retries: 0""")
+        gws = instances(cfg, where)
+        with running(gws):
+            big = BODY.replace(b'"max_tokens": 100', b'"max_tokens": 2000')
+            resp = post(gws[0].url, body=big)  # more than the whole budget: retrying would never help
+            assert resp.status_code == 400 and "lower max_tokens" in resp.json()["error"]["message"]
+            plain = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}).encode()
+            resp = post(gws[0].url, body=plain)  # no max_tokens: default_max_tokens is the output estimate
+            assert resp.status_code == 200
+            assert int(resp.headers["x-llmrelay-budget-remaining-tokens"]) == 1000 - len(plain) // 4 - 500
+            idle(gws)
+            msg = json.dumps({"model": "claude", "max_tokens": 950, "messages": [{"role": "user", "content": "hi"}]})
+            resp = httpx.post(gws[-1].url + "/v1/messages", content=msg, timeout=30,
+                              headers={"x-api-key": "sk-budget", "content-type": "application/json"})
+            body = resp.json()
+            assert resp.status_code == 429 and body["type"] == "error"
+            assert body["error"]["type"] == "rate_limit_error" and "token budget of 1000 per day" in body["error"]["message"]
+
+
+def test_usd_budget_refuses_once_priced_usage_plus_the_estimate_exceeds_it(where, tmp_path):
+    db = tmp_path / "log.db"
+    limit = 0.002
+    with ReplayServer(default=Reply.recording(REC, chunking="events")) as up:
+        gws = instances(config(up.url, where, f"usd: {limit}, period: week", f"logging: {db}"), where)
+        with running(gws):
+            statuses, first = [], None
+            for i in range(12):
+                resp = post(gws[i % len(gws)].url)
+                statuses.append(resp.status_code)
+                first = first or resp
+                idle(gws)
+                if resp.status_code == 429:
+                    break
+            n = statuses.index(429)
+            assert n >= 1 and statuses[:n] == [200] * n
+            err = resp.json()["error"]["message"]
+            assert f"USD budget of ${limit:g} per week used up" in err and "resets at" in err
+            conn = sqlite3.connect(db)
+            (cost,) = set(c for (c,) in conn.execute("SELECT cost_usd FROM turns"))  # each request cost the same
+            conn.close()
+            est = limit - float(first.headers["x-llmrelay-budget-remaining-usd"])
+            assert n * cost + est > limit - 1e-6 and (n - 1) * cost + est <= limit + 1e-6

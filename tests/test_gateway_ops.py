@@ -159,3 +159,48 @@ def test_the_server_span_joins_the_clients_trace_and_carries_the_ids():
     inner = [s for s in spans if s.kind.name != "SERVER"]
     assert inner and all(s.context.trace_id == server.context.trace_id for s in inner)
     assert all(s.attributes["llmrelay.correlation_id"] == "req-otel" for s in inner)
+
+
+def test_log_rows_are_counted_in_metrics_and_readiness(logged):
+    up, gw, db = logged
+    up.enqueue(Reply.recording("openai_chat/text_usage_chunk.sse", chunking="events"))
+    httpx.post(gw.url + "/v1/chat/completions", headers=AUTH, json={"model": "gpt", "messages": MSG})
+    n = len(rows(gw, db))  # rows() waits until the writer wrote every row
+    text = httpx.get(gw.url + "/metrics").text
+    assert f'llmrelay_gateway_log_rows_total{{outcome="written"}} {n}' in text
+    assert 'llmrelay_gateway_log_rows_total{outcome="failed"} 0' in text
+    ready = httpx.get(gw.url + "/health/ready")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "logs": {"written": n, "lost": 0}}
+
+
+@pytest.mark.parametrize("mode, status", [("closed", 503), ("local", 200)])
+def test_readiness_says_when_the_limits_store_does_not_answer(mode, status):
+    pytest.importorskip("redis")
+    from gateway_helpers import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with ReplayServer() as up:
+        extra = f"limits:\n  store: {dead}\n  on_store_error: {mode}\n  timeout: 0.2\n"
+        with GatewayThread(config_for(up.url, extra)) as gw:
+            r = httpx.get(gw.url + "/health/ready")
+            assert r.status_code == status and r.json()["limits_store"] == "unreachable"
+            assert r.json()["status"] == ("limits store unreachable" if mode == "closed" else "ready")
+            assert httpx.get(gw.url + "/health/live").status_code == 200  # alive all the same
+
+
+def test_readiness_with_a_limits_store_that_answers():
+    import os
+
+    url = os.environ.get("LLMRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: this test must run, but Redis is not usable at {url}: {exc}")
+        pytest.skip(f"Redis is not usable at {url}: {exc}")
+    with ReplayServer() as up:
+        with GatewayThread(config_for(up.url, f"limits:\n  store: {url}\n  on_store_error: closed\n")) as gw:
+            r = httpx.get(gw.url + "/health/ready")
+            assert r.status_code == 200 and r.json() == {"status": "ready", "limits_store": "ok"}

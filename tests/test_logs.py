@@ -795,6 +795,24 @@ def test_cli(server, make_client, hook, db):
     check_cli([], expects, env={"LLMRELAY_LOG": str(db)})  # the same database, found through the env var
 
 
+def test_show_a_call_whose_correlation_prefix_is_all_digits(server, make_client, hook, db):
+    """`logs show <prefix>` finds a call by the start of its correlation id even when that start is all
+    digits (ids are hex: a 10-character prefix is all digits about 1 time in 110, which made test_cli
+    fail now and then); a number that is a row id still shows that row."""
+    server.enqueue(Reply.recording(TEXT_REC), Reply.recording(TEXT_REC))
+    client = make_client(hook)
+    digits = "1234567890" + "ab" * 11
+    client.complete(OPENAI, "hi", correlation_id=digits)
+    client.complete(OPENAI, "hi again")
+    assert hook.flush(10)
+    by_prefix = logs_cli("show", digits[:10], "--db", str(db))
+    assert by_prefix.returncode == 0 and by_prefix.stdout.count("── row") == 1 and digits in by_prefix.stdout
+    by_id = logs_cli("show", "2", "--db", str(db))
+    assert by_id.returncode == 0 and by_id.stdout.count("── row") == 1 and "hi again" in by_id.stdout
+    huge = logs_cli("show", "9" * 40, "--db", str(db))  # no such row or call: said, no crash
+    assert huge.returncode == 1 and "no log row" in huge.stderr
+
+
 def test_cli_without_a_database(tmp_path):
     out = logs_cli("list", "--db", str(tmp_path / "none.db"))
     assert out.returncode == 1 and "cannot read the logs" in out.stderr

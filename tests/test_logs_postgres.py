@@ -8,7 +8,6 @@ available, except under `CI=true`, where that is a failure.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -18,9 +17,9 @@ import pytest
 
 from llmrelay.logs import LogHook, LogStoreWarning
 from llmrelay.logs.migrations import MIGRATIONS, SEARCH_VECTOR, apply_postgres
-from llmrelay.logs.redact import redact_dsn
 from llmrelay.testing import Reply
 
+from db_helpers import DSN, drop_schema, require_postgres
 from test_logs import (  # the shared scenarios and checks
     CUSTOM_SECRET,
     KEYS,
@@ -30,49 +29,23 @@ from test_logs import (  # the shared scenarios and checks
     check_cli,
     check_rows,
     cli_fixture,
+    make_client,  # noqa: F401 - the fixture
     rows_of,
     scenario_complete,
 )
 
-IN_CI = os.environ.get("CI") == "true"
-DSN = os.environ.get("LLMRELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _problem() -> str | None:
-    try:
-        import psycopg
-    except ImportError as exc:
-        return f"psycopg is not installed ({exc}); pip install 'llmrelay[postgres]'"
-    try:
-        psycopg.connect(DSN, connect_timeout=3).close()
-    except Exception as exc:  # noqa: BLE001
-        return f"PostgreSQL is not reachable at {redact_dsn(DSN)}: {exc}"
-    return None
-
 
 @pytest.fixture(scope="module")
 def pg_dsn() -> str:
-    problem = _problem()
-    if problem is not None:
-        if IN_CI:
-            pytest.fail(f"CI=true: the PostgreSQL log tests must run, but {problem}")
-        pytest.skip(problem)
+    require_postgres("the PostgreSQL log tests")
     return DSN
-
-
-def _drop(schema: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture
 def schema(pg_dsn: str):
     name = f"llmrelay_test_{uuid.uuid4().hex[:12]}"
     yield name
-    _drop(name)
+    drop_schema(name)
 
 
 @pytest.fixture
@@ -80,23 +53,6 @@ def pg_hook(pg_dsn: str, schema: str):
     hook = LogHook(dsn=pg_dsn, schema=schema)
     yield hook
     hook.close(10)
-
-
-@pytest.fixture
-def make_client(server):
-    from llmrelay.testing import client_for
-
-    made = []
-
-    def make(*hooks, **kw):
-        kw.setdefault("retry", 0)
-        c = client_for(server, hooks=list(hooks), api_keys=KEYS, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
 
 
 def query(schema: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -196,6 +152,18 @@ def test_search_uses_the_text_index(server, make_client, pg_hook):
 def test_cli(server, make_client, pg_hook, schema, pg_dsn):
     expects = cli_fixture(server, make_client, pg_hook)
     check_cli(["--dsn", pg_dsn, "--schema", schema], expects)
+
+
+def test_get_by_an_all_digit_correlation_prefix(server, make_client, pg_hook):
+    """Correlation ids are hex: a prefix can be all digits and still names the call (not a row id)."""
+    server.enqueue(Reply.recording(TEXT_REC))
+    digits = "1234567890" + "ab" * 11
+    make_client(pg_hook).complete(OPENAI, "hi", correlation_id=digits)
+    assert pg_hook.flush(10)
+    (row,) = pg_hook.store.get(digits[:10])
+    assert row["correlation_id"] == digits
+    assert [r["id"] for r in pg_hook.store.get(str(row["id"]))] == [row["id"]]
+    assert pg_hook.store.get("9" * 40) == []
 
 
 # -- failures never reach the stream -----------------------------------------------------------------

@@ -46,11 +46,6 @@ LISBON = "The user lives in Lisbon."
 REX = "The user has a dog named Rex."
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
 # -- SYNTHETIC OpenAI Chat streams -------------------------------------------------------------
 def _sse(chunks: list[dict]) -> bytes:
     return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -27,7 +26,6 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -37,63 +35,10 @@ from llmrelay.memory import Memory, SQLiteMemoryStore, with_memory
 from llmrelay.memory.embed import LocalEmbedder, local_available
 from llmrelay.testing import ReplayServer, Reply, client_for
 
-from test_memory import Script, extraction, synthetic_text, synthetic_tool_call
-from test_memory_store import DSN, IN_CI, _pg_problem
+from test_memory import Script, extraction, script, server, synthetic_text, synthetic_tool_call  # noqa: F401 - fixtures
+from db_helpers import DSN, IN_CI, backend  # noqa: F401 - `backend` is the fixture (SQLite and PostgreSQL)
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
-
-
-class Stores:
-    """Builds stores of one kind (SQLite file or a fresh Postgres schema) and cleans up."""
-
-    def __init__(self, kind: str, tmp_path: Path):
-        self.kind, self.path = kind, str(tmp_path / "memory.db")
-        self.schema = f"llmrelay_mem_test_{uuid.uuid4().hex[:12]}"
-        self.made: list = []
-
-    def make(self, **kw):
-        if self.kind == "sqlite":
-            store = SQLiteMemoryStore(self.path, **kw)
-        else:
-            from llmrelay.memory.postgres_store import PostgresMemoryStore
-
-            store = PostgresMemoryStore(DSN, schema=self.schema, **kw)
-        self.made.append(store)
-        return store
-
-    def cleanup(self) -> None:
-        for s in self.made:
-            s.close()
-        if self.kind == "postgres":
-            import psycopg
-            from psycopg import sql
-
-            with psycopg.connect(DSN, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def stores(request, tmp_path):
-    if request.param == "postgres":
-        problem = _pg_problem()
-        if problem is not None:
-            if IN_CI:
-                pytest.fail(f"CI=true: the PostgreSQL memory tests must run, but {problem}")
-            pytest.skip(problem)
-    s = Stores(request.param, tmp_path)
-    yield s
-    s.cleanup()
-
-
-@pytest.fixture
-def script():
-    return Script()
-
-
-@pytest.fixture
-def server(script):
-    with ReplayServer(default=script) as srv:
-        yield srv
 
 
 def needs_local_embedder() -> None:
@@ -119,11 +64,11 @@ class Numbered(Script):
 
 
 # -- nothing learned is lost -----------------------------------------------------------------------
-def test_a_burst_is_never_dropped_and_one_users_order_holds_with_4_workers(stores):
+def test_a_burst_is_never_dropped_and_one_users_order_holds_with_4_workers(backend):
     script = Numbered()
     with ReplayServer(default=script) as server:
         client = client_for(server, retry=0)
-        memory = Memory(stores.make(embedder=None), client=client, concurrency=4, curate_every=None)
+        memory = Memory(backend.make(embedder=None), client=client, concurrency=4, curate_every=None)
         users = [f"user{u}" for u in range(5)]
         for i in range(100):  # 500 exchanges, submitted at once (the old 256-slot queue dropped the rest)
             for u in range(5):
@@ -145,7 +90,7 @@ def test_a_burst_is_never_dropped_and_one_users_order_holds_with_4_workers(store
         client.close()
 
 
-def test_per_user_order_with_replaces_chain(stores):
+def test_per_user_order_with_replaces_chain(backend):
     """Each exchange corrects the previous one ("replaces"): with 4 workers, only the last stays active."""
     script = Script()
     colours = ["red", "orange", "yellow", "green", "blue", "indigo", "violet", "black"]
@@ -155,7 +100,7 @@ def test_per_user_order_with_replaces_chain(stores):
         prev = f"The user's favourite colour is {c}."
     with ReplayServer(default=script) as server:
         client = client_for(server, retry=0)
-        memory = Memory(stores.make(embedder=None), client=client, concurrency=4, curate_every=None)
+        memory = Memory(backend.make(embedder=None), client=client, concurrency=4, curate_every=None)
         for c in colours:
             memory.submit("alice", f"My favourite colour is now {c}.", "Noted.", model="openai:gpt-4o")
         assert memory.flush(60)
@@ -186,7 +131,7 @@ sys.stdin.read()  # wait to be killed
 """
 
 
-def test_a_process_killed_right_after_100_exchanges_loses_none(stores, tmp_path):
+def test_a_process_killed_right_after_100_exchanges_loses_none(backend, tmp_path):
     script = Numbered()
     slow = threading.Event()
     inner = script.__call__
@@ -197,11 +142,11 @@ def test_a_process_killed_right_after_100_exchanges_loses_none(stores, tmp_path)
         return inner(request)
 
     with ReplayServer(default=handler) as server:
-        if stores.kind == "sqlite":
-            store_expr = f"SQLiteMemoryStore({stores.path!r}, embedder=None)"
+        if backend.kind == "sqlite":
+            store_expr = f"SQLiteMemoryStore({backend.path!r}, embedder=None)"
         else:
             store_expr = (f"__import__('llmrelay.memory.postgres_store', fromlist=['x']).PostgresMemoryStore("
-                          f"{DSN!r}, schema={stores.schema!r}, embedder=None)")
+                          f"{DSN!r}, schema={backend.schema!r}, embedder=None)")
         code = textwrap.dedent(CHILD.format(src=SRC, url=server.url, store=store_expr))
         child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
@@ -212,7 +157,7 @@ def test_a_process_killed_right_after_100_exchanges_loses_none(stores, tmp_path)
             child.send_signal(signal.SIGKILL)
             child.wait(10)
         slow.set()
-        store = stores.make(embedder=None)
+        store = backend.make(embedder=None)
         learned_before = len(store.list_facts("alice"))
         assert learned_before < 100  # the kill really cut learning short
         client = client_for(server, retry=0)
@@ -224,18 +169,18 @@ def test_a_process_killed_right_after_100_exchanges_loses_none(stores, tmp_path)
         client.close()
 
 
-def test_exit_without_close_keeps_what_was_submitted(stores):
+def test_exit_without_close_keeps_what_was_submitted(backend):
     """Submitted, never flushed nor closed, the Memory dropped: the rows wait in the store."""
     script = Numbered()
     with ReplayServer(default=script) as server:
         client = client_for(server, retry=0)
-        first = Memory(stores.make(embedder=None), client=client, curate_every=None)
+        first = Memory(backend.make(embedder=None), client=client, curate_every=None)
         first.worker.start = lambda: None  # this process's worker never runs (as if it exited at once)
         first.worker._start = lambda: None
         for i in range(30):
             first.submit("bob", f"Please note that I have item {i}.", "Noted.")
         assert first.store.count_pending(user_id="bob") == 30
-        second = Memory(stores.make(embedder=None), client=client, curate_every=None)
+        second = Memory(backend.make(embedder=None), client=client, curate_every=None)
         assert second.drain(60)
         assert len(second.list_facts("bob")) == 30
         second.close(10)
@@ -252,12 +197,12 @@ PARAPHRASES = [
 ]
 
 
-def test_paraphrased_questions_find_facts_stated_in_other_words(stores, script, server):
+def test_paraphrased_questions_find_facts_stated_in_other_words(backend, script, server):
     needs_local_embedder()
     client = client_for(server, retry=0)
-    memory = Memory(stores.make(), client=client, curate_every=None)  # no embedder named: the local one
+    memory = Memory(backend.make_with_default_embedder(), client=client, curate_every=None)  # no embedder named: the local one
     assert isinstance(memory.store.embedder, LocalEmbedder)
-    keyword_only = Memory(stores.make(embedder=None), client=client, curate_every=None)
+    keyword_only = Memory(backend.make(embedder=None), client=client, curate_every=None)
     memory.add_facts("alice", [fact for fact, _ in PARAPHRASES] + [
         "The user lives in Lisbon.", "The user plays the cello on weekends.", "The user's manager is Ines.",
         "The user prefers short answers.", "The user visited Japan in 2019."])
@@ -280,9 +225,9 @@ def test_paraphrased_questions_find_facts_stated_in_other_words(stores, script, 
 
 # -- reminders ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["system", "tool"])
-def test_a_reminder_reaches_the_model_in_the_next_conversation_after_it_is_due(stores, script, server, mode):
+def test_a_reminder_reaches_the_model_in_the_next_conversation_after_it_is_due(backend, script, server, mode):
     client = client_for(server, retry=0)
-    memory = Memory(stores.make(embedder=None), client=client, reminders=mode, curate_every=None)
+    memory = Memory(backend.make(embedder=None), client=client, reminders=mode, curate_every=None)
     alice = with_memory(client, "alice", memory, learn=False)
     bob = with_memory(client, "bob", memory, learn=False)
     # due 3-4 s from now (whole seconds): time enough, even on a loaded machine, for the "not yet" call
@@ -317,8 +262,8 @@ def test_a_reminder_reaches_the_model_in_the_next_conversation_after_it_is_due(s
 
 
 # -- isolation under concurrent writes ----------------------------------------------------------------------
-def test_two_users_never_see_each_others_memories_reminders_or_pending(stores):
-    store = stores.make(embedder=None)
+def test_two_users_never_see_each_others_memories_reminders_or_pending(backend):
+    store = backend.make(embedder=None)
     errors: list[BaseException] = []
 
     def work(user: str) -> None:
@@ -350,8 +295,8 @@ def test_two_users_never_see_each_others_memories_reminders_or_pending(stores):
 
 
 # -- dedupe, user ids ----------------------------------------------------------------------------------------
-def test_dedupe_keeps_facts_that_differ_in_numbers_names_or_order_and_counts_merges(stores):
-    memory = Memory(stores.make(embedder=None), curate_every=None)
+def test_dedupe_keeps_facts_that_differ_in_numbers_names_or_order_and_counts_merges(backend):
+    memory = Memory(backend.make(embedder=None), curate_every=None)
     a = memory.add_text("u", "Room code 1 2 3 4")
     b = memory.add_text("u", "Room code 4 3 2 1")
     c = memory.add_text("u", "Alice owes Bob 20 euros")
@@ -364,8 +309,8 @@ def test_dedupe_keeps_facts_that_differ_in_numbers_names_or_order_and_counts_mer
     memory.close(5)
 
 
-def test_a_nul_in_a_user_id_is_a_typed_error_before_anything_is_written(stores):
-    memory = Memory(stores.make(embedder=None), curate_every=None)
+def test_a_nul_in_a_user_id_is_a_typed_error_before_anything_is_written(backend):
+    memory = Memory(backend.make(embedder=None), curate_every=None)
     for call in (lambda: memory.add_text("al\x00ice", "x"), lambda: memory.search("al\x00ice", "x"),
                  lambda: memory.store.add_facts("al\x00ice", []), lambda: memory.store.add_task("a\x00", "x", 0),
                  lambda: memory.forget("\x00")):
@@ -422,8 +367,8 @@ def test_questions_about_the_user_cost_no_extraction_call(script, server):
     client.close()
 
 
-def test_curation_runs_by_itself_in_the_worker(stores):
-    memory = Memory(stores.make(embedder=None), curate_every=0.05,
+def test_curation_runs_by_itself_in_the_worker(backend):
+    memory = Memory(backend.make(embedder=None), curate_every=0.05,
                     curate_options={"stale_after": 0.0, "archive_below": 0.3})
     events: list = []
     memory.subscribe(events.append)
@@ -461,13 +406,13 @@ def test_a_failed_extraction_is_a_row_in_the_call_logs(script, server, tmp_path)
     assert len(failed) == 1 and failed[0]["model"] == "gpt-4o"
 
 
-def test_forget_from_another_memory_voids_learning_in_flight(stores, script, server):
+def test_forget_from_another_memory_voids_learning_in_flight(backend, script, server):
     """Another process's forget() (here: another Memory on the same store) while this worker extracts:
     nothing is written after it."""
     client = client_for(server, retry=0)
     events: list = []
-    learner = Memory(stores.make(embedder=None), client=client, on_event=events.append, curate_every=None)
-    other = Memory(stores.make(embedder=None), client=client, curate_every=None)
+    learner = Memory(backend.make(embedder=None), client=client, on_event=events.append, curate_every=None)
+    other = Memory(backend.make(embedder=None), client=client, curate_every=None)
     script.chat(synthetic_text("Noted."))
     script.extractions.append(synthetic_text(json.dumps(extraction(facts=[("The user lives in Lisbon.", 0.8)])),
                                              first_byte_delay=0.5))

@@ -9,11 +9,9 @@ a failure. Row counts after `forget` are read from the tables directly.
 
 from __future__ import annotations
 
-import os
 import string
 import threading
 import time
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,96 +19,16 @@ from hypothesis import strategies as st
 
 from llmrelay.errors import AuthenticationError
 from llmrelay.memory.embed import Embedder, HashingEmbedder, LocalEmbedder, OpenAIEmbedder, cosine
-from llmrelay.memory.sqlite_store import SQLiteMemoryStore, fts_query, query_terms
+from llmrelay.memory.sqlite_store import fts_query, query_terms
 from llmrelay.memory.types import Entity, NewFact, Relation
 from llmrelay.testing import Reply, client_for
 
-IN_CI = os.environ.get("CI") == "true"
-DSN = os.environ.get("LLMRELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+from db_helpers import IN_CI, backend  # noqa: F401 - `backend` is the fixture (SQLite and PostgreSQL)
+
 DAY = 86400.0
 NASTY = ["", "   ", "!!!", "\"", "'", "*", "(", ")", "\"unterminated", "a AND", "OR", "NOT NOT", "NEAR(a b",
          "col:val", "text:dog", "^start", "a*", "-dog", "dog -cat", "\x00", "'; DROP TABLE facts; --",
          "\\", "\ud800 lone surrogate", "{}", "[]", "a & b | !c", "<->", "dog:*", "😀 emoji", "日本語のテキスト", "x" * 5000, "? ? ?", "%s %d %%"]
-
-
-def _pg_problem() -> str | None:
-    try:
-        import psycopg
-    except ImportError as exc:
-        return f"psycopg is not installed ({exc}); pip install 'llmrelay[postgres]'"
-    try:
-        psycopg.connect(DSN, connect_timeout=3).close()
-    except Exception as exc:  # noqa: BLE001
-        return f"PostgreSQL is not reachable at {DSN.split('@')[-1]}: {exc}"
-    return None
-
-
-class Backend:
-    """Builds stores of one kind and reads their tables directly."""
-
-    def __init__(self, kind: str, tmp_path):
-        self.kind = kind
-        self.schema = f"llmrelay_mem_test_{uuid.uuid4().hex[:12]}"
-        self.path = str(tmp_path / "memory.db")
-        self.stores: list = []
-
-    def make(self, embedder: Embedder | None = None, **kw):
-        if self.kind == "sqlite":
-            store = SQLiteMemoryStore(self.path, embedder=embedder, **kw)
-        else:
-            from llmrelay.memory.postgres_store import PostgresMemoryStore
-
-            store = PostgresMemoryStore(DSN, schema=self.schema, embedder=embedder, **kw)
-        self.stores.append(store)
-        return store
-
-    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
-        if self.kind == "sqlite":
-            import sqlite3
-
-            with sqlite3.connect(self.path) as conn:
-                return conn.execute(query, params).fetchall()
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-            cur = conn.execute(query.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description else []
-
-    def user_tables(self) -> list[str]:
-        if self.kind == "sqlite":
-            names = [r[0] for r in self.sql("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            return sorted(n for n in names if any(c[1] == "user_id" for c in self.sql(f"PRAGMA table_info({n})")))
-        return sorted(r[0] for r in self.sql(
-            "SELECT table_name FROM information_schema.columns WHERE table_schema = ? AND column_name = 'user_id'",
-            (self.schema,)))
-
-    def counts(self, user_id: str) -> dict[str, int]:
-        return {t: self.sql(f"SELECT COUNT(*) FROM {t} WHERE user_id = ?", (user_id,))[0][0] for t in self.user_tables()}
-
-    def cleanup(self) -> None:
-        for s in self.stores:
-            s.close()
-        if self.kind == "postgres":
-            import psycopg
-            from psycopg import sql
-
-            with psycopg.connect(DSN, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request, tmp_path):
-    if request.param == "postgres":
-        problem = _pg_problem()
-        if problem is not None:
-            if IN_CI:
-                pytest.fail(f"CI=true: the PostgreSQL memory tests must run, but {problem}")
-            pytest.skip(problem)
-    b = Backend(request.param, tmp_path)
-    yield b
-    b.cleanup()
 
 
 @pytest.fixture

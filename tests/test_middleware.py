@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import drain
+from helpers import drain, drive
 
 import llmrelay
 from llmrelay import (
@@ -29,7 +29,6 @@ from llmrelay.reliability.middleware import run_turn, with_middleware
 from llmrelay.reliability.builtins import Logging, Timeout
 from llmrelay.engine.plan import Emit, Send, Sleep, single
 from llmrelay.response import Response
-from llmrelay.stream import observe
 from llmrelay.testing import client_for, faults
 
 MODEL = "openai:gpt-4o"
@@ -46,11 +45,6 @@ def way(request):
     return request.param
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
 async def call_with(client, way, model=MODEL, messages="hi", **kw):
     """(events seen or None for complete, response); raises what the call raises."""
     if way == "complete":
@@ -64,8 +58,6 @@ async def call_with(client, way, model=MODEL, messages="hi", **kw):
     return [e async for e in s], s.response
 
 
-
-
 def texts(events) -> str:
     return "".join(e.text for e in events if type(e) is TextDelta and e.choice == 0)
 
@@ -73,28 +65,6 @@ def texts(events) -> str:
 @pytest.fixture
 def call():
     return llmrelay.Client(api_keys={"openai": SECRET}).prepare(MODEL, "hi")[0]
-
-
-def drive(plan, outcomes):
-    """Run a plan by hand. Each `Send` takes the next outcome: an exception to throw, or
-    (events, response): the events go through the Send's observers; returns (result, actions, seen)."""
-    actions, seen, value, exc = [], [], None, None
-    while True:
-        try:
-            action = plan.throw(exc) if exc is not None else plan.send(value)
-        except StopIteration as stop:
-            return stop.value, actions, seen
-        value = exc = None
-        actions.append(action)
-        if type(action) is Send:
-            outcome = outcomes.pop(0)
-            if isinstance(outcome, BaseException):
-                exc = outcome
-            else:
-                events, value = outcome
-                seen.extend(observe(iter(events), action.observers))
-        elif type(action) is Emit:
-            seen.append(action.event)
 
 
 # -- the user-written middleware of the docstring ------------------------------------------

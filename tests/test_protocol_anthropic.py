@@ -17,18 +17,10 @@ from llmrelay.messages import ImagePart, Message, ReasoningPart, TextPart, ToolC
 from llmrelay.protocols import anthropic
 from llmrelay.testing import Reply, read_recording, request_for, wire_recordings
 
+from helpers import complete_once as run
+
 MODEL = "anthropic:claude-sonnet-4-5"
 HI = [{"role": "user", "content": "hi"}]
-
-
-async def run(client, mode: str, model: str, messages, **kw):
-    if mode == "sync":
-        return client.complete(model, messages, **kw)
-    try:
-        async with client.astream(model, messages, **kw) as s:
-            return await s.collect()
-    finally:
-        await client.aclose()
 
 
 def decode(name: str, piece: int | None = None) -> tuple[list, anthropic.Decoder]:

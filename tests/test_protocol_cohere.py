@@ -17,18 +17,10 @@ from llmrelay.messages import ImagePart, Message, ReasoningPart, TextPart, ToolC
 from llmrelay.protocols import cohere, cohere_v1
 from llmrelay.testing import Reply, read_recording, request_for, wire_recordings
 
+from helpers import complete_once as run
+
 HI = [{"role": "user", "content": "hi"}]
 PAYLOADS = Path(__file__).parent / "payloads" / "cohere"
-
-
-async def run(client, mode: str, model: str, messages, **kw):
-    if mode == "sync":
-        return client.complete(model, messages, **kw)
-    try:
-        async with client.astream(model, messages, **kw) as s:
-            return await s.collect()
-    finally:
-        await client.aclose()
 
 
 def thinking_sse() -> bytes:

@@ -14,11 +14,12 @@ import pytest
 
 import llmrelay
 from llmrelay import events as ev
-from llmrelay.engine.assembler import Assembler
 from llmrelay.messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from llmrelay.protocols import gemini
 from llmrelay.protocols.gemini import Decoder
 from llmrelay.testing import Reply, read_recording, request_for, wire_recordings
+
+from helpers import assemble
 
 MODEL = "gemini:gemini-2.5-flash"
 PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
@@ -51,13 +52,6 @@ def decode(body: bytes, sizes=None) -> tuple[list, Decoder]:
             pos += n
     out += d.end()
     return out, d
-
-
-def assemble(events: list):
-    a = Assembler()
-    for e in events:
-        a.add(e)
-    return a.build()
 
 
 def usage_of(r) -> tuple:

@@ -12,10 +12,11 @@ import pytest
 
 import llmrelay
 from llmrelay import events as ev
-from llmrelay.engine.assembler import Assembler
 from llmrelay.messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from llmrelay.protocols.ollama import Decoder
 from llmrelay.testing import Reply, read_recording, request_for, wire_recordings
+
+from helpers import assemble
 
 MODEL = "ollama:gemma3:1b"
 
@@ -30,13 +31,6 @@ def decode(body: bytes, size: int | None = None) -> tuple[list, Decoder]:
             out += d.feed(body[i : i + size])
     out += d.end()
     return out, d
-
-
-def assemble(events: list):
-    a = Assembler()
-    for e in events:
-        a.add(e)
-    return a.build()
 
 
 def ndjson(*objs) -> bytes:

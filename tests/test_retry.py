@@ -11,7 +11,7 @@ import email.utils
 
 import pytest
 
-from helpers import run as _run, texts
+from helpers import drive, run as _run, texts
 
 import llmrelay
 from llmrelay import (
@@ -43,20 +43,6 @@ TEXT = (
     "I recommend checking a reliable weather website or a weather app."
 )
 FAST = dict(initial_delay=0.001, max_delay=0.002)
-
-
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
-@pytest.fixture(params=["stream", "complete"])
-def how(request):
-    return request.param
-
-
-
-
 
 
 def retries(events) -> list[RetryEvent]:
@@ -199,24 +185,6 @@ async def test_retry_after_http_date_through_the_server(server, make_client, mod
     assert 0 <= event.delay <= 0.002
 
 
-def _drive(plan, outcomes):
-    """Run a plan by hand: each `Send` gets the next outcome (an exception or a Response)."""
-    actions, value, exc = [], None, None
-    while True:
-        try:
-            action = plan.throw(exc) if exc is not None else plan.send(value)
-        except StopIteration as stop:
-            return stop.value, actions
-        value = exc = None
-        actions.append(action)
-        if type(action) is Send:
-            outcome = outcomes.pop(0)
-            if isinstance(outcome, BaseException):
-                exc = outcome
-            else:
-                value = outcome
-
-
 @pytest.fixture
 def call():
     c = llmrelay.Client(api_keys={"openai": "k"})
@@ -228,7 +196,7 @@ def test_retry_after_http_date_is_a_minimum(call):
     error = status_error(429, b'{"error": {"message": "slow down"}}', {"retry-after": when}, provider="openai")
     assert 28 <= error.retry_after <= 30
     policy = Retry(1, initial_delay=0.001, max_delay=0.002, max_retry_after=60)
-    response, actions = _drive(run_turn(call, [policy]), [error, Response()])
+    response, actions, _ = drive(run_turn(call, [policy]), [error, Response()])
     kinds = [type(a) for a in actions]
     assert kinds == [Send, Emit, Sleep, Send]
     assert actions[2].seconds >= error.retry_after
@@ -239,7 +207,7 @@ def test_retry_after_http_date_is_a_minimum(call):
 def test_retry_after_above_the_ceiling_gives_up_at_once(call):
     error = status_error(429, b"{}", {"retry-after": "120"}, provider="openai")
     with pytest.raises(RateLimitError) as info:
-        _drive(run_turn(call, [Retry(5, max_retry_after=60)]), [error])
+        drive(run_turn(call, [Retry(5, max_retry_after=60)]), [error])
     assert info.value is error
 
 
@@ -365,7 +333,7 @@ def test_retry_plan_emits_then_sleeps_then_sends_again(call):
     err = status_error(503, b"{}", {}, provider="openai", model="gpt-4o")
     ok = Response(provider="openai")
     policy = Retry(3, initial_delay=0.5, max_delay=4, jitter=False)
-    response, actions = _drive(run_turn(call, [policy]), [err, err, err, ok])
+    response, actions, _ = drive(run_turn(call, [policy]), [err, err, err, ok])
     assert response is ok
     assert [type(a).__name__ for a in actions] == ["Send", "Emit", "Sleep"] * 3 + ["Send"]
     assert [a.seconds for a in actions if type(a) is Sleep] == [0.5, 1.0, 2.0]
@@ -375,11 +343,11 @@ def test_retry_plan_emits_then_sleeps_then_sends_again(call):
 def test_retry_plan_sends_exactly_one_plus_max_retries(call):
     err = status_error(500, b"{}", {}, provider="openai")
     with pytest.raises(InternalServerError):
-        _drive(run_turn(call, [Retry(4, jitter=False, initial_delay=0)]), [err] * 10)
+        drive(run_turn(call, [Retry(4, jitter=False, initial_delay=0)]), [err] * 10)
     # counted by a fresh run: exactly 5 sends
     outcomes = [err] * 10
     with pytest.raises(InternalServerError):
-        _drive(run_turn(call, [Retry(4, jitter=False, initial_delay=0)]), outcomes)
+        drive(run_turn(call, [Retry(4, jitter=False, initial_delay=0)]), outcomes)
     assert len(outcomes) == 5
 
 
@@ -432,7 +400,7 @@ def test_as_retry_values():
 def test_a_non_api_error_is_not_retried(call):
     outcomes = [RuntimeError("bug"), Response()]
     with pytest.raises(RuntimeError):
-        _drive(run_turn(call, [Retry(3)]), outcomes)
+        drive(run_turn(call, [Retry(3)]), outcomes)
     assert len(outcomes) == 1
 
 

@@ -23,11 +23,6 @@ from llmrelay.testing import Reply, provider_for, wire_recordings
 RECORDINGS = wire_recordings()
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
 async def text_stream(client: Any, mode: str, model: str, messages: Any = "hi", **kw: Any) -> tuple[str, Any, Any]:
     """(joined text_stream, error or None, the stream's response) for one call."""
     pieces: list[str] = []

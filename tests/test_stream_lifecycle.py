@@ -372,11 +372,6 @@ async def test_cancellation_while_waiting_for_first_byte(server, client, no_gc):
 # -- collect / text_stream / idempotence ---------------------------------------
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
 async def all_events(s, mode):
     if mode == "sync":
         return list(s)

@@ -108,11 +108,6 @@ QUESTION = "What is the weather in San Francisco?"
 USER = [{"role": "user", "content": QUESTION}]
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
 # -- driving --------------------------------------------------------------------------------------
 run = collect  # every event and the final response (exceptions propagate)
 

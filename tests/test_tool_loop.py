@@ -44,11 +44,6 @@ PAYLOADS = Path(__file__).parent / "payloads"
 QUESTION = "What is 1231 * 2331?"
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request):
-    return request.param
-
-
 # -- helpers --------------------------------------------------------------------------------
 run = collect  # every event and the final response (exceptions propagate)
 

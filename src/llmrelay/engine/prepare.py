@@ -33,8 +33,14 @@ FLOW_OPTIONS = (
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
+_MODULES: dict[str, Any] = {}
+
+
 def protocol_module(name: str) -> Any:
-    return importlib.import_module(f"llmrelay.protocols.{name}")
+    module = _MODULES.get(name)  # called a few times per request: a dict lookup, not the import machinery
+    if module is None:
+        module = _MODULES[name] = importlib.import_module(f"llmrelay.protocols.{name}")
+    return module
 
 
 def encode(call: Call, wire_body: Any = None) -> Any:

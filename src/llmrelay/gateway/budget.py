@@ -53,7 +53,8 @@ TAIL = 60.0  # seconds a window's Redis keys outlive it (requests admitted at it
 CHARGE: contextvars.ContextVar[Charge | None] = contextvars.ContextVar("llmrelay_gateway_charge", default=None)
 
 # KEYS: the window's hash (t, u: used tokens, nano-USD; rt, ru: reserved; r:<id>: "<tokens> <nano-USD>" of each
-# reservation), its reservations' zset (id -> lease deadline). ARGV: id, tokens, nano-USD, token limit (0: none),
+# reservation; d:<id>: the same for one whose lease ran out, charged its estimate), its reservations' zset
+# (id -> lease deadline). ARGV: id, tokens, nano-USD, token limit (0: none),
 # nano-USD limit (0: none), lease, ttl ms (0: never expires).
 # Returns {1, tokens used+reserved, nano-USD used+reserved} (admitted, the estimate included) or
 # {0, 1 (tokens) | 2 (USD), used, reserved}.
@@ -72,6 +73,7 @@ for _, id in ipairs(dead) do  -- their process stopped renewing them: charged th
     redis.call('HINCRBY', KEYS[1], 't', s(et))
     redis.call('HINCRBY', KEYS[1], 'u', s(eu))
     redis.call('HDEL', KEYS[1], 'r:' .. id)
+    redis.call('HSET', KEYS[1], 'd:' .. id, e)  -- if its process lives after all, its settlement corrects it
   end
 end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
@@ -92,23 +94,22 @@ end
 return {1, s(ut + rt + et), s(uu + ru + eu)}
 """
 
-# KEYS: as RESERVE. ARGV: id, estimated tokens, nano-USD, actual tokens, nano-USD, undo (1: an admission cancelled
-# before its answer: drop the reservation if it was made). The reservation becomes the real usage; if its lease ran
-# out meanwhile (charged the estimate), the difference is charged; a window gone is left gone.
+# KEYS: as RESERVE. ARGV: id, estimated tokens, nano-USD, actual tokens, nano-USD. The reservation becomes the real
+# usage; if its lease ran out meanwhile (charged the estimate), the difference is charged. Idempotent: a reservation
+# already settled (a settlement sent again after a cancellation) and a window gone are left alone. A cancelled
+# admission settles 0, 0: its reservation, if the script had made it, is dropped.
 SETTLE = """
 local function s(n) return string.format('%d', n) end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local at, au = tonumber(ARGV[4]), tonumber(ARGV[5])
-local e = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
-if e then
+if redis.call('HEXISTS', KEYS[1], 'r:' .. ARGV[1]) == 1 then
   redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'rt', s(-tonumber(ARGV[2])))
   redis.call('HINCRBY', KEYS[1], 'ru', s(-tonumber(ARGV[3])))
-elseif ARGV[6] == '1' then
-  return 0
-else
+elseif redis.call('HDEL', KEYS[1], 'd:' .. ARGV[1]) == 1 then
   at, au = at - tonumber(ARGV[2]), au - tonumber(ARGV[3])
+else
+  return 0
 end
 redis.call('HINCRBY', KEYS[1], 't', s(at))
 redis.call('HINCRBY', KEYS[1], 'u', s(au))
@@ -260,11 +261,11 @@ class Budgets:
                 async with asyncio.timeout(shared.bound):
                     result = await shared.script(RESERVE, charge.names, args)
             except asyncio.CancelledError:
-                shared._spawn(self._settle_redis(charge, 0, 0, True))  # the script may have run
+                shared._spawn(self._settle_redis(charge, 0, 0))  # the script may have run
                 raise
             except Exception as exc:  # the store failed, not the request
                 if isinstance(exc, TimeoutError):  # the script may have run, its answer late
-                    shared._spawn(self._settle_redis(charge, 0, 0, True))
+                    shared._spawn(self._settle_redis(charge, 0, 0))
                 shared.store_failed(exc)
             else:
                 shared.store_ok()
@@ -394,9 +395,9 @@ class Budgets:
             w.t += tokens
             w.u += nusd
 
-    async def _settle_redis(self, charge: Charge, tokens: int, nusd: int, undo: bool = False) -> None:
+    async def _settle_redis(self, charge: Charge, tokens: int, nusd: int) -> None:
         shared = self.shared
-        args = (charge.rid, charge.tokens, charge.nusd, tokens, nusd, 1 if undo else 0)
+        args = (charge.rid, charge.tokens, charge.nusd, tokens, nusd)
         try:
             async with asyncio.timeout(shared.bound):
                 await shared.script(SETTLE, charge.names, args)

@@ -145,9 +145,11 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
         held = gw.acquire(key)  # None, or the shared limits store's admission: one round trip
         if held is not None:
             held = await held
-    except GatewayError as exc:
-        if charge is not None:
+    except BaseException as exc:
+        if charge is not None:  # refused by the limits (or cancelled): nothing was spent
             await gw.budgets.settle(charge)
+        if not isinstance(exc, GatewayError):
+            raise
         status = await error_response(x, protocol, exc)
         metrics.request_done(endpoint, model, str(status), x.overhead_ms())
         return
@@ -242,6 +244,7 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
             await stream.aclose()
         response = stream.response if stream is not None else None
         metrics.request_done(endpoint, route.name, status, x.overhead_ms(), response, relay.upstream_requests)
+        relay.release()  # no cycles left: the request's objects go now, by reference counting
 
 
 async def _stream(stream: Any, relay: Relay, encoder: Any, x: Exchange, protocol: str) -> str:

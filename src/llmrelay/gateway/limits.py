@@ -319,6 +319,17 @@ class RedisLimits:
         finally:
             self.beat = None
 
+    async def reachable(self) -> bool:
+        """One PING, bounded like every call: the readiness probe's question (app.py)."""
+        try:
+            if self.redis is None:
+                self.redis = _client(self.options)
+            async with asyncio.timeout(self.bound):
+                await self.redis.ping()
+        except Exception:
+            return False
+        return True
+
     async def aclose(self) -> None:
         if self.beat is not None:
             self.beat.cancel()

@@ -49,12 +49,13 @@ def _esc(v: Any) -> str:
 _COUNTERS = ("requests", "upstream", "tokens", "cost")
 _HISTOGRAMS = ("overhead", "ttft", "lag")
 _GAUGES = ("in_flight", "in_flight_streams")
+_PROCESS = ("store_errors", "log_rows")  # counters of the process, not of one Metrics (they outlive a reload)
 
 
 def merge(into: dict[str, Any], snap: dict[str, Any], gauges: bool = True) -> None:
     """Add one `snapshot()` to `into` (the same shape, with tuple keys): counters and histograms
     summed, gauges summed too unless `gauges=False` (a worker that has exited)."""
-    for name in _COUNTERS + ("store_errors",):
+    for name in _COUNTERS + _PROCESS:
         dst = into.setdefault(name, {})
         for labels, value in snap.get(name, ()):
             k = tuple(labels)
@@ -88,6 +89,7 @@ class Metrics:
         self.started = time.time()
         self._pricing: Any = None
         self.cost_dropped = 0
+        self.log_hook: Any = None  # the gateway's LogHook, for the log_rows counter (set by GatewayApp)
 
     def request_done(self, endpoint: str, model: str, status: str, overhead_ms: float | None,
                      response: Any = None, upstream_requests: int = 0) -> None:
@@ -109,13 +111,22 @@ class Metrics:
         if ttft is not None:
             self.ttft.observe((model,), ttft)
         if not u.is_empty():
-            self._price(model, response)
+            error = response.error
+            if error is not None and not response.text and not response.tool_calls:
+                from ..errors import APIStatusError
 
-    def _price(self, model: str, response: Any) -> None:
+                if isinstance(error, APIStatusError):
+                    return  # rejected before any token: not billed (as Response.cost says)
+            self._price(model, (response.provider, response.model, response.requested_model, u,
+                                getattr(response, "_prices", None)))
+
+    def _price(self, model: str, inputs: tuple[Any, ...]) -> None:
         """Cost is priced on a background thread: genai-prices takes ~1 ms per new usage value,
         too long for the event loop. The queue is bounded; beyond it, costs are counted as dropped.
         The thread drains a plain deque a few times a second: appending takes no lock and wakes no
-        thread, so the event loop pays nothing per request for it."""
+        thread, so the event loop pays nothing per request for it. The queue holds what pricing
+        needs (provider, models, usage), not the responses: ~25 objects per request kept alive
+        until the thread ran made every young collection of the garbage collector walk them."""
         q = self._pricing
         if q is None:
             import collections
@@ -124,18 +135,20 @@ class Metrics:
             q = self._pricing = collections.deque()
             threading.Thread(target=self._pricer, name="llmrelay-gateway-pricing", daemon=True).start()
         if len(q) < 10_000:
-            q.append((model, response))
+            q.append((model, inputs))
         else:
             self.cost_dropped += 1
 
     def _pricer(self, interval: float = 0.1) -> None:
+        from ..cost.prices import cost_of
+
         q = self._pricing
         while True:
             time.sleep(interval)
             while q:
-                model, response = q.popleft()  # type: ignore[union-attr]
+                model, (provider, served, requested, usage, prices) = q.popleft()  # type: ignore[union-attr]
                 try:
-                    total = response.cost.total
+                    total = cost_of(provider, served, usage, prices=prices, requested_model=requested).total
                 except Exception:  # pricing must never fail anything
                     total = None
                 if total:
@@ -158,19 +171,26 @@ class Metrics:
             snap[name] = [[list(k), list(v)] for k, v in list(getattr(self, name).series.items())]
         for name in _GAUGES:
             snap[name] = getattr(self, name)
+        for name, values in self._process().items():
+            snap[name] = [[list(k), v] for k, v in values.items()]
+        return snap
+
+    def _process(self) -> dict[str, dict[tuple[str, ...], int]]:
         from .limits import STORE_ERRORS
 
-        snap["store_errors"] = [[[], STORE_ERRORS[0]]]  # process-wide (outlives a reload), not per Metrics
-        return snap
+        out: dict[str, dict[tuple[str, ...], int]] = {"store_errors": {(): STORE_ERRORS[0]}, "log_rows": {}}
+        hook = self.log_hook  # one per store and process, shared by the configuration generations
+        if hook is not None:
+            st = hook.stats
+            out["log_rows"] = {("written",): st.written, ("dropped",): st.dropped, ("failed",): st.failed}
+        return out
 
     def render(self, others: list[dict[str, Any]] | None = None) -> bytes:
         """Prometheus text: this process's values, plus `others` (merged snapshots of the other workers)."""
         if others is None:
             data: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS + _GAUGES}
             data.update((name, getattr(self, name).series) for name in _HISTOGRAMS)
-            from .limits import STORE_ERRORS
-
-            data["store_errors"] = {(): STORE_ERRORS[0]}
+            data.update(self._process())
             workers = 1
         else:
             data = {}
@@ -209,6 +229,8 @@ class Metrics:
                   ("model",), _TTFT_BUCKETS, data["ttft"])
         histogram("llmrelay_gateway_event_loop_lag_seconds", "Event-loop lag (sleep overshoot), every worker's.", (),
                   _LAG_BUCKETS, data["lag"])
+        counter("llmrelay_gateway_log_rows_total", "Log rows (one per upstream request): written, dropped (the "
+                "writer's queue was full) or failed (the log store failed).", ("outcome",), data["log_rows"])
         counter("llmrelay_gateway_limits_store_errors_total", "Failed calls to the shared limits store (each "
                 "admission among them followed on_store_error).", (), data["store_errors"])
         out.append("# HELP llmrelay_gateway_in_flight_requests Requests being served.\n"

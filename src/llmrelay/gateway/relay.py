@@ -58,6 +58,13 @@ class Relay:
         self.encoder: Any = None
         self.raw_body: Any = None  # the body last given to llmrelay as the client's own
 
+    def release(self) -> None:
+        """Drop the references that make cycles (the stream's engine holds `wire_body`, a method of ours;
+        `write` is the exchange's, which holds us), so a finished request is freed at once by reference
+        counting instead of by the garbage collector (~70 objects a request, every young collection)."""
+        self.stream = self.write = self.encoder = None
+        self.unrelayed.clear()
+
     def wire_body(self, call: Any) -> dict[str, Any] | None:
         """llmrelay's `wire_body` hook: the client's body for this upstream request, or None
         (llmrelay encodes it: another protocol, or a continuation)."""

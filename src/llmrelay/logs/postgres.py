@@ -139,8 +139,12 @@ class PostgresStore:
         return self.rows(where, params, order="id DESC", limit=n)
 
     def get(self, key: str) -> list[dict[str, Any]]:
-        if key.isdigit():
-            return self.rows("id = %s", (int(key),))
+        # digits: a row id, unless there is no such row (or it is too long for one): correlation ids are
+        # hex, so a prefix of one can be all digits
+        if key.isdigit() and len(key) <= 18:
+            found = self.rows("id = %s", (int(key),))
+            if found:
+                return found
         return self.rows("left(correlation_id, %s) = %s", (len(key), key)) if key else []
 
     def search(self, text: str, n: int = 20, filters: Filters | None = None) -> list[dict[str, Any]]:

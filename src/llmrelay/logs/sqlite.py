@@ -111,8 +111,12 @@ class SQLiteStore:
 
     def get(self, key: str) -> list[dict[str, Any]]:
         """A row by id, or every row of a call by correlation id (or a unique prefix of it)."""
-        if key.isdigit():
-            return self.rows("id = ?", (int(key),))
+        # digits: a row id, unless there is no such row (or it is too long for one): correlation ids are
+        # hex, so a prefix of one can be all digits
+        if key.isdigit() and len(key) <= 18:
+            found = self.rows("id = ?", (int(key),))
+            if found:
+                return found
         return self.rows("substr(correlation_id, 1, ?) = ?", (len(key), key)) if key else []
 
     def search(self, text: str, n: int = 20, filters: Filters | None = None) -> list[dict[str, Any]]:
