@@ -220,11 +220,13 @@ class Stream(_BaseStream[OutputT]):
                     if watchdog is not None:  # until the first token, then the plain loop
                         for chunk in chunks:
                             yield from feed(chunk)
+                            core.resume()
                             if core.t_first is not None:
                                 watchdog.cancel()
                                 break
                     for chunk in chunks:
                         yield from feed(chunk)
+                        core.resume()
                 except StreamInterruptedError:
                     if watchdog is not None and watchdog.fired and core.t_first is None:
                         raise core.timed_out() from None
@@ -348,6 +350,7 @@ class AsyncStream(_BaseStream[OutputT]):
                                             raise core.timed_out() from None
                                         for e in feed(chunk):
                                             yield e
+                                        core.resume()
                                 except StreamInterruptedError:
                                     if not core.decoder.complete:  # closed after the final event: nothing is missing
                                         raise

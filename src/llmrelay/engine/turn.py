@@ -109,9 +109,11 @@ class StreamCore:
             content_type=self.content_type, body=head.decode("utf-8", "replace") or None, **self.ctx,
         )
 
-    def feed(self, data: bytes) -> Iterator[Any]:
-        """Decode one network chunk; fold every event first (so a close mid-batch loses
-        nothing), then hand them out, timing only what is not the caller's own time."""
+    def feed(self, data: bytes) -> list:
+        """Decode one network chunk and fold every event (so a close mid-batch loses nothing);
+        the driver hands them out, then calls `resume()`. A list, not a generator: no generator
+        object and no two clock reads per event. The caller's time between the events of a
+        chunk is not counted in `busy` (the clock stops here and restarts at `resume`)."""
         if self.pending is not None:
             raise self.pending
         if self.deadline is not None and _perf() > self.deadline:
@@ -120,10 +122,12 @@ class StreamCore:
             self._keep_head(data)
         events = self._fold(self.decoder.feed(data))
         self.n_events += len(events)
-        for e in events:
-            self.busy += _perf() - self.t_resume
-            yield e
-            self.t_resume = _perf()
+        self.busy += _perf() - self.t_resume
+        return events
+
+    def resume(self) -> None:
+        """The caller took the last event of a chunk: llmrelay's clock (`busy`) runs again."""
+        self.t_resume = _perf()
 
     def finish(self) -> Iterator[Any]:
         if self.pending is not None:
@@ -283,7 +287,7 @@ def observed(core: StreamCore, observers: tuple[Any, ...]) -> Any:
     """`core.feed` itself when no middleware watches events (no extra layer per chunk)."""
     if not observers:
         return core.feed
-    return lambda chunk: observe(core.feed(chunk), observers)
+    return lambda chunk: observe(iter(core.feed(chunk)), observers)
 
 
 def observe(events: Iterator[Any], observers: tuple[Any, ...]) -> Iterator[Any]:
