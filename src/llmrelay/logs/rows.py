@@ -256,6 +256,7 @@ def iso(epoch: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
+@functools.lru_cache(maxsize=256)  # a handful of base URLs, one per row
 def base_url(url: str | None) -> str | None:
     """The base URL without credentials: no user or password, secret query values masked."""
     if url and "@" in url:
