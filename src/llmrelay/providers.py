@@ -10,6 +10,7 @@ Settings resolve in this order: explicit argument, then the env vars listed
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
@@ -170,7 +171,12 @@ PROVIDERS: dict[str, Provider] = {p.name: p for p in _BUILTIN}
 
 
 def env_names(provider: Provider, suffixes: tuple[str, ...]) -> tuple[str, ...]:
-    prefix = provider.name.upper().replace("-", "_")
+    return _env_names(provider.name, suffixes)
+
+
+@functools.lru_cache(maxsize=512)  # asked on every call that has no explicit base URL or key
+def _env_names(name: str, suffixes: tuple[str, ...]) -> tuple[str, ...]:
+    prefix = name.upper().replace("-", "_")
     return tuple(prefix + s for s in suffixes)
 
 

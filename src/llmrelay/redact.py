@@ -17,6 +17,7 @@ store (rows and `files_dir` files) and tracing.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, Iterable, Mapping
@@ -39,10 +40,22 @@ KEY_PATTERN = re.compile(
     r"|(?:\bxai-[A-Za-z0-9]{20,})"
 )
 
+#: Every KEY_PATTERN match contains one of these: text without any of them skips the (slower) regex.
+_KEY_MARKERS = ("Bearer", "sk-", "AIza", "gsk_", "xai-")
+
+
+def _has_marker(value: str) -> bool:
+    for marker in _KEY_MARKERS:
+        if marker in value:
+            return True
+    return False
+
+
 #: Shorter strings are not treated as secrets (too likely to occur by chance).
 MIN_SECRET_LENGTH = 4
 
 
+@functools.lru_cache(maxsize=1024)  # header names repeat: every logged row asks about the same few
 def is_sensitive(name: str) -> bool:
     lower = name.lower()
     return lower in SENSITIVE_HEADERS or any(word in lower for word in _SENSITIVE_WORDS)
@@ -119,7 +132,14 @@ class Scrubber:
         for s in self.secrets:
             if s in value:
                 value = value.replace(s, REDACTED)
-        return KEY_PATTERN.sub(REDACTED, value)
+        return KEY_PATTERN.sub(REDACTED, value) if _has_marker(value) else value
+
+    def finds(self, value: str) -> bool:
+        """Whether `text(value)` would change anything: a known secret or a key-shaped string occurs."""
+        for s in self.secrets:
+            if s in value:
+                return True
+        return _has_marker(value) and KEY_PATTERN.search(value) is not None
 
     def obj(self, value: Any) -> Any:
         """A JSON-like object with every string scrubbed (keys included)."""

@@ -185,6 +185,10 @@ def resolve_model(settings: Settings, model: str, provider: str | None = None) -
         if provider not in settings.providers:
             raise UnknownProviderError(model, list(settings.providers), reason=f"Unknown provider {provider!r}")
         return settings.providers[provider], model
+    if isinstance(model, str):  # "provider:model" naming a known provider (parse_model's first rule): no env read
+        head, found, rest = model.partition(":")
+        if found and rest and head in settings.providers:
+            return settings.providers[head], rest
     default = settings.default_provider
     if default is None:
         default = (os.environ if settings.env is None else settings.env).get("LLMRELAY_DEFAULT_PROVIDER") or None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import random
 from typing import Any
 
@@ -32,10 +33,12 @@ class Gateway:
         api_keys: dict[str, str] = {}
         self.targets: dict[str, list[tuple[str, float]]] = {}  # route -> [(model string, weight)]
         n = 0
+        cloud = False  # a cloud provider's credential chain needs the live os.environ (see cloud/)
         for route in config.routes.values():
             entries = []
             for t in route.targets:
                 name, model_id = parse_model(t.model, PROVIDERS)
+                cloud = cloud or PROVIDERS[name].cloud
                 if t.base_url is not None or t.api_key is not None:
                     n += 1
                     base = PROVIDERS[name]
@@ -69,8 +72,13 @@ class Gateway:
             from .budget import BudgetHook
 
             hooks.append(BudgetHook())  # every upstream request's usage, for the budgets
+        # env: a snapshot, taken once per gateway state (a config reload takes a new one). Nothing changes a
+        # running gateway's environment from outside, and the derived providers' env names (`OPENAI#1_BASE_URL`)
+        # were looked up in os.environ on every request (~2% of its CPU). Not with a cloud route: the cloud
+        # credential chains (botocore, azure-identity, google-auth) run only with the live os.environ.
         self.client = Client(providers=providers, api_keys=api_keys, retry=0, async_backend=async_backend,
-                             log=(config.logging or True) if config.logging is not None else False, hooks=hooks)
+                             log=(config.logging or True) if config.logging is not None else False, hooks=hooks,
+                             env=None if cloud else dict(os.environ))
         self.protocols = {name: p.protocol for name, p in self.client.providers.items()}
         self.client._async_transport = RelayTransport(self.client._async())
         self.timeouts = {name: _timeouts(r.timeout) for name, r in config.routes.items()}
