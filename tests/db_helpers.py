@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -20,6 +20,7 @@ from llmrelay.memory.sqlite_store import SQLiteMemoryStore
 
 IN_CI = os.environ.get("CI") == "true"
 DSN = os.environ.get("LLMRELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LLMRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def pg_problem() -> str | None:
@@ -42,6 +43,37 @@ def require_postgres(what: str) -> None:
         if IN_CI:
             pytest.fail(f"CI=true: {what} must run, but {problem}")
         pytest.skip(problem)
+
+
+def redis_problem() -> str | None:
+    """Why Redis cannot be used here (None: it can)."""
+    try:
+        import redis
+    except ImportError as exc:
+        return f"redis-py is not installed ({exc}); pip install 'llmrelay[redis]'"
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=3, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001
+        return f"Redis is not reachable at {REDIS_URL}: {exc}"
+    return None
+
+
+def redis_prefix(what: str) -> Iterator[tuple[Any, str]]:
+    """For a fixture to `yield from`: (a sync Redis client, a key prefix of this test's own), the prefix's
+    keys deleted afterwards. Skips when Redis is absent; fails under CI=true, where `what` must run."""
+    problem = redis_problem()
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true: {what} must run, but {problem}")
+        pytest.skip(problem)
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL, socket_timeout=5, decode_responses=True)
+    prefix = f"llmrelay-test:{uuid.uuid4().hex}:"
+    yield r, prefix
+    for k in list(r.scan_iter(match=prefix + "*", count=500)):
+        r.delete(k)
+    r.close()
 
 
 def drop_schema(schema: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -94,3 +95,14 @@ models:
 {extra}
 {keys}
 """
+
+
+def rows(gw: GatewayThread, db: Any) -> list[dict[str, Any]]:
+    """The gateway's SQLite log rows, once every call served so far has ended and its row is written."""
+    gw.settle()
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM turns ORDER BY id")]
+    finally:
+        conn.close()

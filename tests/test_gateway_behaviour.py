@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 
 import pytest
 
-from gateway_helpers import GatewayThread, config_for
+from gateway_helpers import GatewayThread, config_for, rows
 
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
@@ -71,15 +70,6 @@ server:
         with GatewayThread(config_for(up.url, extra.replace("URL", up.url), KEYS)) as gw:
             yield up, gw, db
 
-
-def rows(gw, db) -> list[dict]:
-    gw.settle()  # every call served so far has ended and its row is written
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM turns ORDER BY id")]
-    finally:
-        conn.close()
 
 
 # -- the gateway's own answers ----------------------------------------------------------------

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 import time
-import uuid
 
 import pytest
 
+from db_helpers import REDIS_URL, redis_prefix
 from gateway_helpers import GatewayThread
 
 httpx = pytest.importorskip("httpx")
@@ -27,8 +26,7 @@ pytest.importorskip("uvicorn")
 from llmrelay.gateway.config import ConfigError, parse  # noqa: E402
 from llmrelay.testing import ReplayServer, Reply, faults  # noqa: E402
 
-IN_CI = os.environ.get("CI") == "true"
-URL = os.environ.get("LLMRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+URL = REDIS_URL
 REC = "openai_chat/text_usage_chunk.sse"
 USED = 14 + 30  # the recording's usage
 HELD = faults.stall(REC, after=3, seconds=60)  # answers at once, then holds the request in flight
@@ -39,16 +37,6 @@ AUTH = {"authorization": "Bearer sk-budget", "content-type": "application/json"}
 FREE = {"authorization": "Bearer sk-free", "content-type": "application/json"}
 
 
-def _problem() -> str | None:
-    try:
-        import redis
-    except ImportError as exc:
-        return f"redis-py is not installed ({exc}); pip install 'llmrelay[redis]'"
-    try:
-        redis.Redis.from_url(URL, socket_timeout=3, socket_connect_timeout=3).ping()
-    except Exception as exc:  # noqa: BLE001
-        return f"Redis is not reachable at {URL}: {exc}"
-    return None
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -57,19 +45,7 @@ def where(request):
     if request.param == "local":
         yield None
         return
-    problem = _problem()
-    if problem is not None:
-        if IN_CI:
-            pytest.fail(f"CI=true: the shared-budget tests must run, but {problem}")
-        pytest.skip(problem)
-    import redis
-
-    r = redis.Redis.from_url(URL, socket_timeout=5, decode_responses=True)
-    prefix = f"llmrelay-test:{uuid.uuid4().hex}:"
-    yield r, prefix
-    for k in list(r.scan_iter(match=prefix + "*", count=500)):
-        r.delete(k)
-    r.close()
+    yield from redis_prefix("the shared-budget tests")
 
 
 redis_only = pytest.mark.parametrize("where", ["redis"], indirect=True)

@@ -9,16 +9,15 @@ redis://127.0.0.1:6379/0), each test under a prefix of its own that is deleted a
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
+from db_helpers import REDIS_URL, redis_prefix
 from gateway_helpers import GatewayThread, free_port
 
 httpx = pytest.importorskip("httpx")
@@ -27,42 +26,19 @@ pytest.importorskip("uvicorn")
 from llmrelay.gateway.config import ConfigError, parse  # noqa: E402
 from llmrelay.testing import ReplayServer, Reply, faults  # noqa: E402
 
-IN_CI = os.environ.get("CI") == "true"
-URL = os.environ.get("LLMRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+URL = REDIS_URL
 REC = "openai_chat/text_usage_chunk.sse"
 HELD = faults.stall(REC, after=3, seconds=60)  # answers at once, then holds the request in flight
 BODY = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 AUTH = {"authorization": "Bearer sk-limited"}
 
 
-def _problem() -> str | None:
-    try:
-        import redis
-    except ImportError as exc:
-        return f"redis-py is not installed ({exc}); pip install 'llmrelay[redis]'"
-    try:
-        redis.Redis.from_url(URL, socket_timeout=3, socket_connect_timeout=3).ping()
-    except Exception as exc:  # noqa: BLE001
-        return f"Redis is not reachable at {URL}: {exc}"
-    return None
 
 
 @pytest.fixture
 def store():
     """(a sync Redis client, a prefix of this test's own); the prefix's keys are deleted afterwards."""
-    problem = _problem()
-    if problem is not None:
-        if IN_CI:
-            pytest.fail(f"CI=true: the shared-limits tests must run, but {problem}")
-        pytest.skip(problem)
-    import redis
-
-    r = redis.Redis.from_url(URL, socket_timeout=5, decode_responses=True)
-    prefix = f"llmrelay-test:{uuid.uuid4().hex}:"
-    yield r, prefix
-    for k in list(r.scan_iter(match=prefix + "*", count=500)):
-        r.delete(k)
-    r.close()
+    yield from redis_prefix("the shared-limits tests")
 
 
 def config(up_url: str, prefix: str, key: str, limits: str = "", store_url: str = URL) -> str:

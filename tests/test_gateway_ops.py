@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 
 import pytest
 
-from gateway_helpers import GatewayThread, config_for
+from gateway_helpers import GatewayThread, config_for, rows
 
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
@@ -30,15 +29,6 @@ def logged(tmp_path_factory):
         with GatewayThread(config_for(up.url, f"logging: {db}", "keys:\n  - {name: a, key: sk-a}\n")) as gw:
             yield up, gw, db
 
-
-def rows(gw, db) -> list[dict]:
-    gw.settle()
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM turns ORDER BY id")]
-    finally:
-        conn.close()
 
 
 def test_request_and_conversation_ids_reach_the_log_row_and_come_back(logged):
