@@ -11,13 +11,11 @@ Redis's own CPU per request (INFO cpu). Say the load (`uptime`) with any number.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import time
-import uuid
 
+from bench_limits import compare  # the same three-row table, run by both
 from llmrelay.gateway.config import parse
 from llmrelay.gateway.state import Gateway
 from llmrelay.response import Response
@@ -73,40 +71,8 @@ async def _run(gw: Gateway, key: object, n: int, concurrency: int) -> dict[str, 
     return {"p50_us": lat[len(lat) // 2] * 1e6, "p99_us": lat[int(len(lat) * 0.99)] * 1e6, "cpu_us": cpu / n * 1e6}
 
 
-def _redis_cpu(url: str) -> float:
-    import redis
-
-    info = redis.Redis.from_url(url).info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--redis", default=os.environ.get("LLMRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    args = ap.parse_args()
-    prefix = f"llmrelay-bench:{uuid.uuid4().hex}:"
-    local = Gateway(parse(_config("")))
-    shared = Gateway(parse(_config(f"limits: {{store: '{args.redis}', prefix: '{prefix}'}}")))
-    free = next(k for k in local.config.keys.values() if k.name == "free")
-    budgeted = next(k for k in local.config.keys.values() if k.name == "budgeted")
-    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; n={args.n}, concurrency={args.concurrency}")
-    print(f"{'row':<28} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>11} {'Redis CPU µs/req':>17}")
-    rows = [("no budget", local, free, False), ("in-process budget", local, budgeted, False),
-            ("Redis budget", shared, budgeted, True)]
-    for name, gw, key, redis_row in rows:
-        r0 = _redis_cpu(args.redis) if redis_row else 0.0
-        res = await _run(gw, key, args.n, args.concurrency)
-        rcpu = f"{(_redis_cpu(args.redis) - r0) / (args.n * 2 + 200) * 1e6:>17.1f}" if redis_row else f"{'':>17}"
-        print(f"{name:<28} {res['p50_us']:>8.1f} {res['p99_us']:>8.1f} {res['cpu_us']:>11.1f} {rcpu}")
-    import redis
-
-    r = redis.Redis.from_url(args.redis)
-    for k in r.scan_iter(match=prefix + "*"):
-        r.delete(k)
-    await shared.aclose()
-    await local.aclose()
+    await compare(_config, "budgeted", ("no budget", "in-process budget", "Redis budget"), _run)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 from llmrelay.gateway.config import parse
 from llmrelay.gateway.state import Gateway
@@ -69,28 +70,28 @@ def _redis_cpu(url: str) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def main() -> None:
+async def compare(config: Callable[[str], str], key_name: str, labels: tuple[str, str, str],
+                  run: Callable[..., Awaitable[dict[str, float]]]) -> None:
+    """The table both admission benchmarks print: a key without the feature, the in-process store, Redis.
+    `config(limits_section)` is the gateway YAML; `key_name` the key that has the feature; `run(gw, key, n, c)`."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--redis", default=os.environ.get("LLMRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
     prefix = f"llmrelay-bench:{uuid.uuid4().hex}:"
-    local = Gateway(parse(_config("")))
-    shared = Gateway(parse(_config(f"limits: {{store: '{args.redis}', prefix: '{prefix}'}}")))
+    local = Gateway(parse(config("")))
+    shared = Gateway(parse(config(f"limits: {{store: '{args.redis}', prefix: '{prefix}'}}")))
     free = next(k for k in local.config.keys.values() if k.name == "free")
-    limited = next(k for k in local.config.keys.values() if k.name == "limited")
+    featured = next(k for k in local.config.keys.values() if k.name == key_name)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; n={args.n}, concurrency={args.concurrency}")
     print(f"{'row':<28} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>11} {'Redis CPU µs/req':>17}")
-    rows = [("no limits", local, free, False), ("in-process limits", local, limited, False),
-            ("Redis store", shared, limited, True)]
+    rows = [(labels[0], local, free, False), (labels[1], local, featured, False), (labels[2], shared, featured, True)]
     for name, gw, key, redis_row in rows:
         r0 = _redis_cpu(args.redis) if redis_row else 0.0
-        res = await _run(gw, key, args.n, args.concurrency)
-        rcpu = (_redis_cpu(args.redis) - r0) / (args.n * 2 + 200) * 1e6 if redis_row else 0.0  # two runs + warm-up
-        print(f"{name:<28} {res['p50_us']:>8.1f} {res['p99_us']:>8.1f} {res['cpu_us']:>11.1f} "
-              f"{rcpu:>17.1f}" if redis_row else
-              f"{name:<28} {res['p50_us']:>8.1f} {res['p99_us']:>8.1f} {res['cpu_us']:>11.1f} {'':>17}")
+        res = await run(gw, key, args.n, args.concurrency)
+        rcpu = f"{(_redis_cpu(args.redis) - r0) / (args.n * 2 + 200) * 1e6:>17.1f}" if redis_row else f"{'':>17}"
+        print(f"{name:<28} {res['p50_us']:>8.1f} {res['p99_us']:>8.1f} {res['cpu_us']:>11.1f} {rcpu}")
     import redis
 
     r = redis.Redis.from_url(args.redis)
@@ -98,6 +99,10 @@ async def main() -> None:
         r.delete(k)
     await shared.aclose()
     await local.aclose()
+
+
+async def main() -> None:
+    await compare(_config, "limited", ("no limits", "in-process limits", "Redis store"), _run)
 
 
 if __name__ == "__main__":
