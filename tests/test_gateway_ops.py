@@ -194,3 +194,19 @@ def test_readiness_with_a_limits_store_that_answers():
         with GatewayThread(config_for(up.url, f"limits:\n  store: {url}\n  on_store_error: closed\n")) as gw:
             r = httpx.get(gw.url + "/health/ready")
             assert r.status_code == 200 and r.json() == {"status": "ready", "limits_store": "ok"}
+
+
+def test_an_embedded_gateway_leaves_the_garbage_collector_alone():
+    """Freezing the heap and raising the collector's threshold is process-wide: `llmrelay serve` asks for it
+    (tune_gc=True), a GatewayApp mounted in someone else's process (here, the test's) must not."""
+    import gc
+
+    frozen, threshold = gc.get_freeze_count(), gc.get_threshold()
+    with ReplayServer() as up:
+        up.enqueue(Reply.recording("openai_chat/text_usage_chunk.sse", chunking="events"))
+        with GatewayThread(config_for(up.url)) as gw:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+            assert client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}]).choices
+            gw.settle()
+            assert gw.app.ready and not gw.app.tune_gc
+    assert gc.get_freeze_count() == frozen and gc.get_threshold() == threshold

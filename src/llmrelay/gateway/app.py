@@ -39,7 +39,11 @@ _JSON = [(b"content-type", b"application/json")]
 
 class GatewayApp:
     def __init__(self, config: GatewayConfig | str, *, load_now: bool = False, async_backend: str = "aiohttp",
-                 tracer_provider: Any = None):
+                 tracer_provider: Any = None, tune_gc: bool = False):
+        #: Freeze the heap and raise the collector's threshold at startup (`_freeze_heap`): process-wide, so
+        #: only the process that is the gateway (`llmrelay serve`, server.py) asks for it, never an app or a
+        #: test that mounts a GatewayApp beside its own objects.
+        self.tune_gc = tune_gc
         self.tracer_provider = tracer_provider  # OpenTelemetry (server: {otel: true}); None: the global one
         self.config_path = config if isinstance(config, str) else config.path
         self._config = None if isinstance(config, str) else config
@@ -125,7 +129,8 @@ class GatewayApp:
         import aiohttp  # noqa: F401 - the upstream client: loaded before ready, not by the first request
 
         # the price data (~0.2 s to load) warms up in a thread: ready does not wait for it
-        self._tasks.append(asyncio.ensure_future(_warm_up_then_freeze()))
+        warm = _warm_up_then_freeze() if self.tune_gc else asyncio.to_thread(_warm_up)
+        self._tasks.append(asyncio.ensure_future(warm))
         self._tasks.append(asyncio.ensure_future(self.metrics.watch_loop()))
         try:
             import signal
@@ -136,7 +141,8 @@ class GatewayApp:
         if self.shared is not None:
             self._tasks.append(asyncio.ensure_future(self.shared.run()))
             self.shared.flush()  # the file says this worker is up (and takes SIGHUP)
-        _freeze_heap(self.gateway)
+        if self.tune_gc:
+            _freeze_heap(self.gateway)
         self.ready = True
 
     async def shutdown(self) -> None:

@@ -37,7 +37,7 @@ def factory() -> GatewayApp:
         import signal
 
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a worker of `serve --workers`: SIGHUP is a reload, never an exit
-    return GatewayApp(os.environ[CONFIG_ENV])
+    return GatewayApp(os.environ[CONFIG_ENV], tune_gc=True)
 
 
 def _server_options() -> dict[str, Any]:
@@ -69,6 +69,6 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 4000, workers: int = 1
             shared.cleanup(state)
             sock.close()
         return
-    app = GatewayApp(os.path.abspath(path))
+    app = GatewayApp(os.path.abspath(path), tune_gc=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30, **opts)
     uvicorn.Server(config).run()
