@@ -47,7 +47,10 @@ def echo(in_band: bool):
             yield b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n" + body
         else:
             body = json.dumps(err).encode()
-            yield b"HTTP/1.1 401 X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            # connection: close, as the server closes after one answer: a client that reused the socket would
+            # race its close (a reset while sending the next request, which then never reaches the server)
+            yield (b"HTTP/1.1 401 X\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+                   % (len(body), body))
     return behaviour
 
 
