@@ -334,3 +334,25 @@ def test_import_llmrelay_does_not_import_redis():
     code = "import sys, llmrelay, llmrelay.gateway.app; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_serve_check_says_when_the_limits_store_does_not_answer(store, tmp_path, capsys):
+    """`serve --check` PINGs the store once: silent when it answers; when it does not, a warning naming the
+    store (password hidden) and what on_store_error would make of it, and still exit 0 (the gateway serves)."""
+    from llmrelay.cli.main import main
+
+    r, prefix = store
+    good = tmp_path / "good.yaml"
+    good.write_text(config("http://127.0.0.1:9", prefix, "max_parallel: 1"))
+    assert main(["serve", "--config", str(good), "--check"]) == 0
+    assert "does not answer" not in capsys.readouterr().err
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config("http://127.0.0.1:9", prefix, "max_parallel: 1",
+                          store_url=f"redis://:hunter2secret@127.0.0.1:{port}/0"))
+    assert main(["serve", "--config", str(bad), "--check"]) == 0
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port}" in err and "does not answer" in err and "on_store_error: local" in err
+    assert "hunter2secret" not in err

@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     for w in warnings:
         _err(f"llmrelay serve: warning: {w}")
     if args.check:
+        store = server.probe_store(args.config)  # only here: a reload (which runs check) must not wait on it
+        if store is not None:
+            _err(f"llmrelay serve: warning: {store}")
         print(f"{args.config}: OK")
         return EXIT_OK
     try:

@@ -15,7 +15,7 @@ from typing import Any
 from .app import GatewayApp
 from .config import load
 
-__all__ = ["serve", "factory", "check"]
+__all__ = ["serve", "factory", "check", "probe_store"]
 
 CONFIG_ENV = "LLMRELAY_GATEWAY_CONFIG"
 
@@ -27,6 +27,34 @@ def check(path: str) -> list[str]:
 
     Gateway(config).client.close()  # every target resolves (keys, providers) the way serving would
     return list(config.warnings)
+
+
+def probe_store(path: str) -> str | None:
+    """For `llmrelay serve --check`: one bounded PING of the `limits:` store (none: None). A warning when it
+    does not answer, saying what the gateway would do; never an error, since the gateway serves without it
+    as `on_store_error` says. Not part of `check`, which a SIGHUP reload runs too."""
+    import asyncio
+
+    config = load(path)
+    if config.limits is None:
+        return None
+    from ..redact import redact_dsn
+    from .limits import LocalLimits, RedisLimits
+
+    async def ping() -> bool:
+        store = RedisLimits(config.limits, LocalLimits())  # type: ignore[arg-type]
+        try:
+            return await store.reachable()
+        finally:
+            await store.aclose()
+
+    if asyncio.run(ping()):
+        return None
+    then = {"local": "each process would count the limits on its own",
+            "open": "requests would be admitted without limits",
+            "closed": "keys with limits would get 503"}.get(config.limits.on_store_error, "")
+    return (f"the limits store {redact_dsn(config.limits.store)} does not answer within "
+            f"{config.limits.timeout:g} s: with on_store_error: {config.limits.on_store_error}, {then} until it does")
 
 
 def factory() -> GatewayApp:
