@@ -25,7 +25,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..errors import InvalidRequestError, MissingCredentialsError
+from ..errors import MissingCredentialsError
+from .given import given_auth
 
 SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
 _HEADERS_SET_BY_SIGNER = ("authorization", "x-amz-date", "x-amz-security-token")
@@ -106,9 +107,8 @@ def _have_botocore() -> bool:
 
 def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
             env: Mapping[str, str]) -> tuple[str, BedrockAuth]:
-    given = explicit if isinstance(explicit, AWSAuth) else AWSAuth(bearer_token=explicit) if explicit else AWSAuth()
-    if explicit is not None and not isinstance(explicit, (AWSAuth, str)):
-        raise InvalidRequestError(f"bedrock: api_key must be a Bedrock API key (str) or an AWSAuth, got {type(explicit).__name__}")
+    given = given_auth(explicit, AWSAuth, "bearer_token", None,
+                       "bedrock: api_key must be a Bedrock API key (str) or an AWSAuth")
     profile = given.profile or env.get("AWS_PROFILE") or None
     region = given.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     bearer = given.bearer_token or (None if given.access_key_id or given.credentials or given.profile

@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..errors import InvalidRequestError, MissingCredentialsError
+from ..errors import MissingCredentialsError
+from .given import given_auth
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
 WAYS = [
@@ -121,17 +122,8 @@ def _endpoint(given: AzureAuth, explicit_base: str | None, env: Mapping[str, str
 
 def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
             env: Mapping[str, str]) -> tuple[str, AzureOpenAIAuth]:
-    if isinstance(explicit, AzureAuth):
-        given = explicit
-    elif isinstance(explicit, str):
-        given = AzureAuth(api_key=explicit)
-    elif callable(explicit):
-        given = AzureAuth(token_provider=explicit)
-    elif explicit is None:
-        given = AzureAuth()
-    else:
-        raise InvalidRequestError(f"azure: api_key must be a key (str), a token provider (callable) or an AzureAuth, "
-                                  f"got {type(explicit).__name__}")
+    given = given_auth(explicit, AzureAuth, "api_key", "token_provider",
+                       "azure: api_key must be a key (str), a token provider (callable) or an AzureAuth")
     if given.deployments:
         from ..cost import map_model
 

@@ -24,7 +24,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..errors import InvalidRequestError, MissingCredentialsError
+from ..errors import MissingCredentialsError
+from .given import given_auth
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -103,17 +104,8 @@ def host_for(location: str) -> str:
 
 def resolve(provider: Any, model: str, explicit: Any, explicit_base: str | None,
             env: Mapping[str, str]) -> tuple[str, VertexAuth]:
-    if isinstance(explicit, GoogleAuth):
-        given = explicit
-    elif isinstance(explicit, str):
-        given = GoogleAuth(token=explicit)
-    elif callable(explicit):
-        given = GoogleAuth(token_provider=explicit)
-    elif explicit is None:
-        given = GoogleAuth()
-    else:
-        raise InvalidRequestError(f"vertex: api_key must be an access token (str), a callable or a GoogleAuth, "
-                                  f"got {type(explicit).__name__}")
+    given = given_auth(explicit, GoogleAuth, "token", "token_provider",
+                       "vertex: api_key must be an access token (str), a callable or a GoogleAuth")
     project = given.project or env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
     location = given.location or env.get("GOOGLE_CLOUD_LOCATION") or env.get("GOOGLE_CLOUD_REGION") or "global"
     token: Callable[[], str] | None = None
