@@ -43,11 +43,12 @@ from ..errors import InvalidRequestError, UnsupportedParameterError
 from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage
 from ..wire.eventstream import EventStreamError, EventStreamParser
+from . import anthropic
 from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, copy_params, dumps, merged_turns, shaped
 
-PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "reasoning_effort", "thinking_budget"})
-
-EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
+#: Converse's reasoning is Claude's extended thinking: the same parameters and effort budgets as Anthropic's API.
+PARAMS = anthropic.PARAMS
+EFFORT_BUDGET = anthropic.EFFORT_BUDGET
 
 FINISH: dict[str, ev.FinishReason] = {
     "end_turn": "stop",
