@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import socket
-import threading
 import time
 
 import httpx
@@ -45,6 +44,7 @@ from llmrelay import (
 from llmrelay.testing import Reply, read_recording
 
 from helpers import drain, texts
+from hostile import HostileServer
 
 MODEL = "openai:gpt-4o"
 SHORT = "openai_chat/text_usage_chunk.sse"
@@ -346,67 +346,22 @@ async def test_connect_error_to_closed_port(mode):
 # -- cuts, malformed chunks, garbage ---------------------------------------------------
 
 
-class CutServer:
-    """A raw socket server that answers 200, sends some SSE bytes and then drops the
-    connection without ending the chunked body: a real mid-stream TCP cut."""
-
-    def __init__(self, payload: bytes, *, half_chunk: bool = False):
-        self.payload = payload
-        self.half_chunk = half_chunk
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(8)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._sock.close()
-        self._thread.join(2)
-
-    def _serve(self):
-        while not self._stop:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    more = conn.recv(65536)
-                    if not more:
-                        break
-                    data += more
-                head, _, rest = data.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                while len(rest) < length:
-                    more = conn.recv(65536)
-                    if not more:
-                        break
-                    rest += more
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                )
-                if self.half_chunk:  # announce more bytes than are sent
-                    conn.sendall(b"%x\r\n%s" % (len(self.payload) + 500, self.payload))
-                else:
-                    conn.sendall(b"%x\r\n%s\r\n" % (len(self.payload), self.payload))
-                time.sleep(0.05)
-                conn.shutdown(socket.SHUT_RDWR)
+def cut_after(payload: bytes, *, half_chunk: bool = False):
+    """A HostileServer behaviour: 200, some SSE bytes, then the connection dropped without ending the
+    chunked body (a real mid-stream TCP cut); `half_chunk` announces more bytes than are sent."""
+    def behaviour(request):
+        yield b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        if half_chunk:
+            yield b"%x\r\n%s" % (len(payload) + 500, payload)
+        else:
+            yield b"%x\r\n%s\r\n" % (len(payload), payload)
+    return behaviour
 
 
 @pytest.mark.parametrize("half_chunk", [False, True], ids=["between_chunks", "inside_chunk"])
 async def test_connection_cut_mid_stream(mode, half_chunk):
     payload = b"".join(EVENTS[:6])  # role, I'm, unable, to, provide, real
-    with CutServer(payload, half_chunk=half_chunk) as cut:
+    with HostileServer(cut_after(payload, half_chunk=half_chunk)) as cut:
         c = llmrelay.Client(base_urls={"openai": cut.url + "/v1"}, api_keys={"openai": "k"})
         try:
             events, e, s = await run(c, mode)
