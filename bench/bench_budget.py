@@ -15,7 +15,7 @@ import asyncio
 import json
 import time
 
-from bench_limits import compare  # the same three-row table, run by both
+from bench_limits import compare, measure  # the same three-row table, run by both
 from llmrelay.gateway.config import parse
 from llmrelay.gateway.state import Gateway
 from llmrelay.response import Response
@@ -55,20 +55,7 @@ async def _run(gw: Gateway, key: object, n: int, concurrency: int) -> dict[str, 
             await gw.budgets.settle(charge)
         return time.perf_counter() - t
 
-    for _ in range(200):  # warm-up: connections, the scripts cached
-        await one()
-    lat = sorted([await one() for _ in range(n)])
-    cpu0 = time.process_time()
-    left = [n]
-
-    async def worker() -> None:
-        while left[0] > 0:
-            left[0] -= 1
-            await one()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    cpu = time.process_time() - cpu0
-    return {"p50_us": lat[len(lat) // 2] * 1e6, "p99_us": lat[int(len(lat) * 0.99)] * 1e6, "cpu_us": cpu / n * 1e6}
+    return await measure(one, n, concurrency)
 
 
 async def main() -> None:
