@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Any
 
+from .background import Background
 from .config import GatewayConfig, load
 from .encode import GatewayError
 from .handler import ENDPOINTS, Exchange, error_response, handle
@@ -54,7 +55,7 @@ class GatewayApp:
         self._tasks: list[asyncio.Task[Any]] = []
         self._retired: list[Gateway] = []
         self._store_check: tuple[float, bool] | None = None  # (when, reachable): the readiness probe's cache
-        self._closing: set[asyncio.Task[Any]] = set()  # retired generations' clients being closed
+        self._closing = Background()  # retired generations' clients being closed
         self.shared: Any = None  # with --workers N: this worker's side of the server (workers.py)
         self._live_ids: set[str] = set()  # request ids given by clients, of the requests in flight (ids.py)
         if load_now:
@@ -87,12 +88,11 @@ class GatewayApp:
         for gw in [g for g in self._retired if g.in_flight == 0]:
             self._retired.remove(gw)
             try:
-                task = asyncio.get_running_loop().create_task(gw.client.aclose())
+                asyncio.get_running_loop()
             except RuntimeError:
                 gw.client.close()
-            else:  # the loop keeps only a weak reference to a task: hold it until it is done
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+            else:
+                self._closing.spawn(gw.client.aclose())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -149,8 +149,7 @@ class GatewayApp:
         self.ready = False
         for task in self._tasks:
             task.cancel()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._closing.wait()
         gws = [g for g in [self.gateway, *self._retired] if g is not None]
         for gw in gws:
             await gw.aclose()

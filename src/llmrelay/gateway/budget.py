@@ -41,6 +41,7 @@ import time
 from typing import Any
 
 from ..observability.hooks import Hooks
+from .background import Background
 from .config import Budget, Key
 from .encode import GatewayError
 
@@ -213,7 +214,7 @@ class Budgets:
         self.rates: dict[str, tuple[float, float]] = {}  # route -> the highest (input, output) nano-USD per token
         self.token = os.urandom(6).hex()
         self.ids = itertools.count(1)
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = Background()
         self.windows: dict[Any, tuple[int, int | None, bytes]] = {}  # period -> the current (start, end, end in ISO)
         self.local: dict[tuple[str, str], _Window] | None = None
 
@@ -261,11 +262,11 @@ class Budgets:
                 async with asyncio.timeout(shared.bound):
                     result = await shared.script(RESERVE, charge.names, args)
             except asyncio.CancelledError:
-                shared._spawn(self._settle_redis(charge, 0, 0))  # the script may have run
+                shared.tasks.spawn(self._settle_redis(charge, 0, 0))  # the script may have run
                 raise
             except Exception as exc:  # the store failed, not the request
                 if isinstance(exc, TimeoutError):  # the script may have run, its answer late
-                    shared._spawn(self._settle_redis(charge, 0, 0))
+                    shared.tasks.spawn(self._settle_redis(charge, 0, 0))
                 shared.store_failed(exc)
             else:
                 shared.store_ok()
@@ -359,12 +360,12 @@ class Budgets:
         for r in charge.responses:
             tokens += r.usage.total_tokens or 0
         if charge.budget.usd is not None and charge.responses:  # priced on a thread, then settled
-            self._spawn(self._settle_priced(charge, tokens))
+            self.tasks.spawn(self._settle_priced(charge, tokens))
             return
         try:
             await self._apply(charge, tokens, 0)
         except asyncio.CancelledError:
-            self._spawn(self._apply(charge, tokens, 0))
+            self.tasks.spawn(self._apply(charge, tokens, 0))
             raise
 
     async def _settle_priced(self, charge: Charge, tokens: int) -> None:
@@ -405,14 +406,8 @@ class Budgets:
             shared._failed()
             log.debug("budget store: settling %s failed (%r); charged its estimate when its lease ends", charge.rid, exc)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
     async def aclose(self) -> None:
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=5)
+        await self.tasks.wait(timeout=5)
         _LOCAL.pop(asyncio.get_running_loop(), None)
 
 

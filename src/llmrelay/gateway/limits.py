@@ -39,6 +39,7 @@ import os
 import time
 from typing import Any
 
+from .background import Background
 from .config import Key, LimitsOptions
 from .encode import GatewayError
 
@@ -163,7 +164,7 @@ class RedisLimits:
         self.ids = itertools.count(1)
         self.live: dict[str, set[str]] = {}  # in-flight zset -> ids of this process's requests still running
         self.beat: asyncio.Task[Any] | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = Background()
         self.down_until = 0.0
         self.errors = 0  # Redis calls that failed (each logged at debug; the first of a run at warning)
         self.down = False
@@ -188,11 +189,11 @@ class RedisLimits:
                 result = await self._acquire(slot, window, args)
         except asyncio.CancelledError:  # (shutdown) the script may have run: give back what it may have taken
             if key.max_parallel:
-                self._spawn(self._zrem(slot, rid))
+                self.tasks.spawn(self._zrem(slot, rid))
             raise
         except Exception as exc:  # redis.RedisError, OSError, TimeoutError: the store failed, not the request
             if key.max_parallel and isinstance(exc, TimeoutError):  # the script may have run, its answer late
-                self._spawn(self._zrem(slot, rid))
+                self.tasks.spawn(self._zrem(slot, rid))
             return self._fallback(key, rid, exc)
         self.store_ok()
         if result[0] != 1:
@@ -280,13 +281,8 @@ class RedisLimits:
         try:
             await self._zrem(slot, held.rid)
         except asyncio.CancelledError:
-            self._spawn(self._zrem(slot, held.rid))  # the slot must go all the same
+            self.tasks.spawn(self._zrem(slot, held.rid))  # the slot must go all the same
             raise
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     def _failed(self) -> None:
         self.errors += 1
@@ -333,8 +329,7 @@ class RedisLimits:
     async def aclose(self) -> None:
         if self.beat is not None:
             self.beat.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.wait()
         if self.redis is not None:
             await _close(self.options)
 
