@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 from llmrelay import TextDelta
 from llmrelay.engine.assembler import Assembler
@@ -98,3 +99,13 @@ def assemble(events: list) -> Any:
     for e in events:
         a.add(e)
     return a.build()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
+    """Until `condition()` holds (something another thread or process records); a hang guard, not a
+    speed check: past `timeout` s it fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

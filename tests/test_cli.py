@@ -24,6 +24,8 @@ from llmrelay.logs import open_store
 from llmrelay.providers import PROVIDERS
 from llmrelay.testing import Reply
 
+from helpers import wait_for
+
 _SCRIPT = Path(sys.executable).parent / "llmrelay"
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "llmrelay.cli"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\r")
@@ -107,7 +109,7 @@ def test_chat_streams_incrementally_in_a_tty(server):
     out = ANSI.sub("", log.getvalue())
     assert "TTFT" in out and "14 in / 30 out tokens" in out and GPT4O_COST in out
     assert "Traceback" not in out
-    assert server.requests[0].completed
+    wait_for(lambda: server.requests[0].completed, "the server to finish its reply")  # marked after its last write
 
 
 def test_ctrl_c_closes_the_stream_and_exits_130(server, log_db):

@@ -22,6 +22,8 @@ pytest.importorskip("uvicorn")
 
 from llmrelay.testing import ReplayServer, Reply  # noqa: E402
 
+from helpers import wait_for
+
 PIECES = 6000
 PIECE_TEXT = 8000  # characters of text per chunk: ~48 MB of SSE in all, several times what the buffers hold (~10 MB here)
 
@@ -115,7 +117,7 @@ def test_a_client_that_reads_nothing_stalls_the_provider_then_gets_everything_on
                 reader = _AnthropicReader()
                 while not reader.ended and (chunk := sock.recv(1 << 20)):
                     reader.feed(chunk)
-        assert mine.completed
+        wait_for(lambda: mine.completed, "the provider to finish its reply")  # marked after its last write
     assert reader.head is not None and b" 200 " in reader.head.split(b"\r\n")[0]
     expected = hashlib.sha256()
     for i in range(PIECES):

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from db_helpers import REDIS_URL, redis_prefix
+from helpers import wait_for
 from gateway_helpers import GatewayThread
 
 httpx = pytest.importorskip("httpx")
@@ -80,14 +81,6 @@ def running(gws):
         for gw in gws:
             stack.enter_context(gw)
         yield
-
-
-def wait_for(condition, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def idle(gws) -> None:

@@ -13,11 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from db_helpers import REDIS_URL, redis_prefix
+from helpers import wait_for
 from gateway_helpers import GatewayThread, free_port
 
 httpx = pytest.importorskip("httpx")
@@ -63,14 +63,6 @@ def in_flight(r, prefix: str) -> int:
     """Reservations in the Redis set of the key `limited`, as stored (expired ones are pruned only by admissions)."""
     (name,) = [k for k in r.scan_iter(match=prefix + "*:in_flight")] or [None]
     return 0 if name is None else r.zcard(name)
-
-
-def wait_for(condition, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 async def burst(client, urls: list[str], n: int, headers: dict[str, str] = AUTH) -> tuple[list, list]:
