@@ -68,16 +68,21 @@ class GatewayThread:
             raise TimeoutError("the log writer did not catch up")
 
 
-def config_for(upstream_url: str, extra: str = "", keys: str = "") -> str:
-    """Aliases for each protocol, all pointing at the replay server."""
-    return f"""
-models:
-  gpt:
+def gpt_route(upstream_url: str) -> str:
+    """The `gpt` alias (OpenAI Chat at the replay server, no retries), as lines under `models:`."""
+    return f"""  gpt:
     model: openai:gpt-4o
     base_url: {upstream_url}/v1
     api_key: sk-up
     retries: 0
-  claude:
+"""
+
+
+def config_for(upstream_url: str, extra: str = "", keys: str = "") -> str:
+    """Aliases for each protocol, all pointing at the replay server."""
+    return f"""
+models:
+{gpt_route(upstream_url)}  claude:
     model: anthropic:claude-sonnet-4-5
     base_url: {upstream_url}
     api_key: sk-ant-up

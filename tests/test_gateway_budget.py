@@ -19,7 +19,7 @@ import pytest
 
 from db_helpers import REDIS_URL, redis_prefix
 from helpers import wait_for
-from gateway_helpers import GatewayThread
+from gateway_helpers import GatewayThread, gpt_route
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -56,12 +56,7 @@ def config(up_url: str, where, budget: str, extra: str = "", models: str = "", k
     limits = "" if where is None else f'limits: {{store: {URL}, prefix: "{where[1]}"}}'
     return f"""
 models:
-  gpt:
-    model: openai:gpt-4o
-    base_url: {up_url}/v1
-    api_key: sk-up
-    retries: 0
-{models}
+{gpt_route(up_url)}{models}
 keys:
   - {{name: budgeted, key: sk-budget, budget: {{{budget}}}{key}}}
   - {{name: free, key: sk-free}}

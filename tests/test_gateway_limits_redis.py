@@ -18,7 +18,7 @@ import pytest
 
 from db_helpers import REDIS_URL, redis_prefix
 from helpers import wait_for
-from gateway_helpers import GatewayThread, free_port
+from gateway_helpers import GatewayThread, free_port, gpt_route
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -44,12 +44,7 @@ def store():
 def config(up_url: str, prefix: str, key: str, limits: str = "", store_url: str = URL) -> str:
     return f"""
 models:
-  gpt:
-    model: openai:gpt-4o
-    base_url: {up_url}/v1
-    api_key: sk-up
-    retries: 0
-keys:
+{gpt_route(up_url)}keys:
   - {{name: limited, key: sk-limited, {key}}}
   - {{name: free, key: sk-free}}
 limits:

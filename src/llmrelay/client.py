@@ -57,6 +57,9 @@ ModelSpec = Union[str, Sequence[str], Router]
 T = TypeVar("T")
 _S = TypeVar("_S", Stream[Any], AsyncStream[Any])
 
+#: Option name -> True for the control-flow options, False for the request-shaping ones.
+_OPTION_KINDS = {**{k: False for k in CALL_OPTIONS}, **{k: True for k in FLOW_OPTIONS}}
+
 #: Errors that make a fallback list skip a model before sending anything to it.
 _SKIP_ON_PREPARE = (MissingAPIKeyError, UnsupportedParameterError)
 
@@ -178,8 +181,10 @@ class Client:
     def _plan(self, model: Any, messages: Any, kwargs: dict[str, Any],
               streaming: bool = True) -> tuple[Any, Call, Any, Timeouts, dict[str, Any]]:
         output, output_retries = kwargs.pop("output", None), kwargs.pop("output_retries", 0)
-        flow = {k: kwargs.pop(k) for k in FLOW_OPTIONS if k in kwargs}
-        options = {k: kwargs.pop(k) for k in CALL_OPTIONS if k in kwargs}
+        flow: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        for k in [k for k in kwargs if k in _OPTION_KINDS]:  # the few given, not every known name
+            (flow if _OPTION_KINDS[k] else options)[k] = kwargs.pop(k)
         params = check_params(kwargs)
         tools, tool_choice = check_options(options)
         settings = self.settings
@@ -307,13 +312,16 @@ class Client:
         tags = flow.get("tags") or {}
         if not isinstance(tags, dict):
             raise InvalidRequestError(f"tags must be a dict, got {type(tags).__name__}")
-        context = CallContext(tags=dict(tags), requested=model, stream=streaming)
         for name in ("correlation_id", "conversation_id"):
             value = flow.get(name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise InvalidRequestError(f"{name} must be a non-empty string, got {value!r}")
-        if flow.get("correlation_id") is not None:
-            context.correlation_id, context.correlation_given = flow["correlation_id"], True
+        correlation_id = flow.get("correlation_id")
+        if correlation_id is not None:  # given: no random id drawn for nothing
+            context = CallContext(correlation_id=correlation_id, tags=dict(tags), requested=model, stream=streaming,
+                                  correlation_given=True)
+        else:
+            context = CallContext(tags=dict(tags), requested=model, stream=streaming)
         context.conversation_id = flow.get("conversation_id")
         text_reset = flow.get("text_reset", self.text_reset)
         if text_reset not in TEXT_RESETS:

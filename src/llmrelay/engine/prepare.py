@@ -70,8 +70,13 @@ class Settings:
     default_provider: str | None = None
 
 
+_PARAM_SET = frozenset(PARAM_NAMES)
+
+
 def check_params(raw: dict[str, Any]) -> Params:
-    unknown = sorted(set(raw) - set(PARAM_NAMES))
+    if not raw:
+        return Params()  # nothing to check (a call with no generation parameter)
+    unknown = sorted(set(raw) - _PARAM_SET)
     if unknown:
         raise InvalidRequestError(
             f"Unknown parameter(s) {', '.join(map(repr, unknown))}. Known: {', '.join(PARAM_NAMES)}; "
@@ -142,6 +147,8 @@ def _check_header(opt: str, name: Any, value: Any) -> None:
 
 def check_options(options: dict[str, Any]) -> tuple[list[Any] | None, str | None]:
     """Validate request options; returns (tools, tool_choice)."""
+    if not options:
+        return None, None
     for opt in ("extra_body", "extra_headers", "options"):
         if options.get(opt) is not None and not isinstance(options[opt], dict):
             raise InvalidRequestError(f"{opt} must be a dict, got {type(options[opt]).__name__}")

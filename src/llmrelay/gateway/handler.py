@@ -206,7 +206,7 @@ async def _answer(gw: Any, protocol: str, inbound: Any, route: Any, key: Any, he
     stream = None
     task = asyncio.current_task()
     assert task is not None
-    watcher = asyncio.ensure_future(_watch_disconnect(receive, x, task, gw.options.on_client_disconnect == "cancel"))
+    watcher = task.get_loop().create_task(_watch_disconnect(receive, x, task, gw.options.on_client_disconnect == "cancel"))
     keepalive = None
     if inbound.stream and gw.options.keepalive > 0:
         keepalive = asyncio.ensure_future(_keepalive(x, gw.options.keepalive, gw.options.keepalive_grace))

@@ -102,11 +102,12 @@ class Metrics:
         if response is None:
             return
         u = response.usage
+        tokens = self.tokens
         for kind, value in (("input", u.input_tokens), ("output", u.output_tokens), ("cached", u.cached_input_tokens),
                             ("cache_write", u.cache_write_tokens), ("reasoning", u.reasoning_tokens)):
             if value:
                 k = (model, kind)
-                self.tokens[k] = self.tokens.get(k, 0) + value
+                tokens[k] = tokens.get(k, 0) + value
         ttft = response.timings.time_to_first_token
         if ttft is not None:
             self.ttft.observe((model,), ttft)
