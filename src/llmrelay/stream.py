@@ -208,11 +208,11 @@ class Stream(_BaseStream[OutputT]):
 
     def _turn(self, call: Call, observers: tuple[Any, ...]) -> Generator[Any, None, Response[Any]]:
         core = self._begin_turn(call)
-        with _TurnScope(self, core):
+        try:
             body = self._engine.open(core)
             core.headers(body.headers)
             watchdog = first_token_watchdog(core, body)
-            feed = observed(core, observers)
+            feed = observed(core, observers) or core.feed
             dropped = False
             try:
                 try:
@@ -246,6 +246,14 @@ class Stream(_BaseStream[OutputT]):
                     body.abandon()
                 else:
                     body.close()
+        except BaseException as exc:
+            error = turn_failed(core, exc)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            if self._hooks:
+                turn_ended(self, core)
         return core.response()
 
     @property
@@ -330,8 +338,8 @@ class AsyncStream(_BaseStream[OutputT]):
                 try:
                     if kind is Send:
                         core = self._begin_turn(action.call)
-                        observers = action.observers
-                        with _TurnScope(self, core):
+                        observers, action = action.observers, None  # not held while the turn runs
+                        try:
                             body = await self._engine.open(core)
                             try:  # the body is closed here, now: async generators are not closed for us
                                 core.headers(body.headers)
@@ -348,8 +356,13 @@ class AsyncStream(_BaseStream[OutputT]):
                                             break
                                         except asyncio.TimeoutError:
                                             raise core.timed_out() from None
-                                        for e in feed(chunk):
+                                        # Nothing of a chunk is held while the next one is awaited: not its
+                                        # bytes (a batched read joins several events), its list or its last event.
+                                        events = core.feed(chunk) if feed is None else feed(chunk)
+                                        chunk = None
+                                        for e in events:
                                             yield e
+                                        events = e = None
                                         core.resume()
                                 except StreamInterruptedError:
                                     if not core.decoder.complete:  # closed after the final event: nothing is missing
@@ -358,6 +371,14 @@ class AsyncStream(_BaseStream[OutputT]):
                                     yield e
                             finally:
                                 await body.aclose()
+                        except BaseException as failure:
+                            error = turn_failed(core, failure)
+                            if error is None:
+                                raise
+                            raise error from None
+                        finally:
+                            if self._hooks:
+                                turn_ended(self, core)
                         value = core.response()
                     elif kind is RunTools:
                         from .tools.run import run_tools_async
@@ -400,33 +421,21 @@ class AsyncStream(_BaseStream[OutputT]):
             await self._gen.aclose()
 
 
-class _TurnScope:
-    """Around one model turn, for both drivers: an early close (or a cancelled task) marks the turn
-    aborted, any other error is recorded with the partial response attached (`StreamCore.fail`),
-    and `on_turn_end` is called for every outcome. A plain object: generator-based context
-    managers would keep two generators and two dicts per stream in flight."""
-
-    __slots__ = ("stream", "core")
-
-    def __init__(self, stream: _BaseStream[Any], core: StreamCore):
-        self.stream = stream
-        self.core = core
-
-    def __enter__(self) -> None:
+# Around one model turn, for both drivers (a try/except/finally calling these two, not a context
+# manager object: that and its bound __exit__ would be two more objects per stream in flight).
+def turn_failed(core: StreamCore, exc: BaseException) -> BaseException | None:
+    """The turn ended with `exc`: an early close (or a cancelled task) marks it aborted (None: the
+    driver re-raises `exc` as it is); any other error is recorded with the partial response
+    attached (`StreamCore.fail`), and the driver raises what this returns."""
+    if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) or type(exc).__name__ == "CancelledError":
+        core.aborted = True  # the caller's abort (an asyncio task cancelled, too)
         return None
+    return core.fail(exc)
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        core = self.core
-        try:
-            if exc is not None:
-                if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) or type(exc).__name__ == "CancelledError":
-                    core.aborted = True  # the caller's abort (an asyncio task cancelled, too)
-                else:
-                    raise core.fail(exc) from None
-        finally:
-            stream = self.stream
-            if stream._hooks:
-                notify(stream._hooks, "on_turn_end", stream.context, core.call, core.response())
+
+def turn_ended(stream: _BaseStream[Any], core: StreamCore) -> None:
+    """`on_turn_end`, for every outcome of the turn."""
+    notify(stream._hooks, "on_turn_end", stream.context, core.call, core.response())
 
 
 def _runner(stream: _BaseStream) -> Any:

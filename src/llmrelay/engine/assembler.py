@@ -20,14 +20,20 @@ from ..usage import Usage
 _TEXT, _REASONING, _TOOL = 0, 1, 2
 
 
-class _Text:
-    """An append-only string builder whose memory is the characters, not the pieces."""
+class _PartBuilder:
+    """One part of a choice. A text or reasoning part is its own append-only string builder, whose
+    memory is the characters, not the pieces (no builder object and bound method per stream in
+    flight); a tool part keeps its argument fragments in `pieces`."""
 
-    __slots__ = ("pieces", "blocks")
+    __slots__ = ("kind", "pieces", "blocks", "signature", "redacted", "tool")
 
-    def __init__(self) -> None:
-        self.pieces: list[str] = []
+    def __init__(self, kind: int):
+        self.kind = kind
+        self.pieces: list[str] = []  # text not yet compacted (a tool part: its argument fragments)
         self.blocks: list[str] | None = None  # made on the first compaction (most answers never get there)
+        self.signature: str | None = None
+        self.redacted: str | None = None
+        self.tool: dict[str, Any] | None = None
 
     def write(self, s: str) -> None:
         pieces = self.pieces
@@ -47,19 +53,6 @@ class _Text:
             self.blocks = [text]  # keep one copy, not blocks plus the joined text
             return text
         return "".join(self.pieces)
-
-
-class _PartBuilder:
-    __slots__ = ("kind", "buf", "write", "pieces", "signature", "redacted", "tool")
-
-    def __init__(self, kind: int):
-        self.kind = kind
-        self.buf = _Text()
-        self.write = self.buf.write
-        self.pieces: list[str] | None = None  # tool-call argument fragments (tool parts only)
-        self.signature: str | None = None
-        self.redacted: str | None = None
-        self.tool: dict[str, Any] | None = None
 
 
 class _ChoiceBuilder:
@@ -84,15 +77,22 @@ class Assembler:
     """Per stream in flight: choice 0 in a slot, other choices, tool calls and provider events
     in containers made when first needed (a small dict keyed by ints costs 224 bytes)."""
 
-    __slots__ = ("_c0", "_more", "usage", "id", "model", "provider_events")
+    __slots__ = ("_c0", "_more", "_usage", "id", "model", "provider_events")
 
     def __init__(self) -> None:
         self._c0 = _ChoiceBuilder()
         self._more: dict[int, _ChoiceBuilder] | None = None  # choices other than 0 (n > 1)
-        self.usage = Usage()
+        self._usage: Usage | None = None  # made when read or when the usage arrives (at the end)
         self.id: str | None = None
         self.model: str | None = None
         self.provider_events: list[Any] | None = None
+
+    @property
+    def usage(self) -> Usage:
+        """The usage reported so far (one object, updated in place)."""
+        if self._usage is None:
+            self._usage = Usage()
+        return self._usage
 
     def add(self, event: Any) -> None:
         _HANDLERS[type(event)](self, event)
@@ -156,7 +156,6 @@ class Assembler:
         cb = self._choice(e.choice)
         part = cb.open(_TOOL)
         part.tool = {"id": e.id, "name": e.name, "signature": e.signature, "end": None}
-        part.pieces = []
         if cb.tools is None:
             cb.tools = {}
         cb.tools[e.index] = part
@@ -169,7 +168,7 @@ class Assembler:
         if part is None:  # a delta with no start: keep it rather than drop it
             self._tool_start(ev.ToolCallStart(e.index, None, "", e.choice))
             part = cb.tools[e.index]  # type: ignore[index]  # made by _tool_start
-        part.pieces.append(e.arguments)  # type: ignore[union-attr]  # a tool part's list
+        part.pieces.append(e.arguments)
 
     def _tool_end(self, e: ev.ToolCallEnd) -> None:
         cb = self._choice(e.choice)
@@ -180,7 +179,7 @@ class Assembler:
         assert part.tool is not None
         part.tool["end"] = e
 
-    def _usage(self, e: ev.UsageEvent) -> None:
+    def _usage_event(self, e: ev.UsageEvent) -> None:
         self.usage.merge(e.usage)
 
     def _finish(self, e: ev.Finish) -> None:
@@ -202,7 +201,7 @@ class Assembler:
     # -- output -------------------------------------------------------------
     @property
     def text(self) -> str:
-        return "".join(p.buf.getvalue() for p in self._c0.parts if p.kind == _TEXT)
+        return "".join(p.getvalue() for p in self._c0.parts if p.kind == _TEXT)
 
     def open_tool_calls(self) -> bool:
         tools = self._c0.tools
@@ -214,7 +213,8 @@ class Assembler:
         r.id = self.id
         r.model = self.model or r.model
         r.usage = Usage()
-        r.usage.merge(self.usage)
+        if self._usage is not None:
+            r.usage.merge(self._usage)
         r.provider_events = list(self.provider_events or ())
         choices = {0: self._c0, **self._more} if self._more else {0: self._c0}
         r.choices = [self._build_choice(i, choices[i]) for i in sorted(choices)]
@@ -225,13 +225,13 @@ class Assembler:
         parts: list[Any] = []
         for p in cb.parts:
             if p.kind == _TEXT:
-                parts.append(TextPart(p.buf.getvalue(), p.signature))
+                parts.append(TextPart(p.getvalue(), p.signature))
             elif p.kind == _REASONING:
-                parts.append(ReasoningPart(p.buf.getvalue(), p.signature, p.redacted))
+                parts.append(ReasoningPart(p.getvalue(), p.signature, p.redacted))
             else:
                 assert p.tool is not None
                 end: ev.ToolCallEnd | None = p.tool["end"]
-                raw = "".join(p.pieces or ())
+                raw = "".join(p.pieces)
                 if end is not None:
                     parts.append(
                         ToolCall(
@@ -270,7 +270,7 @@ _HANDLERS: dict[type, Any] = {  # one table for every assembler (not bound metho
     ev.ToolCallStart: Assembler._tool_start,
     ev.ToolCallDelta: Assembler._tool_delta,
     ev.ToolCallEnd: Assembler._tool_end,
-    ev.UsageEvent: Assembler._usage,
+    ev.UsageEvent: Assembler._usage_event,
     ev.Finish: Assembler._finish,
     ev.StreamStart: Assembler._start,
     ev.ProviderEvent: Assembler._provider,

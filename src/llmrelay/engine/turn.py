@@ -43,7 +43,7 @@ class StreamCore:
     """Per-call state, no I/O: feeds bytes to the decoder, folds events, keeps time."""
 
     __slots__ = (
-        "call", "request", "decoder", "assembler", "_add", "t_dispatch", "t_first", "t_text", "busy", "n_events",
+        "call", "request", "decoder", "assembler", "t_dispatch", "t_first", "t_text", "busy", "n_events",
         "t_resume", "pending", "done", "error", "aborted", "request_id", "timeouts", "deadline", "end_by",
         "on_first_token", "correlation_id", "conversation_id", "prices", "content_type", "head",
     )
@@ -53,7 +53,6 @@ class StreamCore:
         self.request = request
         self.decoder = decoder
         self.assembler = Assembler()
-        self._add = self.assembler.add
         self.t_dispatch: float | None = None
         self.t_first: float | None = None  # time to the first token of any kind (busy clock)
         self.t_text: float | None = None  # time to the first visible answer text (choice 0)
@@ -155,7 +154,7 @@ class StreamCore:
             self.head += data[: HEAD - n]
 
     def _fold(self, events: list) -> list:
-        add = self._add
+        add = self.assembler.add
         for i, e in enumerate(events):
             t = type(e)
             if t is _StreamError:
@@ -284,9 +283,10 @@ def _estimate_usage(r: Response, call: Call) -> None:
 
 # -- what the drivers share around a turn: middleware observers, the first-token watchdog --
 def observed(core: StreamCore, observers: tuple[Any, ...]) -> Any:
-    """`core.feed` itself when no middleware watches events (no extra layer per chunk)."""
+    """`core.feed` through the middleware observers; None when there are none (the driver calls
+    `core.feed` itself: no extra layer per chunk, no bound method held per stream in flight)."""
     if not observers:
-        return core.feed
+        return None
     return lambda chunk: observe(iter(core.feed(chunk)), observers)
 
 

@@ -226,9 +226,10 @@ class Decoder:
     flush open state (tool calls) at EOF.
     """
 
+    # Slots (a subclass without its own `__slots__` still gets a `__dict__`): one decoder per
+    # stream in flight, and a dict is one more object for the garbage collector to traverse.
+    __slots__ = ("_parser", "complete", "cut", "_max_line")
     framing: Callable[[], Any]
-    #: `Limits.max_line` for the framing parser (set by `limit()`; parsers built later use it too).
-    max_line: int | None = DEFAULT_LIMITS.max_line
 
     def __init__(self) -> None:
         self._parser = self.framing()
@@ -236,9 +237,14 @@ class Decoder:
         #: Set when a frame could not be decoded at EOF (the connection was cut mid-event).
         self.cut = False
 
+    @property
+    def max_line(self) -> int | None:
+        """`Limits.max_line` for the framing parser (set by `limit()`; parsers built later use it too)."""
+        return getattr(self, "_max_line", DEFAULT_LIMITS.max_line)
+
     def limit(self, max_line: int | None) -> None:
         """Bound the longest line/frame/event the framing parser buffers."""
-        self.max_line = max_line
+        self._max_line = max_line
         parser: Any = getattr(self, "_parser", None)
         if hasattr(parser, "max_line"):
             parser.max_line = max_line

@@ -10,7 +10,7 @@ from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage, output_with_reasoning
 from ..wire import SSEParser
 from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
-from .think import ThinkTags
+from .think import PLAIN, ThinkTags
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "n"})
 
@@ -169,14 +169,17 @@ def _stream_error(err: Any, out: list) -> None:
 
 class Decoder(_Decoder):
     framing = SSEParser
+    __slots__ = ("_started", "_named", "_tools", "_finished", "_think0", "_think")
 
     def __init__(self) -> None:
         super().__init__()
         self._started = False
         self._named = False
-        self._tools = ToolCalls()
-        self._finished: dict[int, str] = {}
-        self._think0 = ThinkTags()  # choice 0's; other choices' once they have content (an int-keyed dict is 224 bytes)
+        self._tools: ToolCalls | None = None  # made by the first tool call
+        self._finished: dict[int, str] | None = None  # made by the first finish_reason
+        # choice 0's (the shared PLAIN once its text started without <think>); other choices'
+        # once they have content (an int-keyed dict is 224 bytes)
+        self._think0 = ThinkTags()
         self._think: dict[int, ThinkTags] | None = None
 
     def _done(self, out: list) -> None:
@@ -229,6 +232,8 @@ class Decoder(_Decoder):
                         out.append(ev.TextDelta(content, idx))
                     else:
                         think.feed(content, idx, out)
+                        if idx == 0 and think.state == 2:
+                            self._think0 = PLAIN
                 else:
                     self._content_parts(content, idx, out)
             if len(delta) > 1 or not content:  # the bulk of a stream is {"content": ...} alone: no more lookups
@@ -245,17 +250,22 @@ class Decoder(_Decoder):
         filters = choice.get("content_filter_results")  # Azure: kept when a category filtered something
         if filters and (reason == "content_filter" or _filtered(filters)):
             out.append(ev.ProviderEvent("content_filter_results", filters, idx))
-        if reason and self._finished.get(idx) != reason:
+        if reason and (self._finished is None or self._finished.get(idx) != reason):
+            if self._finished is None:
+                self._finished = {}
             self._finished[idx] = reason
             ended = self._think0 if idx == 0 else (self._think or {}).get(idx)
             if ended is not None:
                 ended.flush(idx, out)
-            self._tools.end_all(out, choice=idx)
+            if self._tools is not None:
+                self._tools.end_all(out, choice=idx)
             out.append(ev.Finish(FINISH.get(reason, "stop"), reason, idx))
             self.complete = True
 
     def _tool_calls(self, calls: list[dict[str, Any]], idx: int, out: list) -> None:
         tools = self._tools
+        if tools is None:
+            tools = self._tools = ToolCalls()
         for position, tc in enumerate(calls):
             key = (idx, tc.get("index", position))
             fn = tc.get("function") or {}
@@ -297,7 +307,7 @@ class Decoder(_Decoder):
         self._think0.flush(0, out)
         for idx, think in (self._think or {}).items():
             think.flush(idx, out)
-        if self.complete:
+        if self.complete and self._tools is not None:
             # some services (OpenRouter upstreams) never send finish_reason "tool_calls"
             self._tools.end_all(out)
 

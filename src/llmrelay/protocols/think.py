@@ -64,3 +64,9 @@ class ThinkTags:
             kind = ev.ReasoningDelta if self.state == 1 else ev.TextDelta
             out.append(kind(self.held, choice))
             self.held = ""
+
+
+#: A `ThinkTags` that has decided on plain text: shared (it holds nothing from then on), so a
+#: decoder drops its own once the answer starts (one object less per stream in flight).
+PLAIN = ThinkTags()
+PLAIN.state = 2

@@ -282,25 +282,29 @@ class SyncTransport:
             client.close()
 
 
-class Body:
+class Body(BodyReader):
     """An open response (status already checked) whose decoded bytes a subclass iterates; shared
-    by every transport. `reader` decodes and counts them within `Limits`; `_errors` turns the
-    HTTP library's exceptions into ours."""
+    by every transport. It is its own `BodyReader` (`reader`: one object per stream in flight,
+    not two), which decodes and counts them within `Limits`; `_errors` turns the HTTP library's
+    exceptions into ours."""
 
-    __slots__ = ("_resp", "_timeouts", "_ctx", "_started", "status_code", "headers", "reader", "_raw_ok")
+    __slots__ = ("_resp", "_timeouts", "_started", "status_code", "headers", "_raw_ok")
     _errors: Any = staticmethod(lambda *a, **kw: translate_error(*a, **kw))
 
     def __init__(self, resp: Any, status_code: int, timeouts: Timeouts, ctx: dict[str, Any], started: float,
                  limits: Limits = DEFAULT_LIMITS, decoded: bool = False):
         self._resp = resp
         self._timeouts = timeouts
-        self._ctx = ctx
         self._started = started
         self.status_code = status_code
         self.headers = resp.headers
         encoding = None if decoded else resp.headers.get("content-encoding")
         self._raw_ok = not decodes_itself(encoding)  # else the library decodes (an encoding we did not ask for)
-        self.reader = BodyReader(encoding if self._raw_ok else None, limits, ctx)
+        BodyReader.__init__(self, encoding if self._raw_ok else None, limits, ctx)
+
+    @property
+    def reader(self) -> BodyReader:
+        return self
 
     def _translate(self, exc: BaseException) -> Exception:
         return self._errors(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started)

@@ -24,7 +24,8 @@ class LineBuffer:
     __slots__ = ("_buf", "_size", "max_line")
 
     def __init__(self, max_line: int | None = DEFAULT_LIMITS.max_line) -> None:
-        self._buf: list[bytes] = []  # pieces of the unfinished line
+        # pieces of the unfinished line; an empty tuple while there is none (no list per stream in flight)
+        self._buf: list[bytes] | tuple[()] = ()
         self._size = 0
         self.max_line = max_line
 
@@ -36,9 +37,8 @@ class LineBuffer:
             return []
         if self._buf:  # the held line ends in this chunk: join it once, copy nothing twice
             nl = chunk.find(b"\n")
-            self._buf.append(chunk[:nl])
-            held = b"".join(self._buf)
-            self._buf, self._size = [], 0
+            held = b"".join([*self._buf, chunk[:nl]])
+            self._buf, self._size = (), 0
             lines = chunk[nl + 1:].split(b"\n")
             lines.insert(0, held)
         else:
@@ -49,15 +49,18 @@ class LineBuffer:
         return lines
 
     def _hold(self, piece: bytes) -> None:
-        self._buf.append(piece)
+        if self._buf:
+            self._buf.append(piece)  # not empty: a list
+        else:
+            self._buf = [piece]
         self._size += len(piece)
         if self.max_line is not None and self._size > self.max_line:
-            self._buf, self._size = [], 0
+            self._buf, self._size = (), 0
             raise line_too_long(self.max_line, "line")
 
     def _take_rest(self) -> bytes:
         rest = b"".join(self._buf)
-        self._buf, self._size = [], 0
+        self._buf, self._size = (), 0
         return rest
 
 
