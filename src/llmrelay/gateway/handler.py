@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import events as ev
 from ..errors import InvalidRequestError
-from .encode import GatewayError, status_of
+from .encode import GatewayError, dumps as _dumps, status_of
 from .ids import apply as apply_ids
 from .inbound import parse
 from .out_anthropic import AnthropicEncoder
@@ -34,7 +34,7 @@ __all__ = ["handle", "ENCODERS", "error_response"]
 ENCODERS = {"openai_chat": ChatEncoder, "anthropic": AnthropicEncoder, "openai_responses": ResponsesEncoder}
 ENDPOINTS = {"openai_chat": "chat", "anthropic": "messages", "openai_responses": "responses"}
 _perf = time.perf_counter
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once, not per body
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, not in the stubs
 _CONTENT = frozenset((ev.TextDelta, ev.ReasoningDelta, ev.RefusalDelta, ev.ToolCallStart))
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
@@ -99,6 +99,20 @@ class Exchange:
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def _loads(data: bytes) -> Any:
+    """`json.loads(data)` without its encoding sniffing and wrapper calls when the body is plain UTF-8
+    JSON (the C scanner on the decoded text); anything else (another encoding, a BOM, surrounding
+    whitespace, an error) takes `json.loads` itself: the same result or the same error."""
+    try:
+        text = data.decode("utf-8")
+        obj, end = _scan_once(text, 0)
+        if end == len(text):
+            return obj
+    except (UnicodeDecodeError, StopIteration):
+        pass
+    return json.loads(data)
+
+
 async def error_response(x: Exchange, protocol: str, exc: BaseException) -> int:
     status, kind, message, headers = status_of(exc)
     await x.json(status, ENCODERS.get(protocol, ChatEncoder).error_body(status, kind, message), headers)
@@ -124,7 +138,7 @@ async def handle(gw: Any, protocol: str, body_bytes: bytes, headers: dict[str, s
     try:
         key = gw.authenticate(headers)
         try:
-            body = json.loads(body_bytes)
+            body = _loads(body_bytes)
         except ValueError as exc:
             raise GatewayError(400, f"the body is not valid JSON: {exc}") from None
         inbound = parse(protocol, body)
