@@ -56,31 +56,42 @@ class _PartBuilder:
 
 
 class _ChoiceBuilder:
-    __slots__ = ("parts", "current", "tools", "refusal", "finish_reason", "raw_finish_reason")
+    __slots__ = ("_parts", "current", "tools", "refusal", "finish_reason", "raw_finish_reason")
 
     def __init__(self) -> None:
-        self.parts: list[_PartBuilder] = []
-        self.current: _PartBuilder | None = None
+        self._parts: list[_PartBuilder] | None = None  # made when a second part opens (most answers have one)
+        self.current: _PartBuilder | None = None  # the last part opened
         self.tools: dict[int, _PartBuilder] | None = None  # by tool-call index, once a call starts
         self.refusal: list[str] | None = None
         self.finish_reason: str | None = None
         self.raw_finish_reason: str | None = None
 
+    @property
+    def parts(self) -> list[_PartBuilder]:
+        """Every part, in order."""
+        if self._parts is not None:
+            return self._parts
+        return [self.current] if self.current is not None else []
+
     def open(self, kind: int) -> _PartBuilder:
         part = _PartBuilder(kind)
-        self.parts.append(part)
+        if self.current is not None:
+            if self._parts is None:
+                self._parts = [self.current]
+            self._parts.append(part)
         self.current = part
         return part
 
 
-class Assembler:
-    """Per stream in flight: choice 0 in a slot, other choices, tool calls and provider events
-    in containers made when first needed (a small dict keyed by ints costs 224 bytes)."""
+class Assembler(_ChoiceBuilder):
+    """Per stream in flight: choice 0 is the assembler itself (no builder object of its own);
+    other choices, tool calls and provider events in containers made when first needed (a small
+    dict keyed by ints costs 224 bytes)."""
 
-    __slots__ = ("_c0", "_more", "_usage", "id", "model", "provider_events")
+    __slots__ = ("_more", "_usage", "id", "model", "provider_events")
 
     def __init__(self) -> None:
-        self._c0 = _ChoiceBuilder()
+        super().__init__()
         self._more: dict[int, _ChoiceBuilder] | None = None  # choices other than 0 (n > 1)
         self._usage: Usage | None = None  # made when read or when the usage arrives (at the end)
         self.id: str | None = None
@@ -104,7 +115,7 @@ class Assembler:
     # -- handlers -----------------------------------------------------------
     def _choice(self, index: int) -> _ChoiceBuilder:
         if index == 0:
-            return self._c0
+            return self
         more = self._more
         if more is None:
             more = self._more = {}
@@ -116,7 +127,7 @@ class Assembler:
     def _text(self, e: ev.TextDelta) -> None:
         if type(e.text) is not str:
             raise self._bad(e, "text")
-        cb = self._c0 if e.choice == 0 else self._choice(e.choice)
+        cb = self if e.choice == 0 else self._choice(e.choice)
         cur = cb.current
         if cur is None or cur.kind != _TEXT or cur.signature is not None:
             cur = cb.open(_TEXT)
@@ -201,10 +212,10 @@ class Assembler:
     # -- output -------------------------------------------------------------
     @property
     def text(self) -> str:
-        return "".join(p.getvalue() for p in self._c0.parts if p.kind == _TEXT)
+        return "".join(p.getvalue() for p in self.parts if p.kind == _TEXT)
 
     def open_tool_calls(self) -> bool:
-        tools = self._c0.tools
+        tools = self.tools
         return tools is not None and any(p.tool is not None and p.tool["end"] is None for p in tools.values())
 
     def build(self, response: Response | None = None) -> Response:
@@ -216,7 +227,7 @@ class Assembler:
         if self._usage is not None:
             r.usage.merge(self._usage)
         r.provider_events = list(self.provider_events or ())
-        choices = {0: self._c0, **self._more} if self._more else {0: self._c0}
+        choices: dict[int, _ChoiceBuilder] = {0: self, **self._more} if self._more else {0: self}
         r.choices = [self._build_choice(i, choices[i]) for i in sorted(choices)]
         return r
 
