@@ -560,3 +560,16 @@ def test_genai_prices_is_not_imported_before_the_first_token():
             client.close()
         print(seen["hook"], seen["event"], seen["after"], seen["priced"])
     """) == "False False False True"
+
+
+def test_usage_merge_takes_every_reported_count_and_keeps_the_rest():
+    from dataclasses import fields
+
+    counts = [f.name for f in fields(Usage) if f.name.endswith("_tokens")]
+    assert len(counts) == 5
+    for name in counts:
+        u = Usage(**{n: 1 for n in counts})
+        u.merge(Usage(**{name: 7}))  # one count reported: it wins, the others keep their values
+        assert [getattr(u, n) for n in counts] == [7 if n == name else 1 for n in counts]
+        assert not u.is_empty() and Usage(**{name: 0}).is_empty() is False
+    assert Usage().is_empty() and Usage(provider_cost=0.1).is_empty()

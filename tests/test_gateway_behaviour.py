@@ -109,6 +109,21 @@ def test_unknown_model_bad_json_oversized(keyed):
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_any_body_json_loads_reads_is_read_and_a_broken_one_says_where(keyed):
+    up, gw, _ = keyed
+    body = json.dumps({"model": "gpt", "messages": MSG}, indent=2) + "\n"
+    headers = {"authorization": "Bearer sk-team-a", "content-type": "application/json"}
+    for raw in (body.encode(), b"\xef\xbb\xbf" + body.encode(), body.encode("utf-16")):  # padded, a BOM, UTF-16
+        up.enqueue(rec("openai_chat/text_usage_chunk.sse"))
+        r = httpx.post(gw.url + "/v1/chat/completions", content=raw, headers=headers)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], raw[:8]
+    broken = b'{"model": "gpt", "messages": [}'
+    with pytest.raises(ValueError) as stdlib:
+        json.loads(broken)
+    r = httpx.post(gw.url + "/v1/chat/completions", content=broken, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["message"] == f"the body is not valid JSON: {stdlib.value}"
+
+
 def test_upstream_rejection_keeps_status_shape_and_retry_after(keyed):
     up, gw, _ = keyed
     up.enqueue(faults.status(429, "slow down", retry_after=7, protocol="anthropic"))

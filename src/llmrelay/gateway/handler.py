@@ -36,6 +36,7 @@ ENDPOINTS = {"openai_chat": "chat", "anthropic": "messages", "openai_responses":
 _perf = time.perf_counter
 _scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, not in the stubs
 _CONTENT = frozenset((ev.TextDelta, ev.ReasoningDelta, ev.RefusalDelta, ev.ToolCallStart))
+_RESTART = frozenset((ev.RetryEvent, ev.FallbackEvent))  # one set test per relayed event, not two lookups
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
 
@@ -265,11 +266,12 @@ async def _stream(stream: Any, relay: Relay, encoder: Any, x: Exchange, protocol
     tags = stream.context.tags
     write = x.write
     unrelayed = relay.unrelayed  # cleared in place, never replaced
+    hold = unrelayed.append
     try:
         async for e in stream:
             t = type(e)
             if relay.raw_turn:  # the provider's bytes go to the client; keep the events until they did
-                if t is ev.RetryEvent or t is ev.FallbackEvent:
+                if t in _RESTART:
                     if relay.sent or any(type(u) in _CONTENT for u in unrelayed):
                         data = relay.translate()  # the continuation is ours to write, in the same stream
                         if data:
@@ -280,7 +282,7 @@ async def _stream(stream: Any, relay: Relay, encoder: Any, x: Exchange, protocol
                     continue
                 if t in _CONTENT:
                     relay.content_seen = True
-                unrelayed.append(e)
+                hold(e)
                 continue
             if t in _CONTENT:
                 relay.content_seen = True

@@ -7,6 +7,7 @@ from typing import Any
 from .. import events as ev
 from .encode import Encoder, chat_usage, new_id, status_of
 
+_BULK = frozenset((ev.TextDelta, ev.ReasoningDelta, ev.RefusalDelta))
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter", "error": "stop"}
 
 
@@ -21,8 +22,7 @@ class ChatEncoder(Encoder):
         self.with_args: set[tuple[int, int]] = set()
 
     def observe(self, e: Any) -> None:
-        t = type(e)
-        if (t is ev.TextDelta or t is ev.ReasoningDelta or t is ev.RefusalDelta) and e.choice in self.started:
+        if type(e) in _BULK and e.choice in self.started:
             return  # the relayed bulk: nothing to remember
         super().observe(e)
 

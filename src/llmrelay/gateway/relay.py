@@ -98,9 +98,9 @@ class Relay:
         return out
 
     def observe_relayed(self) -> None:
-        enc = self.encoder
+        observe = self.encoder.observe
         for e in self.unrelayed:
-            enc.observe(e)
+            observe(e)
         self.unrelayed.clear()
 
 
