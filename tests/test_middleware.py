@@ -237,6 +237,36 @@ def test_with_middleware_routes_each_send_of_a_plan(call):
     assert response.messages  # the base plan finished normally
 
 
+def test_the_single_request_plan_is_driven_like_a_generator(call):
+    """The one-request plan (an object, not a generator function: one per stream in flight) answers
+    next/send/throw/close as the generator `response = yield Send(call); return response` would."""
+    plan = single(call)
+    assert iter(plan) is plan
+    with pytest.raises(TypeError):
+        plan.send("too early")
+    action = next(plan)
+    assert type(action) is Send and action.call is call and action.observers == ()
+    response = Response()
+    with pytest.raises(StopIteration) as stop:
+        plan.send(response)
+    assert stop.value.value is response and response.messages == call.messages + [response.to_message()]
+    with pytest.raises(StopIteration):
+        plan.send(None)  # finished
+    failed = single(call)
+    next(failed)
+    error = InternalServerError("boom", status_code=500)
+    with pytest.raises(InternalServerError) as raised:
+        failed.throw(error)
+    assert raised.value is error
+    with pytest.raises(StopIteration):
+        next(failed)  # an error ends it
+    closed = single(call)
+    next(closed)
+    closed.close()
+    with pytest.raises(StopIteration):
+        next(closed)
+
+
 def test_with_no_middleware_the_plan_is_unchanged(call):
     plan = with_middleware(single(call), [])
     response, actions, _ = drive(plan, [([], Response())])
