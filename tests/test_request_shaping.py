@@ -114,3 +114,36 @@ def test_a_given_body_is_the_requests_json_itself(server, client):
         s.collect()
         assert s.request is not None and s.request.json["messages"] == [{"role": "user", "content": "plain"}]
         assert s.request.json == server.requests[1].json
+
+
+def test_a_hook_changing_one_requests_headers_changes_only_that_request(server, client, mode):
+    """Calls with the same provider, key and extra headers may share their URL and headers until one is
+    changed: a hook adding a header to one request (a trace id, say) sends it with that request only, and
+    every request shows (`stream.request`) what it sent."""
+
+    class Tag(llmrelay.Hooks):
+        def on_turn_start(self, ctx, call, request):
+            request.headers["x-trace"] = "t-1"
+
+    server.enqueue(*[Reply.recording("openai_chat/text_usage_chunk.sse")] * 3)
+
+    def run(**options):
+        if mode == "sync":
+            with client.stream("openai:gpt-4o-mini", "hi", api_key="sk-same", **options) as s:
+                s.collect()
+                return s.request
+
+        import asyncio
+
+        async def go():
+            async with client.astream("openai:gpt-4o-mini", "hi", api_key="sk-same", **options) as s:
+                await s.collect()
+                return s.request
+
+        return asyncio.run(go())
+
+    first, tagged, last = run(), run(hooks=[Tag()]), run()
+    assert [r.headers.get("x-trace") for r in server.requests] == [None, "t-1", None]
+    assert tagged.headers["x-trace"] == "t-1" and "x-trace" not in first.headers and "x-trace" not in last.headers
+    assert first.headers == last.headers and first == last and repr(first) == repr(last)
+    assert all(r.headers["authorization"] == "Bearer sk-same" for r in server.requests)

@@ -75,16 +75,42 @@ class HTTPRequest:
 
     `json` is the body as an object, for tests and logs (never re-encoded): decoded from
     `body` when first read, unless one was given. The encoders give none, so a request in
-    flight does not keep its body twice (bytes and a tree of dicts)."""
+    flight does not keep its body twice (bytes and a tree of dicts).
 
-    __slots__ = ("method", "url", "headers", "body", "_json")
+    An encoder may hand the same headers dict to many requests (`shared=True`: the URL and headers of
+    every call with the same provider, key and extra headers are equal): reading `headers` then
+    gives the request its own copy first, so whoever changes a request's headers (middleware, a
+    gateway adding forwarded headers) changes only that request. `wire_headers` is what to send,
+    not copied: for the transports, which only read it."""
 
-    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes | None, json: Any = None):
+    __slots__ = ("method", "url", "_headers", "_shared", "body", "_json")
+
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes | None, json: Any = None,
+                 shared: bool = False):
         self.method = method
         self.url = url
-        self.headers = headers
+        self._headers = headers
+        #: True while `headers` is a dict other requests may hold too (copied when first read).
+        self._shared = shared
         self.body = body
         self._json = json
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._shared:
+            self._headers = dict(self._headers)
+            self._shared = False
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self._headers = value
+        self._shared = False
+
+    @property
+    def wire_headers(self) -> dict[str, str]:
+        """The headers to send, read only (maybe shared with other requests: see the class)."""
+        return self._headers
 
     @property
     def json(self) -> Any:
@@ -99,11 +125,11 @@ class HTTPRequest:
         self._json = value
 
     def __repr__(self) -> str:
-        return f"HTTPRequest(method={self.method!r}, url={self.url!r}, headers={self.headers!r}, body={self.body!r})"
+        return f"HTTPRequest(method={self.method!r}, url={self.url!r}, headers={self._headers!r}, body={self.body!r})"
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not HTTPRequest:
             return NotImplemented
-        return (self.method, self.url, self.headers, self.body) == (other.method, other.url, other.headers, other.body)
+        return (self.method, self.url, self._headers, self.body) == (other.method, other.url, other._headers, other.body)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it replaces

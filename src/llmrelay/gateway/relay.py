@@ -86,7 +86,7 @@ class Relay:
             return None
         forward = [name for name in _FORWARD_HEADERS if name in self.headers]
         if forward:
-            req = type(req)(req.method, req.url, {**req.headers, **{n: self.headers[n] for n in forward}}, req.body, req.json)
+            req = type(req)(req.method, req.url, {**req.wire_headers, **{n: self.headers[n] for n in forward}}, req.body, req.json)
         return req
 
     def translate(self) -> bytes:

@@ -79,18 +79,45 @@ def build_request(call: Call, path: str, body: dict[str, Any], headers: dict[str
     kept as `json`: its owner knows it by identity (`gateway.relay`)."""
     if call.extra_body:
         body = deep_merge(body, call.extra_body)
+    auth = call.auth
+    if auth is None:  # the URL and headers are the same for every call with the same inputs: shared
+        extra = call.extra_headers
+        key = (call.base_url, path, tuple(call.provider.headers.items()), tuple(headers.items()),
+               tuple(extra.items()) if extra else ())
+        try:
+            shared = _SHARED.get(key)
+        except TypeError:  # an unhashable header value (only a str is valid; the transport says so)
+            url, all_headers = _url_headers(call, path, headers)
+            return HTTPRequest(method, url, all_headers, dumps(body), body if given else None)
+        if shared is None:
+            if len(_SHARED) >= 64:
+                _SHARED.clear()
+            shared = _SHARED[key] = _url_headers(call, path, headers)
+        return HTTPRequest(method, shared[0], shared[1], dumps(body), body if given else None, True)
+    all_headers = _merged_headers(call, headers)
+    url, body = auth.prepare(call, path, body, all_headers)  # the cloud's URL form (and body changes)
+    request = HTTPRequest(method, url, all_headers, dumps(body), body if given else None)
+    auth.sign(request)  # fresh credentials for every request; SigV4 signs these exact bytes
+    return request
+
+
+#: (base URL, path, provider headers, protocol headers, extra headers) -> (URL, merged headers), shared
+#: by the requests built from them (`HTTPRequest(shared=True)`: a request copies them before they can change).
+#: Bounded (emptied when full): a gateway forwarding many callers' keys rebuilds some more.
+_SHARED: dict[Any, tuple[str, dict[str, str]]] = {}
+
+
+def _merged_headers(call: Call, headers: dict[str, str]) -> dict[str, str]:
     all_headers = {"content-type": "application/json", "accept": "text/event-stream"}
     all_headers.update(call.provider.headers)
     all_headers.update(headers)
     if call.extra_headers:
         all_headers.update(call.extra_headers)
-    auth = call.auth
-    if auth is None:
-        return HTTPRequest(method, call.base_url.rstrip("/") + path, all_headers, dumps(body), body if given else None)
-    url, body = auth.prepare(call, path, body, all_headers)  # the cloud's URL form (and body changes)
-    request = HTTPRequest(method, url, all_headers, dumps(body), body if given else None)
-    auth.sign(request)  # fresh credentials for every request; SigV4 signs these exact bytes
-    return request
+    return all_headers
+
+
+def _url_headers(call: Call, path: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    return call.base_url.rstrip("/") + path, _merged_headers(call, headers)
 
 
 def copy_params(params: Params, target: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:

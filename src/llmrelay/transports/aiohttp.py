@@ -136,7 +136,7 @@ class AiohttpTransport:
             resp = await session.request(
                 req.method,
                 url,
-                headers=req.headers,
+                headers=req.wire_headers,
                 data=req.body,
                 timeout=_client_timeout(timeouts),
                 allow_redirects=False,

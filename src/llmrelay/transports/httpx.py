@@ -202,7 +202,7 @@ def _drop_sockets(client: Any) -> None:
 
 def _send_args(pools: _Pools, req: HTTPRequest, timeouts: Timeouts) -> tuple[Any, Any]:
     client = pools.get(req.url)
-    headers = req.headers
+    headers = req.wire_headers
     if pools._given is not None and "accept-encoding" not in headers:  # a caller's client may ask for br, zstd...
         headers = {**headers, "accept-encoding": ACCEPT_ENCODING}
     request = client.build_request(req.method, req.url, headers=headers, content=req.body, timeout=_request_timeout(timeouts))
