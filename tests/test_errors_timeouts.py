@@ -339,7 +339,8 @@ async def test_connect_error_to_closed_port(mode):
     assert isinstance(e, APIConnectionError)
     assert not isinstance(e, (APITimeoutError, StreamInterruptedError))
     assert_ours(e)
-    assert e.provider == "openai"
+    assert e.provider == "openai" and e.model == "gpt-4o"
+    assert "could not reach openai" in str(e)  # the transport's own message names the provider too
     assert s.response.status == "error"
 
 

@@ -445,7 +445,7 @@ class _Engine:
 
     def open(self, core: StreamCore) -> Any:
         """Send the turn's request: the open body (sync transport), or an awaitable of it (async)."""
-        return self.transport.open(core.request, core.timeouts, core.ctx)
+        return self.transport.open(core.request, core.timeouts, core)  # the turn: its labels for errors
 
 
 _default: Client | None = None

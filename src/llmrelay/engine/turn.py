@@ -78,6 +78,13 @@ class StreamCore:
     def ctx(self) -> dict[str, Any]:
         return {"provider": self.call.provider.name, "model": self.call.model}
 
+    def get(self, key: str, /) -> Any:
+        """`ctx[key]` without a dict: the transport gets the turn itself as its error labels
+        (`transports.decode.Labels`), so a body in flight holds no dict of its own."""
+        if key == "provider":
+            return self.call.provider.name
+        return self.call.model if key == "model" else None
+
     def dispatch(self) -> None:
         self.t_dispatch = self.t_resume = now = _perf()
         t = self.timeouts

@@ -38,7 +38,7 @@ from ..errors import InvalidRequestError, status_error
 from ..call import HTTPRequest
 from ..limits import DEFAULT_LIMITS, Limits
 from ..timeouts import Timeouts
-from .decode import ACCEPT_ENCODING, ErrorBody
+from .decode import ACCEPT_ENCODING, ErrorBody, Labels
 from .httpx import ASYNC_MAX_CONNECTIONS, Body, _verified_ssl_context, typed_error
 
 __all__ = ["AiohttpTransport", "AiohttpBody"]
@@ -61,7 +61,7 @@ def _client_timeout(t: Timeouts) -> Any:
     return _aiohttp().ClientTimeout(total=t.total, connect=t.connect, sock_read=first)
 
 
-def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], timeouts: Timeouts, started: float) -> Exception:
+def translate_error(exc: BaseException, *, phase: str, ctx: Labels, timeouts: Timeouts, started: float) -> Exception:
     """An aiohttp (or asyncio timeout) exception as one of ours."""
     aiohttp = _aiohttp()
     return typed_error(
@@ -127,7 +127,7 @@ class AiohttpTransport:
             self._proxies[key] = proxy or None
         return self._proxies[key]
 
-    async def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: dict[str, Any]) -> AiohttpBody:
+    async def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: Labels) -> AiohttpBody:
         started = time.perf_counter()
         aiohttp = _aiohttp()
         session = self._get_session()

@@ -10,10 +10,17 @@ an error response. Both are sans-IO: the transports only move bytes in.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import MalformedChunkError, ResponseTooLargeError
 from ..limits import Limits
+
+class Labels(Protocol):
+    """Whom a request is for, for the errors a transport raises: `get("provider")`, `get("model")`. A dict,
+    or the model turn itself (`engine.turn.StreamCore`: no dict of its own per stream in flight)."""
+
+    def get(self, key: str, /) -> Any: ...
+
 
 #: The most decoded bytes one compressed chunk yields at a time.
 PIECE = 1 << 20
@@ -67,7 +74,7 @@ class BodyReader:
 
     __slots__ = ("total", "max_body", "tail", "_inflate", "_ctx")
 
-    def __init__(self, encoding: str | None, limits: Limits, ctx: dict[str, Any]):
+    def __init__(self, encoding: str | None, limits: Limits, ctx: Labels):
         #: Decoded bytes of the last chunk still wait (take them with `more()`).
         self.tail = False
         self.total = 0

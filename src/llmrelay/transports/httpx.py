@@ -36,7 +36,7 @@ from ..call import HTTPRequest
 from ..limits import DEFAULT_LIMITS, Limits
 from ..redact import redact_url
 from ..timeouts import Timeouts
-from .decode import ACCEPT_ENCODING, BodyReader, ErrorBody, decodes_itself
+from .decode import ACCEPT_ENCODING, BodyReader, ErrorBody, Labels, decodes_itself
 
 ASYNC_MAX_CONNECTIONS = 10_000
 ASYNC_MAX_KEEPALIVE = 20
@@ -101,7 +101,7 @@ def _body_read_timeout(t: Timeouts, started: float) -> float | None:
     return idle
 
 
-def typed_error(exc: BaseException, *, timeout: bool, connect: bool, phase: str, ctx: dict[str, Any],
+def typed_error(exc: BaseException, *, timeout: bool, connect: bool, phase: str, ctx: Labels,
                 timeouts: Timeouts, started: float) -> Exception:
     """A transport failure as one of ours, whatever the HTTP library. `timeout`: it was a timeout;
     `connect`: getting a connection timed out; `phase`: "headers" (before the response) or "body"."""
@@ -122,7 +122,7 @@ def typed_error(exc: BaseException, *, timeout: bool, connect: bool, phase: str,
     return APIConnectionError(f"could not reach {kw['provider']}: {exc}", **kw)
 
 
-def translate_error(exc: BaseException, *, phase: str, ctx: dict[str, Any], timeouts: Timeouts, started: float) -> Exception:
+def translate_error(exc: BaseException, *, phase: str, ctx: Labels, timeouts: Timeouts, started: float) -> Exception:
     """An httpx exception as one of ours."""
     httpx = _httpx()
     return typed_error(
@@ -215,7 +215,7 @@ def _after_headers(request: Any, timeouts: Timeouts, started: float) -> None:
     request.extensions["timeout"] = {**request.extensions.get("timeout", {}), "read": _body_read_timeout(timeouts, started)}
 
 
-def _error_ctx(resp: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+def _error_ctx(resp: Any, ctx: Labels) -> dict[str, Any]:
     headers = resp.headers
     return {
         "provider": ctx.get("provider"),
@@ -239,7 +239,7 @@ class SyncTransport:
         self._open: set[SyncBody] = set()
         self._abandoned: collections.deque[SyncBody] = collections.deque()
 
-    def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: dict[str, Any]) -> SyncBody:
+    def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: Labels) -> SyncBody:
         if self._abandoned:
             self.reap()
         started = time.perf_counter()
@@ -291,7 +291,7 @@ class Body(BodyReader):
     __slots__ = ("_resp", "_timeouts", "_started", "status_code", "headers", "_raw_ok")
     _errors: Any = staticmethod(lambda *a, **kw: translate_error(*a, **kw))
 
-    def __init__(self, resp: Any, status_code: int, timeouts: Timeouts, ctx: dict[str, Any], started: float,
+    def __init__(self, resp: Any, status_code: int, timeouts: Timeouts, ctx: Labels, started: float,
                  limits: Limits = DEFAULT_LIMITS, decoded: bool = False):
         self._resp = resp
         self._timeouts = timeouts
@@ -381,7 +381,7 @@ class AsyncTransport:
         self._pools = _Pools(client, transport, is_async=True)
         self.limits = limits
 
-    async def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: dict[str, Any]) -> AsyncBody:
+    async def open(self, req: HTTPRequest, timeouts: Timeouts, ctx: Labels) -> AsyncBody:
         started = time.perf_counter()
         httpx = _httpx()
         client, request = _send_args(self._pools, req, timeouts)
