@@ -104,8 +104,7 @@ class _BaseStream(Generic[OutputT]):
         """The turn's core, dispatched (`self._engine.open(core)` then sends its request)."""
         core: StreamCore = self._engine.turn(call)
         self._core = core
-        core.correlation_id = self.context.correlation_id
-        core.conversation_id = self.context.conversation_id
+        core.context = self.context  # its correlation and conversation ids
         self.context.turns += 1
         if self._hooks:
             ctx, hooks = self.context, self._hooks
