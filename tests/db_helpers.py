@@ -9,6 +9,7 @@ psycopg) is absent, except under `CI=true`, where that is a failure (`require_po
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from typing import Any, Iterator
 
@@ -21,6 +22,16 @@ from llmrelay.memory.sqlite_store import SQLiteMemoryStore
 IN_CI = os.environ.get("CI") == "true"
 DSN = os.environ.get("LLMRELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LLMRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def sqlite_log_rows(path: Any) -> list[dict[str, Any]]:
+    """Every row of a SQLite log store (`turns`), in the order written."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM turns ORDER BY id")]
+    finally:
+        conn.close()
 
 
 def pg_problem() -> str | None:

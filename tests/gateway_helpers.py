@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import threading
 import time
 from typing import Any
 
+from db_helpers import sqlite_log_rows
 from llmrelay.gateway.app import GatewayApp
 from llmrelay.gateway.config import parse
 
@@ -105,9 +105,4 @@ models:
 def rows(gw: GatewayThread, db: Any) -> list[dict[str, Any]]:
     """The gateway's SQLite log rows, once every call served so far has ended and its row is written."""
     gw.settle()
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM turns ORDER BY id")]
-    finally:
-        conn.close()
+    return sqlite_log_rows(db)

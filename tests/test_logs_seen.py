@@ -16,6 +16,8 @@ import uuid
 
 import pytest
 
+from db_helpers import sqlite_log_rows
+
 import llmrelay
 from llmrelay.logs import LogHook
 from llmrelay.logs.migrations import MIGRATIONS, apply_sqlite
@@ -38,13 +40,7 @@ DATASETTE_DETECT = """
 DATASETTE_SEARCH = "select id from turns where rowid in (select rowid from [{fts}] where [{fts}] match :search) order by id"
 
 
-def rows(path) -> list[dict]:
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM turns ORDER BY id")]
-    finally:
-        conn.close()
+rows = sqlite_log_rows
 
 
 def log_two_calls(server, path, **kw):
