@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .query import Filters, combine
+from .query import Filters, combine, lookup
 from .migrations import COLUMNS, JSON_COLUMNS, SEARCH_VECTOR, TIMESTAMP_COLUMNS, apply_postgres
 from .redact import redact_dsn
 
@@ -139,13 +139,8 @@ class PostgresStore:
         return self.rows(where, params, order="id DESC", limit=n)
 
     def get(self, key: str) -> list[dict[str, Any]]:
-        # digits: a row id, unless there is no such row (or it is too long for one): correlation ids are
-        # hex, so a prefix of one can be all digits
-        if key.isdigit() and len(key) <= 18:
-            found = self.rows("id = %s", (int(key),))
-            if found:
-                return found
-        return self.rows("left(correlation_id, %s) = %s", (len(key), key)) if key else []
+        return lookup(key, lambda row_id: self.rows("id = %s", (row_id,)),
+                      lambda prefix: self.rows("left(correlation_id, %s) = %s", (len(prefix), prefix)))
 
     def search(self, text: str, n: int = 20, filters: Filters | None = None) -> list[dict[str, Any]]:
         if not text.strip():

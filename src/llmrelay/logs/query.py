@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -72,6 +72,18 @@ def parse_time(value: str, now: float | None = None) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp()
+
+
+def lookup(key: str, by_id: Callable[[int], list[dict[str, Any]]],
+           by_prefix: Callable[[str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """`llmrelay logs show KEY` for any store: a row by id, else every row of a call by correlation id
+    (or a prefix of it). Digits are a row id only when there is such a row (and the number fits one):
+    correlation ids are hex, so a prefix of one can be all digits."""
+    if key.isdigit() and len(key) <= 18:
+        found = by_id(int(key))
+        if found:
+            return found
+    return by_prefix(key) if key else []
 
 
 def combine(where: str, params: tuple[Any, ...], filters: Filters | None, mark: str) -> tuple[str, tuple[Any, ...]]:

@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any
 
 from .migrations import BOOL_COLUMNS, COLUMNS, JSON_COLUMNS, apply_sqlite
-from .query import Filters, combine
+from .query import Filters, combine, lookup
 from .rows import sqlite_values
 
 MARK = "?"
@@ -111,13 +111,8 @@ class SQLiteStore:
 
     def get(self, key: str) -> list[dict[str, Any]]:
         """A row by id, or every row of a call by correlation id (or a unique prefix of it)."""
-        # digits: a row id, unless there is no such row (or it is too long for one): correlation ids are
-        # hex, so a prefix of one can be all digits
-        if key.isdigit() and len(key) <= 18:
-            found = self.rows("id = ?", (int(key),))
-            if found:
-                return found
-        return self.rows("substr(correlation_id, 1, ?) = ?", (len(key), key)) if key else []
+        return lookup(key, lambda row_id: self.rows("id = ?", (row_id,)),
+                      lambda prefix: self.rows("substr(correlation_id, 1, ?) = ?", (len(prefix), prefix)))
 
     def search(self, text: str, n: int = 20, filters: Filters | None = None) -> list[dict[str, Any]]:
         if self.has_fts:
