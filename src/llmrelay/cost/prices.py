@@ -331,17 +331,24 @@ def _subtract(total: Usage, parts: list[Usage]) -> Usage:
     return out
 
 
+def rejected(r: Any) -> Any:
+    """The HTTP error that rejected response `r` before any output (not billed), or None."""
+    error = r.error
+    if error is None or r.text or r.tool_calls:
+        return None
+    from ..errors import APIStatusError
+
+    return error if isinstance(error, APIStatusError) else None
+
+
 def _single_cost(r: Any, usage: Usage) -> Cost:
     if r.provider is None:
         if usage.is_empty() and usage.provider_cost is None:
             return _free("no request was sent")
         return Cost(None, reason="unknown provider", estimated=usage.estimated)
-    error = r.error
-    if error is not None and not r.text and not r.tool_calls:
-        from ..errors import APIStatusError
-
-        if isinstance(error, APIStatusError):  # rejected before any token: not billed
-            return _free(f"rejected with HTTP {error.status_code}: not billed")
+    error = rejected(r)
+    if error is not None:
+        return _free(f"rejected with HTTP {error.status_code}: not billed")
     return cost_of(r.provider, r.model, usage, prices=getattr(r, "_prices", None), requested_model=r.requested_model)
 
 

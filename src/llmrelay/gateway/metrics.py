@@ -13,6 +13,8 @@ import bisect
 import time
 from typing import Any
 
+from ..cost.prices import cost_of, rejected
+
 __all__ = ["Metrics"]
 
 _OVERHEAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
@@ -111,13 +113,7 @@ class Metrics:
         ttft = response.timings.time_to_first_token
         if ttft is not None:
             self.ttft.observe((model,), ttft)
-        if not u.is_empty():
-            error = response.error
-            if error is not None and not response.text and not response.tool_calls:
-                from ..errors import APIStatusError
-
-                if isinstance(error, APIStatusError):
-                    return  # rejected before any token: not billed (as Response.cost says)
+        if not u.is_empty() and rejected(response) is None:  # a rejection is not billed (as Response.cost says)
             self._price(model, (response.provider, response.model, response.requested_model, u,
                                 getattr(response, "_prices", None)))
 
@@ -141,8 +137,6 @@ class Metrics:
             self.cost_dropped += 1
 
     def _pricer(self, interval: float = 0.1) -> None:
-        from ..cost.prices import cost_of
-
         q = self._pricing
         while True:
             time.sleep(interval)
