@@ -316,12 +316,11 @@ class Client:
             value = flow.get(name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise InvalidRequestError(f"{name} must be a non-empty string, got {value!r}")
-        correlation_id = flow.get("correlation_id")
-        if correlation_id is not None:  # given: no random id drawn for nothing
-            context = CallContext(correlation_id=correlation_id, tags=dict(tags), requested=model, stream=streaming,
-                                  correlation_given=True)
-        else:
-            context = CallContext(tags=dict(tags), requested=model, stream=streaming)
+        correlation_id = flow.get("correlation_id")  # given: no random id drawn for nothing
+        given: dict[str, Any] = {}
+        if correlation_id is not None:
+            given = {"correlation_id": correlation_id, "correlation_given": True}
+        context = CallContext(tags=dict(tags), requested=model, stream=streaming, **given)
         context.conversation_id = flow.get("conversation_id")
         text_reset = flow.get("text_reset", self.text_reset)
         if text_reset not in TEXT_RESETS:
