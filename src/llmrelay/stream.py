@@ -17,7 +17,7 @@ from .errors import APIError, StreamInterruptedError, StreamResetError
 from .observability.hooks import CallContext, Hooks, notify
 from .engine.plan import Emit, RunTools, Send, Sleep
 from .response import OutputT, Response
-from .engine.turn import StreamCore, first_token_watchdog, observe, observed
+from .engine.turn import StreamCore, body_error, first_token_watchdog, observe, observed
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -352,8 +352,10 @@ class AsyncStream(_BaseStream[OutputT]):
                                                 chunk = await chunks.__anext__()
                                         except StopAsyncIteration:
                                             break
-                                        except asyncio.TimeoutError:
-                                            raise core.timed_out() from None
+                                        except Exception as failure:  # a transport's read may raise its library's errors
+                                            raise body_error(body, core, failure)
+                                        if not chunk:  # the end, read as b"": the next __anext__ says so
+                                            continue
                                         # Nothing of a chunk is held while the next one is awaited: not its
                                         # bytes (a batched read joins several events), its list or its last event.
                                         events = core.feed(chunk) if feed is None else feed(chunk)

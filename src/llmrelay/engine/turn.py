@@ -375,3 +375,15 @@ def first_token_watchdog(core: StreamCore, body: Any) -> Watchdog | None:
     if sock is None:
         return None
     return Watchdog(max(0.0, core.deadline - time.perf_counter()), sock)
+
+
+def body_error(body: Any, core: StreamCore, exc: Exception) -> BaseException:
+    """What the async driver raises for `exc` from awaiting a body's next chunk: a plain timeout
+    (the `first_token` / `total` deadline's `wait_for`, or the HTTP library's total timer) is the
+    turn's own; the HTTP library's errors become ours (`failed`); anything else is raised as it is."""
+    if type(exc) is TimeoutError:
+        error: BaseException = core.timed_out()
+        error.__suppress_context__ = True
+        return error
+    failed = getattr(body, "failed", None)
+    return failed(exc) if failed is not None else exc

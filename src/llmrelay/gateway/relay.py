@@ -157,6 +157,8 @@ class RelayBody:
                     relay.upstream_wait += _perf() - t0
                     return
                 relay.upstream_wait += _perf() - t0
+                if not chunk:  # the end, read as b"" (`AiohttpBody.__anext__`)
+                    continue
                 yield chunk  # llmrelay decodes it; the gateway sees its events before we go on
                 if relay.stream._core.pending is not None:
                     return  # the provider reported an error: hold these bytes back, fail over now
@@ -176,6 +178,11 @@ class RelayBody:
                     held = data
         finally:
             await chunks.aclose()
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """An error from reading the upstream body, as one of ours (see `Body.failed`)."""
+        failed = getattr(self._inner, "failed", None)
+        return failed(exc) if failed is not None else exc
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -32,7 +32,7 @@ import atexit
 import functools
 import time
 import weakref
-from typing import Any
+from typing import Any, Awaitable
 
 from ..errors import InvalidRequestError, status_error
 from ..call import HTTPRequest
@@ -235,8 +235,8 @@ class _IdleWatch:
     """The body-read deadlines (idle gap, total) of every open body of one event loop, checked by one
     periodic callback: O(1) per chunk (a clock read) instead of a timer per chunk per stream.
 
-    A body is checked only while it waits for the network (a consumer that is slow to ask for the
-    next chunk is not idle). A deadline fires at most a quarter of the idle gap late (at most 1 s)."""
+    A body is checked only while its read waits for the network (a consumer that is slow to ask for
+    the next chunk is not idle). A deadline fires at most a quarter of the idle gap late (at most 1 s)."""
 
     __slots__ = ("loop", "bodies", "handle", "interval")
 
@@ -259,7 +259,7 @@ class _IdleWatch:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        for body in [b for b in self.bodies if b._since]:
+        for body in [b for b in self.bodies if b._waiting()]:
             t = body._timeouts
             if (t.idle is not None and now - body._since > t.idle) or (body._end_by and now > body._end_by):
                 self.bodies.discard(body)
@@ -271,15 +271,31 @@ class _IdleWatch:
 
 
 class AiohttpBody(Body):
+    """The body is its own async iterator, and `__anext__` is a plain method that returns aiohttp's
+    own read (`StreamReader.readany()`) to await, not a coroutine of ours around it: a stream in
+    flight holds no frame of ours while it waits, and a chunk costs no extra coroutine
+    (bench/bench_scale.py). So that read raises aiohttp's exceptions: whoever awaits it turns them
+    into ours with `failed(exc)` (the async driver does). The limit on the body is checked before
+    each read, on the bytes received so far; a compressed body is decoded in a coroutine
+    (`_decoded`), within `Limits`."""
+
     __slots__ = ("_since", "_watch", "_end_by")
     _errors = staticmethod(lambda *a, **kw: translate_error(*a, **kw))
 
     def __init__(self, *args: Any):
         super().__init__(*args)
-        self._since = 0.0  # monotonic time the current network wait began (0: not waiting)
+        self._since = 0.0  # monotonic time the last read began (it waits while `_waiting()`)
         self._watch: _IdleWatch | None = None
         total = self._timeouts.total
         self._end_by = time.monotonic() - (time.perf_counter() - self._started) + total if total is not None else 0.0
+
+    @staticmethod
+    def _library_errors() -> tuple[type[BaseException], ...]:
+        return (_aiohttp().ClientError, asyncio.TimeoutError, TimeoutError)
+
+    def _waiting(self) -> bool:
+        """A read of this body waits for the network now."""
+        return bool(self._since) and getattr(self._resp.content, "_waiter", True) is not None
 
     def _expire(self) -> None:
         """The idle gap or the total deadline passed while waiting: fail the read as aiohttp's own timer would."""
@@ -292,14 +308,28 @@ class AiohttpBody(Body):
             self._resp.content.set_exception(asyncio.TimeoutError())
 
     def aiter_bytes(self) -> AiohttpBody:
-        """The decoded body: the body is its own async iterator (an async generator would keep a
-        frame and asyncio's weak reference to it for every stream in flight)."""
         return self
 
     def __aiter__(self) -> AiohttpBody:
         return self
 
-    async def __anext__(self) -> bytes:
+    def __anext__(self) -> Awaitable[bytes]:
+        """The next read to await: bytes (`b""` once at the end), or StopAsyncIteration now."""
+        if self._inflate is not None:
+            return self._decoded()
+        content = self._resp.content
+        received = content.total_bytes
+        if received > self.max_body:
+            self.total = received
+            self._unwatch()
+            raise self._too_large()
+        if content.at_eof() and content.exception() is None:
+            self._unwatch()
+            raise StopAsyncIteration
+        self._since = time.monotonic()
+        return content.readany()  # type: ignore[no-any-return]
+
+    async def _decoded(self) -> bytes:
         reader = self.reader
         if reader.tail:  # the rest of a compressed chunk
             return reader.more()
@@ -309,8 +339,6 @@ class AiohttpBody(Body):
         except (_aiohttp().ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             self._unwatch()
             raise self._translate(exc) from exc
-        finally:
-            self._since = 0.0
         if not chunk:
             self._unwatch()
             raise StopAsyncIteration

@@ -309,6 +309,19 @@ class Body(BodyReader):
     def _translate(self, exc: BaseException) -> Exception:
         return self._errors(exc, phase="body", ctx=self._ctx, timeouts=self._timeouts, started=self._started)
 
+    def failed(self, exc: BaseException) -> BaseException:
+        """An error raised while reading this body, as one of ours: the HTTP library's errors are
+        translated (the original chained as the cause), anything else is returned as it is."""
+        if not isinstance(exc, self._library_errors()):
+            return exc
+        error = self._translate(exc)
+        error.__cause__ = exc
+        return error
+
+    @staticmethod
+    def _library_errors() -> tuple[type[BaseException], ...]:
+        return (_httpx().HTTPError,)
+
 
 class SyncBody(Body):
     """Iterates the decoded body. Kept referenced by its transport while open (see `SyncTransport`)."""
