@@ -102,6 +102,17 @@ def test_a_gzip_bomb_of_valid_lines_stops_at_max_body(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_an_endless_body_of_valid_events_stops_at_max_body(mode):
+    """Not compressed: valid, short events forever (no line limit applies) stop at `max_body`."""
+    with HostileServer(endless(b": keep-alive\n\n" * 4096, HELLO)) as srv:
+        events, err, peak = measured(client(srv.url, mode, limits=Limits(max_body=4 * MB)), mode)
+        assert srv.hung_up.wait(10)
+    assert type(err) is ResponseTooLargeError and err.limit == "max_body" and err.size == 4 * MB
+    assert err.partial.text == texts(events) == "Hello"
+    assert peak < 12 * MB, peak
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("compressed", [True, False], ids=["gzip-bomb", "plain"])
 def test_an_error_body_is_read_only_up_to_max_error_body(mode, compressed):
     prefix = b'{"error": {"message": "overloaded ' + b"z" * 100

@@ -348,7 +348,7 @@ class AiohttpBody(Body):
             self._unwatch()
             raise StopAsyncIteration
         self._since = time.monotonic()
-        return content.readany()  # type: ignore[no-any-return]
+        return content.readany()
 
     async def _decoded(self) -> bytes:
         reader = self.reader
