@@ -23,14 +23,15 @@ _TEXT, _REASONING, _TOOL = 0, 1, 2
 class _PartBuilder:
     """One part of a choice. A text or reasoning part is its own append-only string builder, whose
     memory is the characters, not the pieces (no builder object and bound method per stream in
-    flight); a tool part keeps its argument fragments in `pieces`."""
+    flight): one list holds the compacted blocks (the first `done` items), then the pieces not yet
+    compacted. A tool part keeps its argument fragments in `pieces`."""
 
-    __slots__ = ("kind", "pieces", "blocks", "signature", "redacted", "tool")
+    __slots__ = ("kind", "pieces", "done", "signature", "redacted", "tool")
 
     def __init__(self, kind: int):
         self.kind = kind
-        self.pieces: list[str] = []  # text not yet compacted (a tool part: its argument fragments)
-        self.blocks: list[str] | None = None  # made on the first compaction (most answers never get there)
+        self.pieces: list[str] = []
+        self.done = 0  # items of `pieces` that are compacted blocks (one list per part, not two)
         self.signature: str | None = None
         self.redacted: str | None = None
         self.tool: dict[str, Any] | None = None
@@ -38,21 +39,19 @@ class _PartBuilder:
     def write(self, s: str) -> None:
         pieces = self.pieces
         pieces.append(s)
-        if len(pieces) >= 8:
-            if self.blocks is None:
-                self.blocks = []
-            self.blocks.append("".join(pieces))
-            pieces.clear()
+        done = self.done
+        if len(pieces) - done >= 8:
+            pieces[done:] = ["".join(pieces[done:])]
+            self.done = done + 1
 
     def getvalue(self) -> str:
-        if self.blocks:
-            if self.pieces:
-                self.blocks.append("".join(self.pieces))
-                self.pieces.clear()
-            text = "".join(self.blocks)
-            self.blocks = [text]  # keep one copy, not blocks plus the joined text
+        pieces = self.pieces
+        if len(pieces) > 1:
+            text = "".join(pieces)
+            pieces[:] = [text]  # keep one copy, not the blocks plus the joined text
+            self.done = 1
             return text
-        return "".join(self.pieces)
+        return pieces[0] if pieces else ""
 
 
 class _ChoiceBuilder:
