@@ -157,6 +157,27 @@ def test_cut_without_fallback_ends_with_an_error_frame(keyed):
     assert e2.value.body["error"]["type"] in ("overloaded_error", "api_error")
 
 
+def test_a_cut_in_the_middle_of_an_event_still_ends_with_an_error_frame(keyed):
+    # The upstream's bytes arrive in pieces that split events; the connection is cut after a piece
+    # that ends mid-event. Only whole events may have been relayed, or the error frame lands inside
+    # the half-sent one and the client sees a stream that just stops.
+    up, gw, _ = keyed
+    name, size = "openai_chat/text_usage_chunk.sse", 50
+    body = Reply.recording(name).body
+    after = next(k for k in range(30, len(body) // size) if b"\n\n" not in body[(k - 1) * size:k * size])
+    whole = body[:after * size].rsplit(b"\n\n", 1)[0]
+    shown = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+                    for e in whole.split(b"\n\n") if e.startswith(b"data: {") and json.loads(e[6:])["choices"])
+    up.enqueue(faults.cut(name, after=after, chunking=size, delay=0.005))
+    parts = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in oa(gw.url).chat.completions.create(model="gpt", messages=MSG, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+    assert "mid-stream" in str(e.value.message)
+    assert "".join(parts) == shown and shown
+
+
 def test_mid_stream_failover_is_one_stream_without_repeats(keyed):
     up, gw, _ = keyed
     events = faults.events("openai_chat/text_usage_chunk.sse")

@@ -168,7 +168,10 @@ class RelayBody:
                     self._raw = False  # switched: the encoder writes from here on
                     continue
                 data = held + chunk
-                end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, 0)
+                # Only whole events are relayed (0: none ends here): an error frame written after a
+                # cut must not land in the middle of a half-sent event.
+                lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+                end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
                 if end:
                     held = data[end:]
                     relay.observe_relayed()
