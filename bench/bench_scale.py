@@ -5,9 +5,11 @@
 
 Each variant runs in a fresh process (pinned to core 0 with taskset when there
 is one; the server in bench/_server.py on core 1), so its peak RSS is its own.
-One burst of N paced streams (20 chunks 50 ms apart: ideal wall 1 s), connects
-included. Reported: wall, client CPU, RSS growth during the burst per stream
-(peak RSS minus RSS before the burst, over N). Bar: llmrelay within 1.2x of raw
+One stream first (both clients), so that one-time costs (lazy imports, the first
+connection's set-up, caches) are not counted per stream; then one burst of N paced
+streams (20 chunks 50 ms apart: ideal wall 1 s), connects included. Reported:
+wall, client CPU, RSS growth during the burst per stream (peak RSS minus RSS
+before the burst, over N). Bar: llmrelay within 1.2x of raw
 aiohttp in wall time and in memory per stream. `bench.py --only scale` runs it.
 """
 
@@ -63,6 +65,7 @@ async def _raw(base: str, n: int) -> list[int]:
 
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_S)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as s:
+        await one(s)  # warm-up: first-use imports and caches are not a cost per stream
         return await _burst(lambda: one(s), n)
 
 
@@ -80,6 +83,7 @@ async def _relay(base: str, n: int) -> list[int]:
         return k
 
     try:
+        await one()  # warm-up, as for raw aiohttp
         return await _burst(one, n)
     finally:
         await c.aclose()
