@@ -280,9 +280,9 @@ class _IdleWatch:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        for body in [b for b in self.bodies if b._waiting()]:
+        for body in [b for b in self.bodies if b._since]:
             t = body._timeouts
-            if (t.idle is not None and now - body._since > t.idle) or (body._end_by and now > body._end_by):
+            if ((t.idle is not None and now - body._since > t.idle) or (body._end_by and now > body._end_by)) and body._waiting():
                 self.bodies.discard(body)
                 body._expire()
         if self.bodies:
