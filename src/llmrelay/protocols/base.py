@@ -260,6 +260,7 @@ class Decoder:
 
     def __init__(self) -> None:
         self._parser = self.framing()
+        self._max_line = DEFAULT_LIMITS.max_line  # set, so reading `max_line` raises (and formats) no AttributeError
         self.complete = False
         #: Set when a frame could not be decoded at EOF (the connection was cut mid-event).
         self.cut = False
