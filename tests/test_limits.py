@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import tracemalloc
 
 import pytest
@@ -26,6 +27,7 @@ from helpers import run, texts
 from hostile import HostileServer, gzip_bomb, head
 
 MB = 1 << 20
+DONE = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
 HELLO = b"".join(b'data: {"choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n' % w for w in (b"Hel", b"lo"))
 MODES = ["sync", "httpx", "aiohttp"]
 
@@ -99,6 +101,22 @@ def test_a_gzip_bomb_of_valid_lines_stops_at_max_body(mode):
     assert type(err) is ResponseTooLargeError and err.limit == "max_body"
     assert err.partial.text == "Hello"
     assert peak < 16 * MB, peak
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_read_that_crosses_max_body_is_not_handed_over(mode):
+    """One event, a pause, then the rest of the answer and its end in one piece that crosses the
+    limit: every transport stops at the limit, the text before it kept, nothing of the piece shown."""
+    def behaviour(request):
+        yield head() + HELLO[:HELLO.index(b"\n\n") + 2]
+        time.sleep(0.2)
+        yield HELLO[HELLO.index(b"\n\n") + 2:] + b": " + b"p" * 3000 + b"\n\n" + DONE
+        time.sleep(0.3)
+    with HostileServer(behaviour) as srv:
+        events, err, _ = measured(client(srv.url, mode, limits=Limits(max_body=1000)), mode)
+    assert type(err) is ResponseTooLargeError and err.limit == "max_body"
+    assert err.partial.text == texts(events) == "Hel"
+    assert not [e for e in events if type(e).__name__ == "Finish"]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -5,8 +5,9 @@ streams the httpx/httpcore/anyio async stack spends several times more CPU per
 chunk than aiohttp (whose HTTP parser and stream reader are C), so a busy event
 loop falls behind the network. This transport keeps everything above it
 unchanged: `open()` returns a body with `status_code`, `headers`
-(case-insensitive `.get`), `aiter_bytes()` and `aclose()`, and errors are the
-same typed errors as the httpx transport raises.
+(case-insensitive `.get`), `aiter_bytes()`, `failed(exc)` and `aclose()`; `open()`
+raises the same typed errors as the httpx transport, and so does the body once
+whoever awaits its reads passes what they raise through `failed` (see `AiohttpBody`).
 
 Choices:
 - aiohttp is imported on first use only (it costs ~150 ms to import).
@@ -291,14 +292,20 @@ class _IdleWatch:
             self.handle, self.interval = None, 1.0
 
 
+#: An identity body is read by the plain path while a read could not take it past `max_body`: one
+#: read takes at most aiohttp's buffer (it stops reading at 128 KiB by default) plus one socket read
+#: (256 KiB with asyncio's selector loop). Closer to the limit, reads are checked after they return.
+_NEAR_LIMIT = 1 << 20
+
+
 class AiohttpBody(Body):
     """The body is its own async iterator, and `__anext__` is a plain method that returns aiohttp's
     own read (`StreamReader.readany()`) to await, not a coroutine of ours around it: a stream in
     flight holds no frame of ours while it waits, and a chunk costs no extra coroutine
     (bench/bench_scale.py). So that read raises aiohttp's exceptions: whoever awaits it turns them
-    into ours with `failed(exc)` (the async driver does). The limit on the body is checked before
-    each read, on the bytes received so far; a compressed body is decoded in a coroutine
-    (`_decoded`), within `Limits`."""
+    into ours with `failed(exc)` (the async driver and the gateway's relay do). Far from `max_body`
+    the limit is checked before each read; near it, and for a compressed body (decoded within
+    `Limits`), reads go through a coroutine that checks what they returned (`_checked`)."""
 
     __slots__ = ("_since", "_watch", "_end_by")
     _errors = staticmethod(lambda *a, **kw: translate_error(*a, **kw))
@@ -312,7 +319,11 @@ class AiohttpBody(Body):
 
     @staticmethod
     def _library_errors() -> tuple[type[BaseException], ...]:
-        return (_aiohttp().ClientError, asyncio.TimeoutError, TimeoutError)
+        aiohttp = _aiohttp()
+        # Also what aiohttp's read raises without being a ClientError: a parser error of its pure-Python
+        # parser (HttpProcessingError), and "Connection closed." (RuntimeError) once the parser dropped
+        # the connection: a connection that broke mid-stream, to the caller.
+        return (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, asyncio.TimeoutError, RuntimeError)
 
     def _waiting(self) -> bool:
         """A read of this body waits for the network now."""
@@ -325,8 +336,9 @@ class AiohttpBody(Body):
         on_timeout = getattr(proto, "_on_read_timeout", None)
         if on_timeout is not None:
             on_timeout()
-        else:  # pragma: no cover - another aiohttp layout
-            self._resp.content.set_exception(asyncio.TimeoutError())
+        content = self._resp.content
+        if content.exception() is None:  # the protocol had no payload to fail (after a parser error): fail the read
+            content.set_exception(_aiohttp().ServerTimeoutError("Timeout on reading data from socket"))
 
     def aiter_bytes(self) -> AiohttpBody:
         return self
@@ -336,34 +348,36 @@ class AiohttpBody(Body):
 
     def __anext__(self) -> Awaitable[bytes]:
         """The next read to await: bytes (`b""` once at the end), or StopAsyncIteration now."""
-        if self._inflate is not None:
-            return self._decoded()
         content = self._resp.content
         received = content.total_bytes
-        if received > self.max_body:
-            self.total = received
-            self._unwatch()
-            raise self._too_large()
+        if self._inflate is not None or received > self.max_body - _NEAR_LIMIT:
+            return self._checked()
         if content.at_eof() and content.exception() is None:
             self._unwatch()
             raise StopAsyncIteration
         self._since = time.monotonic()
         return content.readany()
 
-    async def _decoded(self) -> bytes:
+    async def _checked(self) -> bytes:
+        """A read checked once it returns: a compressed body's (decoded within `Limits`), or an identity
+        body's near `max_body` (`readany` takes all that was received, so the limit is exact there, as
+        on the other transports: the chunk that crosses it is never handed over)."""
         reader = self.reader
         if reader.tail:  # the rest of a compressed chunk
             return reader.more()
+        content = self._resp.content
         self._since = time.monotonic()
-        try:
-            chunk = await self._resp.content.readany()
-        except (_aiohttp().ClientError, asyncio.TimeoutError, TimeoutError) as exc:
-            self._unwatch()
-            raise self._translate(exc) from exc
+        chunk = await content.readany()  # its errors are aiohttp's: whoever awaits this turns them into ours (`failed`)
         if not chunk:
             self._unwatch()
             raise StopAsyncIteration
-        return reader.feed(chunk)
+        if self._inflate is not None:
+            return reader.feed(chunk)
+        if content.total_bytes > self.max_body:
+            self.total = content.total_bytes
+            self._unwatch()
+            raise self._too_large()
+        return chunk
 
     def _unwatch(self) -> None:
         if self._watch is not None:
