@@ -378,6 +378,56 @@ async def test_connection_cut_mid_stream(mode, half_chunk):
     assert s.response.status == "error"
 
 
+def broken_chunk_header(payload: bytes):
+    """200, a chunked body with some events, then a chunk-size line that is not hex: the HTTP
+    library's parser fails mid-body, and the server keeps the connection open."""
+    def behaviour(request):
+        yield b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        yield b"%x\r\n%s\r\n" % (len(payload), payload)
+        time.sleep(0.05)
+        yield b"zz\r\nxx\r\n"
+        time.sleep(5)
+    return behaviour
+
+
+@pytest.mark.parametrize("backend", ["sync", "httpx", "aiohttp"])
+@pytest.mark.parametrize("slow", [False, True], ids=["waiting", "slow-consumer"])
+def test_a_broken_chunk_header_mid_stream_is_ours_and_never_hangs(backend, slow):
+    """Whether the parser fails while the client waits for the next read or while its consumer is
+    busy: a typed error of ours with the partial answer, within the idle timeout (aiohttp's parser
+    drops the connection without failing the read: "Connection closed.", or no end at all)."""
+    payload = b"".join(EVENTS[:6])  # role, I'm, unable, to, provide, real
+    with HostileServer(broken_chunk_header(payload)) as srv:
+        c = llmrelay.Client(base_urls={"openai": srv.url + "/v1"}, api_keys={"openai": "k"}, retry=0,
+                            async_backend="aiohttp" if backend == "aiohttp" else "httpx",
+                            timeout=llmrelay.Timeouts(idle=1.0))
+
+        async def consume_slowly():
+            events, error = [], None
+            s = c.astream(MODEL, "hi")
+            try:
+                async for e in s:
+                    events.append(e)
+                    if slow:
+                        await asyncio.sleep(0.2)
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            await c.aclose()
+            return events, error
+
+        t0 = time.perf_counter()
+        if backend == "sync":
+            events, e, _ = asyncio.run(run(c, "sync", MODEL))
+            c.close()
+        else:
+            events, e = asyncio.run(consume_slowly())
+        elapsed = time.perf_counter() - t0
+    assert isinstance(e, APIConnectionError), repr(e)  # interrupted, or idle: the read never ended
+    assert_ours(e)
+    assert e.partial is not None and e.partial.text == texts(events) == "I'm unable to provide real"
+    assert elapsed < 4.5
+
+
 async def test_reply_body_cut_mid_event(server, client, mode):
     n = _first_events_size(4) + 50
     server.enqueue(Reply(BODY[:n], headers=SSE))
