@@ -157,8 +157,6 @@ class RelayBody:
                     relay.upstream_wait += _perf() - t0
                     return
                 relay.upstream_wait += _perf() - t0
-                if not chunk:  # the end, read as b"" (`AiohttpBody.__anext__`)
-                    continue
                 yield chunk  # llmrelay decodes it; the gateway sees its events before we go on
                 if relay.stream._core.pending is not None:
                     return  # the provider reported an error: hold these bytes back, fail over now
