@@ -10,7 +10,7 @@ from ..messages import ImagePart, Message, ReasoningPart, TextPart, ToolCall
 from ..usage import Usage, output_with_reasoning
 from ..wire import SSEParser
 from .base import Call, Decoder as _Decoder, HTTPRequest, ToolCalls, build_request, shaped, copy_params
-from .think import PLAIN, ThinkTags
+from .think import PLAIN, UNDECIDED, ThinkTags
 
 PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "reasoning_effort", "n"})
 
@@ -177,9 +177,10 @@ class Decoder(_Decoder):
         self._named = False
         self._tools: ToolCalls | None = None  # made by the first tool call
         self._finished: dict[int, str] | None = None  # made by the first finish_reason
-        # choice 0's (the shared PLAIN once its text started without <think>); other choices'
-        # once they have content (an int-keyed dict is 224 bytes)
-        self._think0 = ThinkTags()
+        # choice 0's (the shared UNDECIDED until its first text, then its own, or the shared PLAIN once
+        # its text started without <think>); other choices' once they have content (an int-keyed dict
+        # is 224 bytes)
+        self._think0 = UNDECIDED
         self._think: dict[int, ThinkTags] | None = None
 
     def _done(self, out: list) -> None:
@@ -231,6 +232,8 @@ class Decoder(_Decoder):
                     if think.state == 2:
                         out.append(ev.TextDelta(content, idx))
                     else:
+                        if think is UNDECIDED:
+                            think = self._think0 = ThinkTags()
                         think.feed(content, idx, out)
                         if idx == 0 and think.state == 2:
                             self._think0 = PLAIN

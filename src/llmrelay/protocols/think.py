@@ -70,3 +70,6 @@ class ThinkTags:
 #: decoder drops its own once the answer starts (one object less per stream in flight).
 PLAIN = ThinkTags()
 PLAIN.state = 2
+#: The shared stand-in before a choice's first text: never fed (the decoder makes its own
+#: `ThinkTags` for the first text that is not plain), so a stream waiting for its first bytes holds none.
+UNDECIDED = ThinkTags()
