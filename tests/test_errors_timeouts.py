@@ -264,6 +264,53 @@ async def test_first_byte_timeout(server, client, mode):
     await cut_short(server, 0)  # it fired before the server's first byte
     assert e.provider == "openai"
     assert s.response.status == "error"
+    if mode == "async":  # the aiohttp transport times the wait out by cancelling the task: nothing of that is left
+        assert asyncio.current_task().cancelling() == 0
+
+
+async def test_cancelling_the_task_while_waiting_for_headers_is_a_cancellation_not_a_timeout(server, client):
+    """The caller's own cancel during the wait for headers propagates as CancelledError, and the
+    first_byte deadline (which cancels the task itself) does not turn it into a timeout later."""
+    server.enqueue(Reply.recording(SHORT, first_byte_delay=HOLD))
+
+    async def consume():
+        return await run(client, "async", timeout=Timeouts(first_byte=0.3))
+
+    task = asyncio.ensure_future(consume())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await hung_up(server)
+    await asyncio.sleep(0.5)  # past the first_byte deadline: the watch holds nothing of that task any more
+
+
+@pytest.fixture
+def unaccepting():
+    """A base URL whose listener never accepts and has a full accept queue: a connect to it waits
+    (the kernel drops its SYNs) until the client gives up."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    filler = socket.create_connection(srv.getsockname(), timeout=5)  # takes the queue's one place
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/v1"
+    filler.close()
+    srv.close()
+
+
+async def test_first_byte_counts_once_connected(unaccepting, mode):
+    """A connect that waits is bounded by `connect`, not by a shorter `first_byte`: the first byte
+    cannot come before the connection, so its wait begins there (as a socket read timeout's would)."""
+    c = llmrelay.Client(api_keys={"openai": "sk-test"}, retry=0)
+    try:
+        events, e, _ = await run(c, mode, base_url=unaccepting, timeout=Timeouts(connect=0.8, first_byte=0.05))
+    finally:
+        if mode == "async":
+            await c.aclose()
+        c.close()
+    assert type(e) is APITimeoutError, repr(e)
+    assert e.kind == "connect", e
+    assert events == []
 
 
 async def test_idle_timeout_carries_partial(server, client, mode):

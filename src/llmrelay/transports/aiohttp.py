@@ -16,13 +16,15 @@ Choices:
 - `trust_env` is off (aiohttp would then read ~/.netrc and the proxy variables
   in a worker thread on every request); proxy variables are read here once per
   origin instead, so `HTTPS_PROXY` / `NO_PROXY` still work as with httpx.
-- Timeouts: `connect` bounds getting a connection (pool wait + TCP/TLS);
-  `first_byte` bounds the wait for the headers; from then on `idle` bounds
-  each network wait in the body and `total` the whole call, both checked for
-  every open body of an event loop by one periodic callback (`_IdleWatch`).
-  aiohttp's own socket read timer would allocate, cancel and heap-push a
-  timer for every chunk of every stream: per-chunk work that grows with the
-  streams in flight (bench/bench_scale.py).
+- Timeouts: `connect` bounds getting a connection (pool wait + TCP/TLS), with
+  aiohttp's connect timer; `first_byte` bounds the wait for the headers once
+  connected; from then on `idle` bounds each network wait in the body and
+  `total` the whole call. The waits for headers and every open body of an event
+  loop are checked by one periodic callback (`_IdleWatch`). aiohttp's own socket
+  read timer would allocate, cancel and heap-push a timer for every chunk of
+  every stream, and hold a timer, its context and a bound method for every
+  request waiting for its headers: work and objects that grow with the streams
+  in flight (bench/bench_scale.py).
 - Redirects are not followed (as with httpx's default).
 """
 
@@ -53,13 +55,20 @@ def _aiohttp() -> Any:
     return aiohttp
 
 
-@functools.lru_cache(maxsize=64)
-def _client_timeout(t: Timeouts) -> Any:
+def _first_wait(t: Timeouts) -> float | None:
+    """How long the headers may take once connected: the nearest of first_byte, first_token and total."""
     first = t.first_byte
     for bound in (t.first_token, t.total):
         if bound is not None:
             first = bound if first is None else min(first, bound)
-    return _aiohttp().ClientTimeout(total=t.total, connect=t.connect, sock_read=first)
+    return first
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(t: Timeouts, read: bool) -> Any:
+    """aiohttp's timeouts for a request: its socket read timer only when the wait for headers
+    cannot be ours (`read`: no task to cancel, see `_IdleWatch.opening`)."""
+    return _aiohttp().ClientTimeout(total=t.total, connect=t.connect, sock_read=_first_wait(t) if read else None)
 
 
 def translate_error(exc: BaseException, *, phase: str, ctx: Labels, timeouts: Timeouts, started: float) -> Exception:
@@ -154,21 +163,39 @@ class AiohttpTransport:
         aiohttp = _aiohttp()
         session = self._get_session()
         url = req.url
+        first = _first_wait(timeouts)
+        task = asyncio.current_task() if first is not None else None
+        # A session of ours: its request coroutine, awaited as is. `request()` wraps it in a context
+        # manager whose `__await__` leaves a coroutine wrapper for every request waiting for headers.
+        sending = (session.request if session is self._given else session._request)(
+            req.method,
+            url,
+            headers=_keyed(req.wire_headers),
+            data=req.body,
+            timeout=_client_timeout(timeouts, task is None and first is not None),
+            allow_redirects=False,
+            ssl=_verified_ssl_context() if url.startswith("https:") else True,
+            proxy=self._proxy(url),
+        )
+        if task is not None:  # the wait for headers is bounded by the watch (it cancels the task)
+            watch = self._idle_watch()
+            cancelling = task.cancelling()
+            watch.expect(task, sending, first)  # type: ignore[arg-type]
         try:
-            resp = await session.request(
-                req.method,
-                url,
-                headers=_keyed(req.wire_headers),
-                data=req.body,
-                timeout=_client_timeout(timeouts),
-                allow_redirects=False,
-                ssl=_verified_ssl_context() if url.startswith("https:") else True,
-                proxy=self._proxy(url),
-            )
+            resp = await sending
+        except asyncio.CancelledError:
+            if task is not None and task in watch.expired and task.uncancel() <= cancelling:
+                raise translate_error(asyncio.TimeoutError(), phase="headers", ctx=ctx, timeouts=timeouts,
+                                      started=started) from None
+            raise
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
             raise translate_error(exc, phase="headers", ctx=ctx, timeouts=timeouts, started=started) from exc
         except ValueError as exc:  # aiohttp refuses the request itself (e.g. a URL password and an auth header)
             raise InvalidRequestError(f"the request to {ctx.get('provider')} cannot be sent: {exc}") from None
+        finally:
+            sending = None
+            if task is not None:
+                watch.settled(task)
         if resp.status >= 400:
             headers = resp.headers
             decoded = session is self._given and getattr(session, "auto_decompress", True)
@@ -254,25 +281,51 @@ def _discard(session: Any) -> None:
 
 
 class _IdleWatch:
-    """The body-read deadlines (idle gap, total) of every open body of one event loop, checked by one
-    periodic callback: O(1) per chunk (a clock read) instead of a timer per chunk per stream.
+    """The deadlines of one event loop's requests waiting for headers (`first_byte`) and of its open
+    bodies (idle gap, total), checked by one periodic callback: no timer per request, and O(1) per
+    chunk (a clock read) instead of a timer per chunk per stream.
 
-    A body is checked only while its read waits for the network (a consumer that is slow to ask for
-    the next chunk is not idle). A deadline fires at most a quarter of the idle gap late (at most 1 s)."""
+    A request waiting for headers is in `opening` (its task, its deadline) and `sending` (the
+    coroutine it awaits): past the deadline the task is cancelled, and `open` turns that cancellation
+    into a first-byte timeout; a request still getting its connection (aiohttp's connect timer
+    bounds that) gets `first_byte` from then on instead. A body is checked only while its read waits
+    for the network (a consumer that is slow to ask for the next chunk is not idle). A deadline fires
+    at most a quarter of its wait late (at most 1 s)."""
 
-    __slots__ = ("loop", "bodies", "handle", "interval")
+    __slots__ = ("loop", "bodies", "handle", "interval", "opening", "sending", "waits", "connecting", "expired")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
         self.bodies: set[AiohttpBody] = set()
         self.handle: Any = None
         self.interval = 1.0
+        self.opening: dict[asyncio.Task[Any], float] = {}
+        self.sending: dict[asyncio.Task[Any], Any] = {}
+        self.waits: dict[asyncio.Task[Any], float] = {}
+        self.connecting: set[asyncio.Task[Any]] = set()
+        self.expired: set[asyncio.Task[Any]] = set()
 
     def add(self, body: AiohttpBody) -> None:
         t = body._timeouts
-        gap = min(x for x in (t.idle, t.total) if x is not None)
-        interval = min(1.0, max(0.005, gap / 4))
         self.bodies.add(body)
+        self._arm(min(x for x in (t.idle, t.total) if x is not None))
+
+    def expect(self, task: asyncio.Task[Any], sending: Any, wait: float) -> None:
+        """`task` awaits `sending` (aiohttp's request) for at most `wait` seconds once connected."""
+        self.opening[task] = time.monotonic() + wait
+        self.sending[task] = sending
+        self.waits[task] = wait
+        self._arm(wait)
+
+    def settled(self, task: asyncio.Task[Any]) -> None:
+        self.opening.pop(task, None)
+        self.sending.pop(task, None)
+        self.waits.pop(task, None)
+        self.connecting.discard(task)
+        self.expired.discard(task)
+
+    def _arm(self, wait: float) -> None:
+        interval = min(1.0, max(0.005, wait / 4))
         if self.handle is None or interval < self.interval:
             if self.handle is not None:
                 self.handle.cancel()
@@ -281,15 +334,42 @@ class _IdleWatch:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self.opening:
+            for task in [t for t, end in self.opening.items() if now > end]:
+                if _connecting(self.sending[task]):  # the wait for headers has not begun: look again soon
+                    self.opening[task] = now + self.interval
+                    self.connecting.add(task)
+                    continue
+                if task in self.connecting:  # connected since the last look: its wait for headers begins
+                    self.connecting.discard(task)
+                    self.opening[task] = now + self.waits[task]
+                    continue
+                del self.opening[task]
+                self.expired.add(task)
+                task.cancel()
         for body in [b for b in self.bodies if b._since]:
             t = body._timeouts
             if ((t.idle is not None and now - body._since > t.idle) or (body._end_by and now > body._end_by)) and body._waiting():
                 self.bodies.discard(body)
                 body._expire()
-        if self.bodies:
+        if self.bodies or self.opening:
             self.handle = self.loop.call_later(self.interval, self._tick)
         else:
             self.handle, self.interval = None, 1.0
+
+
+def _connecting(sending: Any) -> bool:
+    """aiohttp's request coroutine `sending` still waits for its connection (looked at only when a
+    deadline passed: a walk down what it awaits, to aiohttp's `BaseConnector.connect`)."""
+    connect = _aiohttp().BaseConnector.connect.__code__
+    for _ in range(32):
+        code = getattr(sending, "cr_code", None)
+        if code is None:
+            return False
+        if code is connect:
+            return True
+        sending = sending.cr_await
+    return False
 
 
 #: An identity body is read by the plain path while a read could not take it past `max_body`: one
