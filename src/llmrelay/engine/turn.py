@@ -4,7 +4,7 @@
 events into the assembler, keeps the clock (time to first token and busy time,
 which excludes the caller's own time between chunks), enforces first-token and
 total deadlines between chunks, and builds the `Response` for every outcome
-(ok, truncated, error, aborted). The sync and async drivers in `stream.py`
+(ok, truncated, error, aborted). The sync and async drivers in `stream/run.py`
 only move bytes into it.
 """
 

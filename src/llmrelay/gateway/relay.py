@@ -158,7 +158,7 @@ class RelayBody:
                     return
                 relay.upstream_wait += _perf() - t0
                 yield chunk  # llmrelay decodes it; the gateway sees its events before we go on
-                if relay.stream._core.pending is not None:
+                if relay.stream._run._core.pending is not None:
                     return  # the provider reported an error: hold these bytes back, fail over now
                 if not self._raw:
                     continue

@@ -1,104 +1,51 @@
-"""`Stream` and `AsyncStream`: the public iterators over one model call.
+"""The state of one call in flight and its two drivers (sync and async), shared by `Stream` and
+`AsyncStream` (`llmrelay.stream`).
 
-A `Stream` runs a plan (`llmrelay.engine.plan`: one request, or the tool loop, ...).
-Each model turn is a `StreamCore` (`llmrelay.engine.turn`: decoder + assembler + clock); the two
-drivers only perform the plan's actions and move bytes from the transport into
-the core, so sync and async share every rule. The request is sent when
-iteration starts.
+A `Run` holds the plan (`llmrelay.engine.plan`: one request, or the tool loop, ...), the current
+model turn (a `StreamCore`: decoder + assembler + clock) and the final response. Its drivers only
+perform the plan's actions and move bytes from the transport into the core, so sync and async share
+every rule. The event generator runs on the `Run`, not on the public stream: the generator does not
+reference the stream, so no reference cycle holds them, and a stream dropped without `close()` is
+finalized at once by reference counting, where the caller drops it, instead of at some later
+garbage collection (which may run in the middle of another request, in any thread). One slotted
+object, not a second stream sharing the first one's attribute dict: one object and ~0.3 KB less
+for every stream in flight (bench/bench_scale.py).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Generator, Generic, Iterator
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Generator
 
-from . import events as ev
-from .errors import APIError, StreamInterruptedError, StreamResetError
-from .observability.hooks import CallContext, Hooks, notify
-from .engine.plan import Emit, RunTools, Send, Sleep
-from .response import OutputT, Response
-from .engine.turn import StreamCore, body_error, first_token_watchdog, observe, observed
-from .usage import Usage
+from .. import events as ev
+from ..errors import APIError, StreamInterruptedError
+from ..observability.hooks import CallContext, Hooks, notify
+from ..engine.plan import Emit, RunTools, Send, Sleep
+from ..response import Response
+from ..engine.turn import StreamCore, body_error, first_token_watchdog, observe, observed
 
 if TYPE_CHECKING:
-    from .call import Call, HTTPRequest
+    from ..call import Call
 
-__all__ = ["Stream", "AsyncStream", "StreamCore", "observe", "TEXT_RESETS", "RESET_SEPARATOR"]
-
-#: What `text_stream` does at a fallback restart (`Reset`): raise `StreamResetError` (default),
-#: yield `RESET_SEPARATOR` then the new answer, or just go on with the new answer's text.
-TEXT_RESETS = ("raise", "separator", "continue")
-#: The visible break `text_reset="separator"` yields before the restarted answer (a Markdown rule).
-RESET_SEPARATOR = "\n\n---\n\n"
+__all__ = ["Run", "turn_failed", "turn_ended"]
 
 
-class _BaseStream(Generic[OutputT]):
-    """What `Stream` and `AsyncStream` share: the plan, the current turn, the final response.
+class Run:
+    """One call in flight: the plan, the current turn, the final response, the hooks and context."""
 
-    Generic in the type of `response.output` (`output=Weather` gives a `Stream[Weather]`).
+    __slots__ = ("_plan", "_engine", "_core", "_final", "_hooks", "context", "_started", "_closing", "text_reset")
 
-    The event generator runs on a twin of the stream (`_runner`): the same attributes, but not
-    the same object, so the generator does not reference the stream and no reference cycle
-    holds them. A stream dropped without `close()` is then finalized at once by reference
-    counting, where the caller drops it, instead of at some later garbage collection (which may
-    run in the middle of another request, in any thread)."""
-
-    __slots__ = ("_gen", "__dict__", "__weakref__")
-
-    def __init__(self, plan: Any, engine: Any, hooks: tuple[Hooks, ...] = (), context: CallContext | None = None):
+    def __init__(self, plan: Any, engine: Any, hooks: tuple[Hooks, ...], context: CallContext):
         self._plan = plan
         self._engine = engine
         self._core: StreamCore | None = None
-        self._final: Response | None = None
-        self._gen: Any = None
+        self._final: Response[Any] | None = None
         self._hooks = hooks
-        self.context = context if context is not None else CallContext()
+        self.context = context
         self._started = False
         self._closing = False  # close() was called (else a GeneratorExit comes from the garbage collector)
         #: `text_stream` at a fallback restart: one of `TEXT_RESETS`.
         self.text_reset = "raise"
-
-    @property
-    def call(self) -> Call | None:
-        return self._core.call if self._core is not None else None
-
-    @property
-    def request(self) -> HTTPRequest | None:
-        """The HTTP request of the current (or last) turn."""
-        return self._core.request if self._core is not None else None
-
-    @property
-    def response(self) -> Response[OutputT]:
-        """The response so far (final once the stream is exhausted or closed)."""
-        if self._final is not None:
-            return self._final
-        if self._core is None:  # nothing sent yet: no output either
-            empty: Response[Any] = Response(status="aborted" if self._gen is not None else "ok")
-            return empty
-        return self._core.response()
-
-    @property
-    def usage(self) -> Usage:
-        return self._core.assembler.usage if self._core is not None else Usage()
-
-    @property
-    def text(self) -> str:
-        return self._core.assembler.text if self._core is not None else ""
-
-    @property
-    def cost(self) -> Any:
-        """Live cost (`llmrelay.cost.Cost`) of the usage so far, estimated (`.estimated`) while the
-        provider has not reported it; once the stream is done, the response's cost (every turn).
-
-        Cheap to read on every event: the price lookup is memoized per (provider, model) and a
-        result per usage, so only a changed token count is priced again (≈0.1 ms).
-        genai-prices is imported by the first read, not before."""
-        return self.response.cost
-
-    @property
-    def correlation_id(self) -> str:
-        """One id for the whole call: every tool round, retry and fallback attempt."""
-        return self.context.correlation_id
 
     def _begin_turn(self, call: Call) -> StreamCore:
         """The turn's core, dispatched (`self._engine.open(core)` then sends its request)."""
@@ -154,31 +101,8 @@ class _BaseStream(Generic[OutputT]):
             if self._started:
                 notify(self._hooks, "on_call_end", self.context, self._final, None)
 
-
-class Stream(_BaseStream[OutputT]):
-    """Iterate for typed events; `.text_stream` for text; `.collect()` for the `Response`.
-
-    The request is sent when iteration starts. Use as a context manager (or
-    call `.close()`) to release the connection at once.
-    """
-
-    _gen: Generator[Any, None, None] | None
-
-    def __enter__(self) -> Stream[OutputT]:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[ev.Event]:
-        if self._gen is None:
-            self._gen = _runner(self)._drive()
-        return self._gen
-
-    def __next__(self) -> ev.Event:
-        return next(iter(self))
-
-    def _drive(self) -> Generator[Any, None, None]:
+    def drive(self) -> Generator[Any, None, None]:
+        """The sync driver: the plan's actions performed, each model turn's bytes moved into its core."""
         value: Any = None
         exc: BaseException | None = None
         try:
@@ -189,7 +113,7 @@ class Stream(_BaseStream[OutputT]):
                     if kind is Send:
                         value = yield from self._turn(action.call, action.observers)
                     elif kind is RunTools:
-                        from .tools.run import run_tools_sync
+                        from ..tools.run import run_tools_sync
 
                         value = run_tools_sync(action.calls, action.tools)
                         self._performed(action, value)
@@ -255,74 +179,8 @@ class Stream(_BaseStream[OutputT]):
                 turn_ended(self, core)
         return core.response()
 
-    @property
-    def text_stream(self) -> Iterator[str]:
-        """Only the answer text (choice 0), as `str` pieces. At a fallback restart, `text_reset`
-        (per call or on the `Client`) decides: raise `StreamResetError`, yield `RESET_SEPARATOR`,
-        or go on with the new answer's text."""
-        events: Iterator[Any] = iter(self)
-        for e in events:
-            t = type(e)
-            if t is ev.TextDelta and e.choice == 0:
-                yield e.text
-            elif t is ev.Reset:
-                separator = on_reset(self, e)
-                if separator:
-                    yield separator
-
-    @property
-    def partial_stream(self) -> Iterator[ev.PartialOutput]:
-        """Structured output (`output=`): only the `PartialOutput` events (the object so far)."""
-        events: Iterator[Any] = iter(self)
-        for e in events:
-            if type(e) is ev.PartialOutput:
-                yield e
-
-    def collect(self) -> Response[OutputT]:
-        """Finish the stream (also when half consumed) and return the `Response`."""
-        for _ in self:
-            pass
-        return self.response
-
-    def close(self) -> None:
-        """Close the HTTP connection now. What arrived stays in `.response` (status "aborted")."""
-        self._closing = True
-        if self._gen is None:
-            self._gen = _nothing()  # a closed stream iterates as empty (and closes again)
-            self._abandon()
-        else:
-            self._gen.close()
-
-
-class AsyncStream(_BaseStream[OutputT]):
-    """`async for` events; `.text_stream`; `await .collect()`; `await .aclose()`.
-
-    Awaiting it gives the stream itself (`stream = await client.astream(...)`), so code
-    written for SDKs whose streaming call is a coroutine works unchanged. Nothing is sent
-    until iteration starts either way.
-    """
-
-    _gen: AsyncGenerator[Any, None] | None
-
-    async def __aenter__(self) -> AsyncStream[OutputT]:
-        return self
-
-    def __await__(self) -> Generator[Any, None, AsyncStream[OutputT]]:
-        return self
-        yield  # pragma: no cover - makes this a generator: `await stream` returns at once
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> AsyncIterator[ev.Event]:
-        if self._gen is None:
-            self._gen = _runner(self)._drive()
-        return self._gen
-
-    async def __anext__(self) -> ev.Event:
-        return await self.__aiter__().__anext__()
-
-    async def _drive(self) -> AsyncGenerator[Any, None]:
+    async def adrive(self) -> AsyncGenerator[Any, None]:
+        """The async driver (as `drive`)."""
         # One async generator for the whole call: a model turn runs inline, not in a nested async
         # generator, which would cost every event a second hop and every stream in flight another
         # frame and asyncio's weak reference to it (bench/bench_scale.py).
@@ -397,28 +255,6 @@ class AsyncStream(_BaseStream[OutputT]):
             self._abandon()
             raise
 
-    @property
-    def text_stream(self) -> AsyncIterator[str]:
-        """Only the answer text (choice 0), as `str` pieces."""
-        return _async_text(self)
-
-    @property
-    def partials(self) -> AsyncIterator[ev.PartialOutput]:
-        """Structured output (`output=`): only the `PartialOutput` events (the object so far)."""
-        return _async_partials(self)
-
-    async def collect(self) -> Response[OutputT]:
-        async for _ in self:
-            pass
-        return self.response
-
-    async def aclose(self) -> None:
-        if self._gen is None:
-            self._gen = _empty()
-            self._abandon()
-        else:
-            await self._gen.aclose()
-
 
 # Around one model turn, for both drivers (a try/except/finally calling these two, not a context
 # manager object: that and its bound __exit__ would be two more objects per stream in flight).
@@ -432,68 +268,13 @@ def turn_failed(core: StreamCore, exc: BaseException) -> BaseException | None:
     return core.fail(exc)
 
 
-def turn_ended(stream: _BaseStream[Any], core: StreamCore) -> None:
+def turn_ended(run: Run, core: StreamCore) -> None:
     """`on_turn_end`, for every outcome of the turn."""
-    notify(stream._hooks, "on_turn_end", stream.context, core.call, core.response())
-
-
-def _runner(stream: _BaseStream) -> Any:
-    """A second handle on `stream`'s state (it shares the attribute dict, not the `_gen` slot) for
-    the event generator to hold: see `_BaseStream`."""
-    twin = object.__new__(type(stream))
-    twin.__dict__ = stream.__dict__
-    twin._gen = None
-    return twin
+    notify(run._hooks, "on_turn_end", run.context, core.call, core.response())
 
 
 async def _run_tools(action: RunTools) -> Any:
-    # Not inline in `AsyncStream._drive`: every local there is 8 bytes of every stream in flight's frame.
-    from .tools.run import run_tools_async
+    # Not inline in `Run.adrive`: every local there is 8 bytes of every stream in flight's frame.
+    from ..tools.run import run_tools_async
 
     return await run_tools_async(action.calls, action.tools)
-
-
-async def _async_partials(stream: AsyncStream[Any]) -> AsyncIterator[ev.PartialOutput]:
-    events: AsyncIterator[Any] = aiter(stream)
-    async for e in events:
-        if type(e) is ev.PartialOutput:
-            yield e
-
-
-async def _async_text(stream: AsyncStream[Any]) -> AsyncIterator[str]:
-    events: AsyncIterator[Any] = aiter(stream)
-    async for e in events:
-        t = type(e)
-        if t is ev.TextDelta and e.choice == 0:
-            yield e.text
-        elif t is ev.Reset:
-            separator = on_reset(stream, e)
-            if separator:
-                yield separator
-
-
-def on_reset(stream: _BaseStream[Any], event: ev.Reset) -> str:
-    """`text_stream` met a restart: raise (`text_reset="raise"`), or the text to yield ("" or the separator)."""
-    mode = stream.text_reset
-    if mode == "raise":
-        raise_reset(event)
-    return RESET_SEPARATOR if mode == "separator" and event.discarded_text else ""
-
-
-def raise_reset(event: ev.Reset) -> None:
-    """`text_stream` cannot express "discard what you printed": raise rather than repeat text."""
-    raise StreamResetError(
-        "the answer restarted on another model (fallback mode 'restart'); iterate the events to handle Reset, "
-        "or pass text_reset='separator' or 'continue'",
-        discarded_text=event.discarded_text,
-    )
-
-
-def _nothing() -> Generator[Any, None, None]:
-    return
-    yield  # pragma: no cover
-
-
-async def _empty() -> AsyncGenerator[Any, None]:
-    return
-    yield  # pragma: no cover
