@@ -40,7 +40,8 @@ from .call import Call
 from .providers import PROVIDERS, Provider
 from .response import Attempt, Response
 from .reliability.retry import Retry, as_retry
-from .stream import TEXT_RESETS, AsyncStream, Stream, StreamCore
+from .stream import TEXT_RESETS, AsyncStream, Stream
+from .stream.run import Run
 from .limits import Limits
 from .timeouts import Timeouts
 
@@ -325,10 +326,10 @@ class Client:
         text_reset = flow.get("text_reset", self.text_reset)
         if text_reset not in TEXT_RESETS:
             raise InvalidRequestError(f"text_reset must be one of {', '.join(TEXT_RESETS)}; got {text_reset!r}")
-        engine = _Engine(transport, timeouts, call, request, self.prices, self.limits.max_line, flow.get("wire_body"))
-        s = cls(plan, engine, hooks, context)
-        s.text_reset = text_reset
-        return s
+        run = Run(plan, hooks, context, transport, timeouts, call, request, self.prices, self.limits.max_line,
+                  flow.get("wire_body"))
+        run.text_reset = text_reset
+        return cls(run)
 
     def with_memory(self, user_id: str, memory: Memory | None = None, **options: Any) -> MemoryClient:
         """This client with user-scoped memory: a `search_memory` tool and background
@@ -407,44 +408,6 @@ def _async_backend(choice: str, client: Any, transport: Any, env: Mapping[str, s
     import importlib.util
 
     return "aiohttp" if importlib.util.find_spec("aiohttp") is not None else "httpx"
-
-
-class _Engine:
-    """Builds one model turn for a driver (the encoded request, a fresh decoder: `turn`) and sends it (`open`).
-
-    The first turn reuses the request encoded (and so validated) when the stream was created."""
-
-    __slots__ = ("transport", "timeouts", "first_call", "first_request", "prices", "max_line", "wire_body")
-
-    def __init__(self, transport: Any, timeouts: Timeouts, first_call: Call, first_request: Any, prices: Any = None,
-                 max_line: int | None = None, wire_body: Any = None):
-        self.max_line = max_line
-        self.wire_body = wire_body
-        self.transport = transport
-        self.timeouts = timeouts
-        self.first_call = first_call
-        self.first_request = first_request
-        self.prices = prices
-
-    def turn(self, call: Call) -> StreamCore:
-        module = protocol_module(call.provider.protocol)
-        if call is self.first_call:
-            request, self.first_request = self.first_request, None
-        else:
-            request = None
-        if request is None:
-            request = encode(call, self.wire_body)
-        decoder = module.Decoder()
-        if self.max_line != decoder.max_line:
-            decoder.limit(self.max_line)
-        core = StreamCore(call, request, decoder)
-        core.prices = self.prices
-        core.timeouts = call.timeouts or self.timeouts
-        return core
-
-    def open(self, core: StreamCore) -> Any:
-        """Send the turn's request: the open body (sync transport), or an awaitable of it (async)."""
-        return self.transport.open(core.request, core.timeouts, core)  # the turn: its labels for errors
 
 
 _default: Client | None = None

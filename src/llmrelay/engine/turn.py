@@ -51,8 +51,10 @@ class StreamCore:
     def __init__(self, call: Call, request: HTTPRequest, decoder: Any):
         self.call = call
         self.request = request
+        # A decoder, or its class: then it and the assembler are built when the headers come
+        # (`headers`), so a stream still connecting or waiting for its response holds neither.
         self.decoder = decoder
-        self.assembler = Assembler()
+        self.assembler: Assembler | None = None if isinstance(decoder, type) else Assembler()
         self.t_dispatch: float | None = None
         self.t_first: float | None = None  # time to the first token of any kind (busy clock)
         self.t_text: float | None = None  # time to the first visible answer text (choice 0)
@@ -114,6 +116,10 @@ class StreamCore:
         return APITimeoutError(f"total timeout: the call took more than {total}s", kind="total", **self.ctx)
 
     def headers(self, headers: Any) -> None:
+        """The response's headers came (before any `feed`)."""
+        if self.assembler is None:
+            self.decoder = self.decoder()
+            self.assembler = Assembler()
         self.request_id = headers.get("x-request-id") or headers.get("request-id") or headers.get("x-groq-id")
         self.content_type = headers.get("content-type")
 
@@ -173,7 +179,7 @@ class StreamCore:
             self.head += data[: HEAD - n]
 
     def _fold(self, events: list) -> list:
-        add = self.assembler.add
+        add = self.assembler.add  # type: ignore[union-attr]  # built by `headers`, before any feed
         for i, e in enumerate(events):
             t = type(e)
             if t is _StreamError:
@@ -246,7 +252,7 @@ class StreamCore:
 
     def response(self) -> Response:
         """The response as it stands (complete, partial, failed or aborted)."""
-        a = self.assembler
+        a = self.assembler if self.assembler is not None else Assembler()  # (no response yet)
         r = a.build(Response(provider=self.call.provider.name, requested_model=self.call.model))
         r.model = r.model or self.call.model
         r.request_id = self.request_id

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Generator,
 
 from .. import events as ev
 from ..errors import StreamResetError
-from ..observability.hooks import CallContext, Hooks
+from ..observability.hooks import CallContext
 from ..response import OutputT, Response
 from ..engine.turn import StreamCore, observe
 from ..usage import Usage
@@ -40,8 +40,8 @@ class _BaseStream(Generic[OutputT]):
 
     __slots__ = ("_run", "_gen", "__dict__", "__weakref__")
 
-    def __init__(self, plan: Any, engine: Any, hooks: tuple[Hooks, ...] = (), context: CallContext | None = None):
-        self._run = Run(plan, engine, hooks, context if context is not None else CallContext())
+    def __init__(self, run: Run):
+        self._run = run
         self._gen: Any = None
 
     @property
@@ -92,12 +92,12 @@ class _BaseStream(Generic[OutputT]):
     @property
     def usage(self) -> Usage:
         core = self._run._core
-        return core.assembler.usage if core is not None else Usage()
+        return core.assembler.usage if core is not None and core.assembler is not None else Usage()
 
     @property
     def text(self) -> str:
         core = self._run._core
-        return core.assembler.text if core is not None else ""
+        return core.assembler.text if core is not None and core.assembler is not None else ""
 
     @property
     def cost(self) -> Any:

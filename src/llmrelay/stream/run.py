@@ -23,6 +23,7 @@ from ..observability.hooks import CallContext, Hooks, notify
 from ..engine.plan import Emit, RunTools, Send, Sleep
 from ..response import Response
 from ..engine.turn import StreamCore, body_error, first_token_watchdog, observe, observed
+from ..engine.turns import Turns
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -30,14 +31,15 @@ if TYPE_CHECKING:
 __all__ = ["Run", "turn_failed", "turn_ended"]
 
 
-class Run:
-    """One call in flight: the plan, the current turn, the final response, the hooks and context."""
+class Run(Turns):
+    """One call in flight: the plan, the current turn, the final response, the hooks and context;
+    as a `Turns`, it builds and sends the call's model turns."""
 
-    __slots__ = ("_plan", "_engine", "_core", "_final", "_hooks", "context", "_started", "_closing", "text_reset")
+    __slots__ = ("_plan", "_core", "_final", "_hooks", "context", "_started", "_closing", "text_reset")
 
-    def __init__(self, plan: Any, engine: Any, hooks: tuple[Hooks, ...], context: CallContext):
+    def __init__(self, plan: Any, hooks: tuple[Hooks, ...], context: CallContext, *turns: Any):
+        super().__init__(*turns)
         self._plan = plan
-        self._engine = engine
         self._core: StreamCore | None = None
         self._final: Response[Any] | None = None
         self._hooks = hooks
@@ -48,8 +50,8 @@ class Run:
         self.text_reset = "raise"
 
     def _begin_turn(self, call: Call) -> StreamCore:
-        """The turn's core, dispatched (`self._engine.open(core)` then sends its request)."""
-        core: StreamCore = self._engine.turn(call)
+        """The turn's core, dispatched (`self.open(core)` then sends its request)."""
+        core: StreamCore = self.turn(call)
         self._core = core
         core.context = self.context  # its correlation and conversation ids
         self.context.turns += 1
@@ -132,7 +134,7 @@ class Run:
     def _turn(self, call: Call, observers: tuple[Any, ...]) -> Generator[Any, None, Response[Any]]:
         core = self._begin_turn(call)
         try:
-            body = self._engine.open(core)
+            body = self.open(core)
             core.headers(body.headers)
             watchdog = first_token_watchdog(core, body)
             feed = observed(core, observers) or core.feed
@@ -196,7 +198,7 @@ class Run:
                         core = self._begin_turn(action.call)
                         observers, action = action.observers, None  # not held while the turn runs
                         try:
-                            body = await self._engine.open(core)
+                            body = await self.open(core)
                             try:  # the body is closed here, now: async generators are not closed for us
                                 core.headers(body.headers)
                                 feed = observed(core, observers)
