@@ -90,6 +90,12 @@ def single(call: Call) -> Plan:
     return _Single(call)
 
 
+def single_call(plan: Any) -> Call | None:
+    """The call of a plan made by `single` (as it was made: nothing sent yet), else None. A driver
+    may run such a plan itself instead of holding it (`llmrelay.stream.run.Run`)."""
+    return plan.call if type(plan) is _Single and plan.state == 0 else None
+
+
 class _Single(Generator[Any, Any, Response]):
     """`single` as a small object rather than a generator function: one is held by every stream in
     flight (a generator and its frame are ~200 bytes, this ~50). It behaves as the generator

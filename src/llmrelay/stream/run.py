@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, AsyncGenerator, Generator
 from .. import events as ev
 from ..errors import APIError, StreamInterruptedError
 from ..observability.hooks import CallContext, Hooks, notify
-from ..engine.plan import Emit, RunTools, Send, Sleep
+from ..engine.plan import Emit, RunTools, Send, Sleep, single_call
 from ..response import Response
 from ..engine.turn import StreamCore, body_error, first_token_watchdog, observe, observed
 from ..engine.turns import Turns
@@ -39,7 +39,8 @@ class Run(Turns):
 
     def __init__(self, plan: Any, hooks: tuple[Hooks, ...], context: CallContext, *turns: Any):
         super().__init__(*turns)
-        self._plan = plan
+        # A one-request plan is run by `_step` itself (None here): one object less per stream in flight.
+        self._plan = None if single_call(plan) is self.first_call else plan
         self._core: StreamCore | None = None
         self._final: Response[Any] | None = None
         self._hooks = hooks
@@ -68,7 +69,16 @@ class Run(Turns):
             self._started = True
             notify(self._hooks, "on_call_start", self.context)
         try:
-            return self._plan.throw(exc) if exc is not None else self._plan.send(value)
+            plan = self._plan
+            if plan is not None:
+                return plan.throw(exc) if exc is not None else plan.send(value)
+            # `engine.plan.single`: send the call; its response, with the exchange as its messages, ends the plan
+            if exc is not None:
+                raise exc
+            if value is None:
+                return Send(self.first_call)
+            value.messages = [*self.first_call.messages, value.to_message()]
+            raise StopIteration(value)
         except StopIteration as stop:
             final: Response[Any] = stop.value
             final.correlation_id = self.context.correlation_id
@@ -97,7 +107,8 @@ class Run(Turns):
         """After an early close: the plan stops (no further requests), the turn is kept as aborted."""
         if self._core is not None and self._final is None:
             self._core.aborted = True
-        self._plan.close()
+        if self._plan is not None:
+            self._plan.close()
         if self._final is None:
             self._final = self._core.response() if self._core is not None else Response(status="aborted")
             if self._started:
