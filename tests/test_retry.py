@@ -49,12 +49,26 @@ def retries(events) -> list[RetryEvent]:
     return [e for e in events if type(e) is RetryEvent]
 
 
-@pytest.fixture
-def make_client(server):
+class GenericRetry(Retry):
+    """A subclass of `Retry`: the client runs it through the generic middleware chain (generators
+    and closures), where a plain `Retry` runs as one `RetryPlan` object. Every test that takes
+    `make_client` runs both ways, so the two must behave alike."""
+
+
+def generic(policy: Retry) -> GenericRetry:
+    twin = GenericRetry.__new__(GenericRetry)
+    twin.__dict__.update(policy.__dict__)
+    return twin
+
+
+@pytest.fixture(params=["plan", "chain"])
+def make_client(server, request):
     made = []
 
     def make(**kw):
         kw.setdefault("retry", Retry(2, **FAST))
+        if request.param == "chain" and type(kw["retry"]) is Retry:
+            kw["retry"] = generic(kw["retry"])
         c = client_for(server, **kw)
         made.append(c)
         return c
@@ -62,6 +76,25 @@ def make_client(server):
     yield make
     for c in made:
         c.close()
+
+
+def test_a_plain_retry_is_one_plan_object_and_a_subclass_goes_through_the_chain(server):
+    """What makes the two runs of every `make_client` test differ (and so worth comparing)."""
+    from llmrelay.reliability.retry import RetryPlan
+
+    plain, sub = client_for(server, retry=Retry(2)), client_for(server, retry=GenericRetry(2))
+    try:
+        assert type(plain.stream(MODEL, "hi")._run._plan) is RetryPlan
+        assert type(sub.stream(MODEL, "hi")._run._plan) is not RetryPlan
+        assert type(plain.stream(MODEL, "hi", tools=[_lookup])._run._plan) is not RetryPlan  # a tool loop: the chain
+    finally:
+        plain.close()
+        sub.close()
+
+
+def _lookup(city: str) -> str:
+    """Look a city up."""
+    return city
 
 
 # -- status codes ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from .errors import (
 from .reliability.fallback import DEFAULT_RESUME_PROMPT, FallbackMiddleware, Router
 from .observability.hooks import DEFAULT_CLIENT_HOOKS, CallContext, Hooks
 from .messages import MessagesInput, normalize_messages
-from .reliability.middleware import Middleware, with_middleware
+from .reliability.middleware import Middleware
 from .engine.plan import raise_on_length, single, tool_loop
 from .engine.prepare import (
     CALL_OPTIONS,
@@ -39,7 +39,7 @@ from .engine.prepare import (
 from .call import Call
 from .providers import PROVIDERS, Provider
 from .response import Attempt, Response
-from .reliability.retry import Retry, as_retry
+from .reliability.retry import Retry, as_retry, with_chain
 from .stream import TEXT_RESETS, AsyncStream, Stream
 from .stream.run import Run
 from .limits import Limits
@@ -226,10 +226,10 @@ class Client:
         if spec is not None:
             from .structured.plan import structured_plan
 
-            plan = structured_plan(call, lambda c: with_middleware(self._base_plan(c, flow), chain), spec,
+            plan = structured_plan(call, lambda c: with_chain(self._base_plan(c, flow), chain), spec,
                                    retries=output_retries, partials=streaming)
         else:
-            plan = with_middleware(self._base_plan(call, flow), chain)
+            plan = with_chain(self._base_plan(call, flow), chain)
         on_length = flow.get("on_length", "return")
         if on_length not in ("return", "raise"):
             raise InvalidRequestError(f"on_length must be 'return' or 'raise', got {on_length!r}")
