@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
-	$(BIN)/python bench/bench_scale.py
+	$(BIN)/python bench/bench_scale.py --reps 3
 
 # Streams dropped without close and cut mid-stream, sync and async: RSS, sockets, hangs; line buffering
 soak: $(STAMP)
