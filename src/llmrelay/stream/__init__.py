@@ -49,10 +49,6 @@ class _BaseStream(Generic[OutputT]):
         """The call's context: its correlation and conversation ids, tags, turns."""
         return self._run.context
 
-    @context.setter
-    def context(self, value: CallContext) -> None:
-        self._run.context = value
-
     @property
     def text_reset(self) -> str:
         """`text_stream` at a fallback restart: one of `TEXT_RESETS`."""
@@ -145,13 +141,10 @@ class Stream(_BaseStream[OutputT]):
         or go on with the new answer's text."""
         events: Iterator[Any] = iter(self)
         for e in events:
-            t = type(e)
-            if t is ev.TextDelta and e.choice == 0:
+            if type(e) is ev.TextDelta and e.choice == 0:
                 yield e.text
-            elif t is ev.Reset:
-                separator = on_reset(self, e)
-                if separator:
-                    yield separator
+            elif type(e) is ev.Reset and (separator := on_reset(self, e)):
+                yield separator
 
     @property
     def partial_stream(self) -> Iterator[ev.PartialOutput]:
@@ -238,13 +231,10 @@ async def _async_partials(stream: AsyncStream[Any]) -> AsyncIterator[ev.PartialO
 async def _async_text(stream: AsyncStream[Any]) -> AsyncIterator[str]:
     events: AsyncIterator[Any] = aiter(stream)
     async for e in events:
-        t = type(e)
-        if t is ev.TextDelta and e.choice == 0:
+        if type(e) is ev.TextDelta and e.choice == 0:
             yield e.text
-        elif t is ev.Reset:
-            separator = on_reset(stream, e)
-            if separator:
-                yield separator
+        elif type(e) is ev.Reset and (separator := on_reset(stream, e)):
+            yield separator
 
 
 def on_reset(stream: _BaseStream[Any], event: ev.Reset) -> str:
