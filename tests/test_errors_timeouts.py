@@ -313,6 +313,22 @@ async def test_first_byte_counts_once_connected(unaccepting, mode):
     assert events == []
 
 
+async def test_first_byte_counts_once_connected_with_the_callers_aiohttp_session(unaccepting):
+    """The same with an aiohttp session of the caller's (`async_http_client=`)."""
+    import aiohttp
+
+    given = aiohttp.ClientSession()
+    c = llmrelay.Client(api_keys={"openai": "sk-test"}, retry=0, async_backend="aiohttp", async_http_client=given)
+    try:
+        events, e, _ = await run(c, "async", base_url=unaccepting, timeout=Timeouts(connect=0.8, first_byte=0.05))
+    finally:
+        await c.aclose()
+        await given.close()
+    assert type(e) is APITimeoutError, repr(e)
+    assert e.kind == "connect", e
+    assert events == []
+
+
 async def test_idle_timeout_carries_partial(server, client, mode):
     # three events (role, "I'm", " unable"), then the server holds the rest back for HOLD s
     head = _first_events_size(3)

@@ -362,6 +362,7 @@ def _connecting(sending: Any) -> bool:
     """aiohttp's request coroutine `sending` still waits for its connection (looked at only when a
     deadline passed: a walk down what it awaits, to aiohttp's `BaseConnector.connect`)."""
     connect = _aiohttp().BaseConnector.connect.__code__
+    sending = getattr(sending, "_coro", sending)  # a caller's session: `request()`'s context manager around it
     for _ in range(32):
         code = getattr(sending, "cr_code", None)
         if code is None:
