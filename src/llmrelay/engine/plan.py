@@ -90,6 +90,23 @@ def single(call: Call) -> Plan:
     return _Single(call)
 
 
+def answered(call: Call, response: Response) -> Response:
+    """The end of a one-request plan: `response`, with the exchange (the call's messages and the
+    answer) as its messages. `_Single`, `reliability.retry.RetryPlan` and the driver's `Run` end so."""
+    response.messages = [*call.messages, response.to_message()]
+    return response
+
+
+def thrown(typ: Any, val: Any = None, tb: Any = None) -> BaseException:
+    """The exception of a generator's `throw(typ, val, tb)`, for the plan objects that stand in for one."""
+    if val is None:
+        val = typ() if isinstance(typ, type) else typ
+    if tb is not None:
+        val = val.with_traceback(tb)
+    exc: BaseException = val
+    return exc
+
+
 def single_call(plan: Any) -> Call | None:
     """The call of a plan made by `single` (as it was made: nothing sent yet), else None. A driver
     may run such a plan itself instead of holding it (`llmrelay.stream.run.Run`)."""
@@ -121,17 +138,11 @@ class _Single(Generator[Any, Any, Response]):
         if state == 2:
             raise StopIteration
         self.state = 2
-        call = self.call
-        value.messages = [*call.messages, value.to_message()]
-        raise StopIteration(value)
+        raise StopIteration(answered(self.call, value))
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         self.state = 2  # nothing in `single` catches: the error ends it, as it would a generator
-        if val is None:
-            val = typ() if isinstance(typ, type) else typ
-        if tb is not None:
-            val = val.with_traceback(tb)
-        raise val
+        raise thrown(typ, val, tb)
 
     def close(self) -> None:
         self.state = 2

@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..events import RetryEvent
 from .middleware import Middleware, SendFn, with_middleware
-from ..engine.plan import Emit, Plan, Send, Sleep, single_call
+from ..engine.plan import Emit, Plan, Send, Sleep, answered, single_call, thrown
 from ..call import Call
 from ..response import Attempt, Response
 
@@ -145,8 +145,7 @@ class RetryPlan(Generator[Any, Any, Response]):
             failed = self.failed
             if failed:
                 value.attempts = [*failed, *(value.attempts or [Attempt(failed[0].model, value, None)])]
-            value.messages = [*self.call.messages, value.to_message()]
-            raise StopIteration(value)
+            raise StopIteration(answered(self.call, value))
         if state == 0:
             if value is not None:
                 raise TypeError("can't send non-None value to a just-started generator")
@@ -159,10 +158,7 @@ class RetryPlan(Generator[Any, Any, Response]):
         return Send(self.call)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        if val is None:
-            val = typ() if isinstance(typ, type) else typ
-        if tb is not None:
-            val = val.with_traceback(tb)
+        val = thrown(typ, val, tb)
         if self.state == 1 and isinstance(val, APIError):  # the turn failed: `Retry.turn`'s rules
             retry, call = self.retry, self.call
             if self.failed is None:

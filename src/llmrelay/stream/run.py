@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, AsyncGenerator, Generator
 from .. import events as ev
 from ..errors import APIError, StreamInterruptedError
 from ..observability.hooks import CallContext, Hooks, notify
-from ..engine.plan import Emit, RunTools, Send, Sleep, single_call
+from ..engine.plan import Emit, RunTools, Send, Sleep, answered, single_call
 from ..response import Response
 from ..engine.turn import StreamCore, body_error, first_token_watchdog, observe, observed
 from ..engine.turns import Turns
@@ -77,8 +77,7 @@ class Run(Turns):
                 raise exc
             if value is None:
                 return Send(self.first_call)
-            value.messages = [*self.first_call.messages, value.to_message()]
-            raise StopIteration(value)
+            raise StopIteration(answered(self.first_call, value))
         except StopIteration as stop:
             final: Response[Any] = stop.value
             final.correlation_id = self.context.correlation_id

@@ -184,7 +184,8 @@ class AiohttpTransport:
         try:
             resp = await sending
         except asyncio.CancelledError:
-            if task is not None and task in watch.expired and task.uncancel() <= cancelling:
+            # ours: the watch took the task out of `opening` when it cancelled it (a caller's cancel leaves it in)
+            if task is not None and task not in watch.opening and task.uncancel() <= cancelling:
                 raise translate_error(asyncio.TimeoutError(), phase="headers", ctx=ctx, timeouts=timeouts,
                                       started=started) from None
             raise
@@ -292,7 +293,7 @@ class _IdleWatch:
     for the network (a consumer that is slow to ask for the next chunk is not idle). A deadline fires
     at most a quarter of its wait late (at most 1 s)."""
 
-    __slots__ = ("loop", "bodies", "handle", "interval", "opening", "sending", "waits", "connecting", "expired")
+    __slots__ = ("loop", "bodies", "handle", "interval", "opening", "sending", "waits", "connecting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
@@ -303,7 +304,6 @@ class _IdleWatch:
         self.sending: dict[asyncio.Task[Any], Any] = {}
         self.waits: dict[asyncio.Task[Any], float] = {}
         self.connecting: set[asyncio.Task[Any]] = set()
-        self.expired: set[asyncio.Task[Any]] = set()
 
     def add(self, body: AiohttpBody) -> None:
         t = body._timeouts
@@ -322,7 +322,6 @@ class _IdleWatch:
         self.sending.pop(task, None)
         self.waits.pop(task, None)
         self.connecting.discard(task)
-        self.expired.discard(task)
 
     def _arm(self, wait: float) -> None:
         interval = min(1.0, max(0.005, wait / 4))
@@ -344,8 +343,7 @@ class _IdleWatch:
                     self.connecting.discard(task)
                     self.opening[task] = now + self.waits[task]
                     continue
-                del self.opening[task]
-                self.expired.add(task)
+                del self.opening[task]  # (what tells `open` the cancel is the deadline's)
                 task.cancel()
         for body in [b for b in self.bodies if b._since]:
             t = body._timeouts
